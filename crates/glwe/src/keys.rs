@@ -1,0 +1,222 @@
+//! Keys, seeded GLWE encryption (TFHE-rs) and decryption of the two totals.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tfhe::core_crypto::commons::math::random::{CompressionSeed, Seed};
+use tfhe::core_crypto::prelude::*;
+
+use crate::layout::REWARD_COEFF;
+use crate::params::{DELTA_LOG, FLOOD_LOG, MAX_NOISE, NOISE_BOUND_LOG2, POLYNOMIAL_SIZE, RERANDOMISATION_NOISE};
+use crate::HiddenTotals;
+
+/// Why a ciphertext could not be decrypted.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DecryptError {
+    /// The ciphertext has the wrong size.
+    #[error("ciphertext mask has {found} coefficients, expected {expected}")]
+    Size {
+        /// Expected size.
+        expected: usize,
+        /// Size found.
+        found: usize,
+    },
+    /// The decrypted noise is larger than any honest evaluation produces:
+    /// the ciphertext was altered, or it is for another key.
+    #[error("decryption noise out of range: ciphertext altered or not for this key")]
+    Noise,
+}
+
+/// A household's binary GLWE secret key (`k = 1`, `N = 8192`).
+#[derive(Clone)]
+pub struct SecretKey(GlweSecretKeyOwned<u128>);
+
+/// A seeded GLWE ciphertext: the 128-bit seed from which the mask is
+/// regenerated, and the body polynomial.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeededGlwe {
+    /// Seed of the mask (TFHE-rs AES-CTR mask generator).
+    pub seed: u128,
+    /// Body polynomial, `N` coefficients.
+    pub body: Vec<u128>,
+}
+
+/// A household's compact public key: a seeded GLWE encryption of zero under
+/// its secret key. The billing authority uses it to re-randomise the
+/// household's bill ciphertext.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactPublicKey(pub SeededGlwe);
+
+fn tuniform() -> DynamicDistribution<u128> {
+    DynamicDistribution::new_t_uniform(NOISE_BOUND_LOG2)
+}
+
+fn native() -> CiphertextModulus<u128> {
+    CiphertextModulus::new_native()
+}
+
+impl SeededGlwe {
+    /// Whether the body has the expected size.
+    pub fn is_well_formed(&self) -> bool {
+        self.body.len() == POLYNOMIAL_SIZE
+    }
+
+    /// Regenerates the mask polynomial from the seed into `mask`.
+    ///
+    /// The body must be well formed (see [`SeededGlwe::is_well_formed`]).
+    pub fn expand_mask(&self, glwe: &mut GlweCiphertextOwned<u128>) {
+        let seeded = SeededGlweCiphertext::from_container(
+            self.body.as_slice(),
+            GlweSize(2),
+            CompressionSeed::from(Seed(self.seed)),
+            native(),
+        );
+        decompress_seeded_glwe_ciphertext::<_, _, _, DefaultRandomGenerator>(glwe, &seeded);
+    }
+}
+
+/// A scratch GLWE ciphertext for [`SeededGlwe::expand_mask`].
+pub(crate) fn glwe_buffer() -> GlweCiphertextOwned<u128> {
+    GlweCiphertext::new(0u128, GlweSize(2), PolynomialSize(POLYNOMIAL_SIZE), native())
+}
+
+impl SecretKey {
+    /// Draws a fresh binary key.
+    pub fn generate(seeder: &mut dyn Seeder) -> SecretKey {
+        let mut generator = SecretRandomGenerator::<DefaultRandomGenerator>::new(seeder.seed());
+        SecretKey(allocate_and_generate_new_binary_glwe_secret_key(
+            GlweDimension(1),
+            PolynomialSize(POLYNOMIAL_SIZE),
+            &mut generator,
+        ))
+    }
+
+    /// The key as `N` bits (1 KiB), for its owner's storage.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = vec![0u8; POLYNOMIAL_SIZE / 8];
+        for (i, &b) in self.0.as_ref().iter().enumerate() {
+            out[i / 8] |= ((b & 1) as u8) << (i % 8);
+        }
+        out
+    }
+
+    /// Rebuilds a key from [`SecretKey::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Option<SecretKey> {
+        if bytes.len() != POLYNOMIAL_SIZE / 8 {
+            return None;
+        }
+        let bits: Vec<u128> = (0..POLYNOMIAL_SIZE).map(|i| ((bytes[i / 8] >> (i % 8)) & 1) as u128).collect();
+        Some(SecretKey(GlweSecretKey::from_container(bits, PolynomialSize(POLYNOMIAL_SIZE))))
+    }
+
+    /// Encrypts `Delta * m` for a plaintext polynomial `m` of at most `N`
+    /// signed coefficients (the rest are zero).
+    pub fn encrypt(&self, message: &[i64], seeder: &mut dyn Seeder) -> SeededGlwe {
+        assert!(message.len() <= POLYNOMIAL_SIZE, "message longer than the polynomial");
+        let mut encoded = vec![0u128; POLYNOMIAL_SIZE];
+        for (e, &m) in encoded.iter_mut().zip(message) {
+            *e = (m as i128 as u128) << DELTA_LOG;
+        }
+        let seed = seeder.seed();
+        let mut ct = SeededGlweCiphertext::new(
+            0u128,
+            GlweSize(2),
+            PolynomialSize(POLYNOMIAL_SIZE),
+            CompressionSeed::from(seed),
+            native(),
+        );
+        encrypt_seeded_glwe_ciphertext(&self.0, &mut ct, &PlaintextList::from_container(encoded), tuniform(), seeder);
+        SeededGlwe { seed: seed.0, body: ct.into_container() }
+    }
+
+    /// The compact public key of this key.
+    pub fn public_key(&self, seeder: &mut dyn Seeder) -> CompactPublicKey {
+        CompactPublicKey(self.encrypt(&[], seeder))
+    }
+
+    /// Decrypts the two totals (bill at coefficient 0, reward at
+    /// coefficient [`REWARD_COEFF`]) of an evaluated ciphertext.
+    pub fn decrypt_totals(&self, ct: &HiddenTotals) -> Result<(i128, i128), DecryptError> {
+        if ct.mask.len() != POLYNOMIAL_SIZE {
+            return Err(DecryptError::Size { expected: POLYNOMIAL_SIZE, found: ct.mask.len() });
+        }
+        let s = self.0.as_ref();
+        let bill = decode(ct.body[0].wrapping_sub(coefficient_of_product(&ct.mask, s, 0)))?;
+        let reward = decode(ct.body[1].wrapping_sub(coefficient_of_product(&ct.mask, s, REWARD_COEFF)))?;
+        Ok((bill, reward))
+    }
+
+    /// Full GLWE decryption with TFHE-rs (tests cross-check our own
+    /// arithmetic against it).
+    pub fn decrypt_glwe_reference(&self, ct: &SeededGlwe) -> Vec<u128> {
+        let mut glwe = glwe_buffer();
+        ct.expand_mask(&mut glwe);
+        let mut out = PlaintextList::new(0u128, PlaintextCount(POLYNOMIAL_SIZE));
+        decrypt_glwe_ciphertext(&self.0, &glwe, &mut out);
+        out.into_container()
+    }
+
+    /// The key coefficients (0 or 1).
+    pub fn coefficients(&self) -> &[u128] {
+        self.0.as_ref()
+    }
+}
+
+/// Coefficient `k` of the negacyclic product `a * s` for a binary `s`.
+pub(crate) fn coefficient_of_product(a: &[u128], s: &[u128], k: usize) -> u128 {
+    let n = a.len();
+    let mut acc = 0u128;
+    for (j, &bit) in s.iter().enumerate() {
+        if bit != 0 {
+            acc = if j <= k { acc.wrapping_add(a[k - j]) } else { acc.wrapping_sub(a[n + k - j]) };
+        }
+    }
+    acc
+}
+
+/// Rounds `c = Delta * t + noise` to `t`, refusing noise that no honest
+/// evaluation produces.
+fn decode(c: u128) -> Result<i128, DecryptError> {
+    let half = 1u128 << (DELTA_LOG - 1);
+    let t = (c.wrapping_add(half) as i128) >> DELTA_LOG;
+    let noise = c.wrapping_sub((t as u128) << DELTA_LOG) as i128;
+    let limit = (1u128 << FLOOD_LOG) + MAX_NOISE + RERANDOMISATION_NOISE;
+    if noise.unsigned_abs() > limit {
+        return Err(DecryptError::Noise);
+    }
+    Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seeding::deterministic;
+
+    #[test]
+    fn encryption_decrypts_with_tfhe_rs() {
+        let mut seeder = deterministic(1);
+        let sk = SecretKey::generate(&mut seeder);
+        let msg: Vec<i64> = (0..100).map(|i| i * 1000 - 50_000).collect();
+        let ct = sk.encrypt(&msg, &mut seeder);
+        let pt = sk.decrypt_glwe_reference(&ct);
+        for (i, &p) in pt.iter().enumerate() {
+            let want = msg.get(i).copied().unwrap_or(0) as i128;
+            assert_eq!(decode(p).unwrap(), want, "coefficient {i}");
+        }
+    }
+
+    #[test]
+    fn secret_key_bytes_round_trip() {
+        let sk = SecretKey::generate(&mut deterministic(2));
+        let back = SecretKey::from_bytes(&sk.to_bytes()).unwrap();
+        assert_eq!(back.coefficients(), sk.coefficients());
+        assert!(SecretKey::from_bytes(&[0u8; 3]).is_none());
+    }
+
+    #[test]
+    fn decode_rounds_and_rejects_large_noise() {
+        let d = 1u128 << DELTA_LOG;
+        assert_eq!(decode(d.wrapping_mul(5).wrapping_add(1 << 80)).unwrap(), 5);
+        assert_eq!(decode(d.wrapping_mul(-5i128 as u128).wrapping_sub(1 << 80)).unwrap(), -5);
+        assert_eq!(decode(d.wrapping_mul(5).wrapping_add(3 << 79)), Err(DecryptError::Noise));
+    }
+}
