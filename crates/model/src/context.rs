@@ -1,0 +1,92 @@
+use pb_units::limits::MAX_PRICE_UNITS;
+use pb_units::{CycleId, PriceUnits, SlotCount};
+use serde::{Deserialize, Serialize};
+
+use crate::{BillingModel, ModelError};
+
+/// The public context of a cycle: its prices per slot and billing model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CycleContext {
+    cycle: CycleId,
+    model: BillingModel,
+    trading: Vec<PriceUnits>,
+    retail: Vec<PriceUnits>,
+    feed_in: Vec<PriceUnits>,
+}
+
+fn check_prices(field: &'static str, values: &[PriceUnits], expected: usize) -> Result<(), ModelError> {
+    if values.len() != expected {
+        return Err(ModelError::Length { field, expected, found: values.len() });
+    }
+    for (slot, p) in values.iter().enumerate() {
+        if p.0.unsigned_abs() > MAX_PRICE_UNITS as u64 {
+            return Err(ModelError::Range { field, slot, value: p.0, limit: MAX_PRICE_UNITS });
+        }
+    }
+    Ok(())
+}
+
+impl CycleContext {
+    /// Checks that the three price vectors have one valid length and that
+    /// every price is within `MAX_PRICE_UNITS`.
+    pub fn new(
+        cycle: CycleId,
+        model: BillingModel,
+        trading: Vec<PriceUnits>,
+        retail: Vec<PriceUnits>,
+        feed_in: Vec<PriceUnits>,
+    ) -> Result<CycleContext, ModelError> {
+        SlotCount::new(trading.len())?;
+        check_prices("trading", &trading, trading.len())?;
+        check_prices("retail", &retail, trading.len())?;
+        check_prices("feed_in", &feed_in, trading.len())?;
+        Ok(CycleContext { cycle, model, trading, retail, feed_in })
+    }
+
+    /// The cycle.
+    pub fn cycle(&self) -> CycleId {
+        self.cycle
+    }
+    /// The billing model.
+    pub fn model(&self) -> BillingModel {
+        self.model
+    }
+    /// Number of slots.
+    pub fn slots(&self) -> usize {
+        self.trading.len()
+    }
+    /// Trading price `p` per slot.
+    pub fn trading(&self) -> &[PriceUnits] {
+        &self.trading
+    }
+    /// Retail price `r` per slot.
+    pub fn retail(&self) -> &[PriceUnits] {
+        &self.retail
+    }
+    /// Feed-in price `f` per slot.
+    pub fn feed_in(&self) -> &[PriceUnits] {
+        &self.feed_in
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_contexts_are_refused() {
+        let p = |n: usize| vec![PriceUnits(1); n];
+        assert!(CycleContext::new(CycleId(1), BillingModel::Ucs, p(3), p(3), p(3)).is_ok());
+        assert!(matches!(
+            CycleContext::new(CycleId(1), BillingModel::Ucs, p(3), p(2), p(3)),
+            Err(ModelError::Length { field: "retail", .. })
+        ));
+        assert!(CycleContext::new(CycleId(1), BillingModel::Ucs, p(0), p(0), p(0)).is_err());
+        let mut big = p(3);
+        big[2] = PriceUnits(MAX_PRICE_UNITS + 1);
+        assert!(matches!(
+            CycleContext::new(CycleId(1), BillingModel::Ucs, p(3), p(3), big),
+            Err(ModelError::Range { field: "feed_in", slot: 2, .. })
+        ));
+    }
+}
