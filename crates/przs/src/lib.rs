@@ -70,6 +70,9 @@ pub enum PrzsError {
     /// A correction names a member that is not missing or not a peer.
     #[error("member {0} is not a peer of this member")]
     UnknownPeer(MemberId),
+    /// The operating system's randomness was unavailable.
+    #[error("no randomness available from the operating system")]
+    TooFewEntropy,
 }
 
 /// A member's long-term X25519 identity key for PRZS.

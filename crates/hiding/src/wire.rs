@@ -1,0 +1,136 @@
+//! Versioned binary encoding of what travels: `kind (4 bytes) | version
+//! (u16 LE) | bincode 2 (serde, fixed-width integers)`. Decoding refuses
+//! truncated, oversized, trailing or inconsistent input with a typed error.
+
+use bincode::config::{self, Config};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use thiserror::Error;
+
+use crate::{DropoutCorrection, HiddenBill, HiddenData};
+
+/// Current format version.
+pub const FORMAT_VERSION: u16 = 1;
+
+/// Why bytes could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DecodeError {
+    /// The input ends early.
+    #[error("input truncated")]
+    Truncated,
+    /// The input is larger than any valid message of this kind.
+    #[error("input of {len} bytes exceeds the limit of {limit}")]
+    Oversized {
+        /// Input length.
+        len: usize,
+        /// Limit.
+        limit: usize,
+    },
+    /// The input is another kind of message.
+    #[error("not a {expected} message")]
+    Kind {
+        /// The kind expected.
+        expected: &'static str,
+    },
+    /// The input has an unsupported format version.
+    #[error("unsupported format version {0} (this build reads {FORMAT_VERSION})")]
+    Version(u16),
+    /// The input does not decode.
+    #[error("malformed input: {0}")]
+    Malformed(String),
+    /// Bytes follow the message.
+    #[error("{0} trailing bytes after the message")]
+    Trailing(usize),
+    /// The message decodes but is inconsistent.
+    #[error("inconsistent message: {0}")]
+    Inconsistent(&'static str),
+}
+
+/// A message type with a wire form.
+pub trait Wire: Serialize + DeserializeOwned {
+    /// Four-byte kind tag.
+    const KIND: [u8; 4];
+    /// Name, for errors.
+    const NAME: &'static str;
+    /// Largest valid encoding.
+    const LIMIT: usize;
+    /// Consistency check after decoding.
+    fn check(&self) -> Result<(), &'static str>;
+
+    /// Encodes the message.
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1024);
+        out.extend_from_slice(&Self::KIND);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        // Serialising plain data into a Vec cannot fail.
+        let body = bincode::serde::encode_to_vec(self, cfg()).unwrap_or_default();
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Decodes and checks a message.
+    fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        if bytes.len() > Self::LIMIT {
+            return Err(DecodeError::Oversized { len: bytes.len(), limit: Self::LIMIT });
+        }
+        if bytes.len() < 6 {
+            return Err(DecodeError::Truncated);
+        }
+        if bytes[..4] != Self::KIND {
+            return Err(DecodeError::Kind { expected: Self::NAME });
+        }
+        let version = u16::from_le_bytes([bytes[4], bytes[5]]);
+        if version != FORMAT_VERSION {
+            return Err(DecodeError::Version(version));
+        }
+        let body = &bytes[6..];
+        let (value, used): (Self, usize) =
+            bincode::serde::decode_from_slice(body, config::standard().with_fixed_int_encoding().with_limit::<{ 1 << 21 }>()).map_err(|e| match e {
+                bincode::error::DecodeError::UnexpectedEnd { .. } => DecodeError::Truncated,
+                bincode::error::DecodeError::LimitExceeded => DecodeError::Oversized { len: bytes.len(), limit: Self::LIMIT },
+                other => DecodeError::Malformed(other.to_string()),
+            })?;
+        if used != body.len() {
+            return Err(DecodeError::Trailing(body.len() - used));
+        }
+        value.check().map_err(DecodeError::Inconsistent)?;
+        Ok(value)
+    }
+}
+
+fn cfg() -> impl Config {
+    // Random ciphertext words do not shrink under varints; fixed width is
+    // both smaller and constant-time to size.
+    config::standard().with_fixed_int_encoding()
+}
+
+impl Wire for HiddenData {
+    const KIND: [u8; 4] = *b"PBHD";
+    const NAME: &'static str = "HiddenData";
+    // 5 ciphertexts (4032 slots) of 128 KiB, masks of 3 x 4032 x 8 bytes.
+    const LIMIT: usize = 1 << 20;
+    fn check(&self) -> Result<(), &'static str> {
+        self.check_shape()
+    }
+}
+
+impl Wire for HiddenBill {
+    const KIND: [u8; 4] = *b"PBHB";
+    const NAME: &'static str = "HiddenBill";
+    const LIMIT: usize = 132 * 1024;
+    fn check(&self) -> Result<(), &'static str> {
+        self.check_shape()
+    }
+}
+
+impl Wire for DropoutCorrection {
+    const KIND: [u8; 4] = *b"PBDC";
+    const NAME: &'static str = "DropoutCorrection";
+    const LIMIT: usize = 128 * 1024;
+    fn check(&self) -> Result<(), &'static str> {
+        if self.vectors.len() != 3 || self.vectors.iter().any(|v| v.len() != self.vectors[0].len()) {
+            return Err("correction vectors of unequal lengths");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,81 @@
+use pb_glwe::eval::EvalError;
+use pb_glwe::ntt::CrtNtt;
+use pb_glwe::params::POLYNOMIAL_SIZE;
+use pb_glwe::{CompactPublicKey, EvalScratch, HiddenTotals, PreparedWeights, Rerandomizer, SeededGlwe, evaluate};
+use rayon::prelude::*;
+
+/// One household's share of a cycle's homomorphic work.
+#[derive(Clone, Copy, Debug)]
+pub struct EvalJob<'a> {
+    /// The household's ciphertexts for the cycle.
+    pub ciphertexts: &'a [SeededGlwe],
+    /// The household's compact public key.
+    pub public_key: &'a CompactPublicKey,
+    /// Seed of the re-randomisation and flooding noise
+    /// ([`Rerandomizer::from_seed`]); equal seeds give bit-identical results
+    /// on every backend.
+    pub rerandomizer: [u8; 32],
+}
+
+/// Where the billing authority's vector work runs.
+///
+/// Implementations must be bit-exact with [`CpuBackend`], the reference.
+pub trait ComputeBackend: Send + Sync {
+    /// Short name shown to users (`cpu`, `cuda`).
+    fn name(&self) -> &'static str;
+
+    /// Sums masked vectors of length `len` modulo 2^64 (the PRZS
+    /// aggregation).
+    fn sum_masked(&self, len: usize, vectors: &[&[u64]]) -> Vec<u64>;
+
+    /// Evaluates every job against the cycle's weights, in order.
+    fn evaluate(&self, weights: &PreparedWeights, jobs: &[EvalJob<'_>]) -> Result<Vec<HiddenTotals>, EvalError>;
+}
+
+/// The reference backend: households spread over cores with rayon.
+#[derive(Debug)]
+pub struct CpuBackend {
+    ntt: CrtNtt,
+}
+
+impl Default for CpuBackend {
+    fn default() -> Self {
+        CpuBackend { ntt: CrtNtt::new(POLYNOMIAL_SIZE) }
+    }
+}
+
+impl CpuBackend {
+    /// A backend using rayon's global thread pool.
+    pub fn new() -> CpuBackend {
+        CpuBackend::default()
+    }
+}
+
+impl ComputeBackend for CpuBackend {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn sum_masked(&self, len: usize, vectors: &[&[u64]]) -> Vec<u64> {
+        // Slots are independent: split them over threads, sum members in order.
+        let mut out = vec![0u64; len];
+        out.par_chunks_mut(1024).enumerate().for_each(|(c, chunk)| {
+            let base = c * 1024;
+            for v in vectors {
+                for (o, x) in chunk.iter_mut().zip(&v[base..]) {
+                    *o = o.wrapping_add(*x);
+                }
+            }
+        });
+        out
+    }
+
+    fn evaluate(&self, weights: &PreparedWeights, jobs: &[EvalJob<'_>]) -> Result<Vec<HiddenTotals>, EvalError> {
+        jobs.par_iter()
+            .map_init(EvalScratch::default, |scratch, job| {
+                let rr = Rerandomizer::from_seed(job.rerandomizer);
+                evaluate(&self.ntt, weights, job.ciphertexts, job.public_key, &rr, scratch)
+            })
+            .collect()
+    }
+}
