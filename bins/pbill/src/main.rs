@@ -1,1 +1,160 @@
-fn main() {}
+//! `pbill`: command-line entry of private-billing.
+
+mod input;
+mod synthetic;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pb_model::{Bill, BillingModel, reference};
+use pb_shared_billing::CpuBackend;
+use pb_shared_billing::community::run_local;
+use pb_units::limits::DEFAULT_MIN_MEMBERS;
+use serde::Serialize;
+
+/// Private billing for peer-to-peer energy communities.
+#[derive(Parser, Debug)]
+#[command(name = "pbill", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Bill a community given in a file, running the whole cryptographic
+    /// pipeline in this process (keys, PRZS masking, encryption, billing,
+    /// decryption), so bills can be checked without a network.
+    ///
+    /// Input: {"cycle_id": N, "prices": {"trading": [..], "retail": [..],
+    /// "feed_in": [..]}, "households": [{"id": "..", "promises_kwh": [..],
+    /// "actual_kwh": [..]}]} with prices in currency per kWh and energy in
+    /// kWh per slot (positive = consumption, negative = supply).
+    ///
+    /// Output: {"model": "..", "bills": [{"id", "bill", "reward", "total"}]},
+    /// amounts as exact decimal strings with 8 decimals. On any error
+    /// nothing is written.
+    Simulate {
+        /// Community file (JSON).
+        #[arg(long, short)]
+        input: PathBuf,
+        /// Where to write the bills (JSON).
+        #[arg(long, short)]
+        output: PathBuf,
+        /// Billing model.
+        #[arg(long, default_value_t = BillingModel::Ucs)]
+        model: BillingModel,
+        /// Compute the same bills in clear, without any cryptography.
+        #[arg(long)]
+        plaintext: bool,
+        /// Smallest community that may be billed.
+        #[arg(long, default_value_t = DEFAULT_MIN_MEMBERS)]
+        min_members: usize,
+    },
+    /// Write a synthetic community file (daily load shapes, some households
+    /// with PV, forecasts with noise) for `simulate`.
+    Generate {
+        /// Number of households.
+        #[arg(long, default_value_t = 20)]
+        households: usize,
+        /// Number of 15-minute slots (672 = one week).
+        #[arg(long, default_value_t = 96)]
+        slots: usize,
+        /// Seed of the generator (same seed, same community).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Where to write the community (JSON).
+        #[arg(long, short)]
+        output: PathBuf,
+    },
+}
+
+#[derive(Serialize)]
+struct BillOut {
+    id: String,
+    bill: String,
+    reward: String,
+    total: String,
+}
+
+#[derive(Serialize)]
+struct BillsOut {
+    model: String,
+    bills: Vec<BillOut>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Simulate { input, output, model, plaintext, min_members } => {
+            simulate(&input, &output, model, plaintext, min_members)
+        }
+        Command::Generate { households, slots, seed, output } => synthetic::generate(households, slots, seed)
+            .and_then(|community| write_json(&output, &community)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn simulate(input: &Path, output: &Path, model: BillingModel, plaintext: bool, min_members: usize) -> Result<(), String> {
+    let text = std::fs::read_to_string(input).map_err(|e| format!("{}: {e}", input.display()))?;
+    let community = input::parse(&text, model, min_members)?;
+    let n = community.households.len();
+    let slots = community.context.slots();
+    let bills: Vec<Bill> = if plaintext {
+        reference::bills(&community.context, &community.households).map_err(|e| e.to_string())?
+    } else {
+        eprintln!("billing {n} households x {slots} slots ({model}) with the encrypted pipeline...");
+        let run = run_local(&community.context, &community.households, Box::new(CpuBackend::new()), min_members, None)
+            .map_err(|e| e.to_string())?;
+        let t = run.timings;
+        eprintln!(
+            "keygen {:.2?}, hide {:.2?} ({:.2?}/household), billing {:.2?} ({:.2?}/household), decrypt {:.2?}; \
+             upload {} B, download {} B per household",
+            t.keygen,
+            t.hide,
+            t.hide / n as u32,
+            t.billing,
+            t.billing / n as u32,
+            t.decrypt,
+            run.sizes.upload,
+            run.sizes.download
+        );
+        run.bills
+    };
+    let out = BillsOut {
+        model: model.to_string(),
+        bills: community
+            .households
+            .iter()
+            .zip(&bills)
+            .map(|(h, b)| BillOut {
+                id: h.member().to_string(),
+                bill: b.bill.to_decimal_string(),
+                reward: b.reward.to_decimal_string(),
+                total: b.total().to_decimal_string(),
+            })
+            .collect(),
+    };
+    write_json(output, &out)?;
+    eprintln!("wrote {} bills to {}", bills.len(), output.display());
+    Ok(())
+}
+
+/// Writes through a temporary file and a rename, so that a failure never
+/// leaves a partial file behind.
+fn write_json(path: &Path, value: &impl Serialize) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
+    let tmp = path.with_extension("tmp-pbill");
+    std::fs::write(&tmp, text + "\n").map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("{}: {e}", path.display())
+    })
+}

@@ -21,9 +21,8 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-use tfhe::core_crypto::prelude::{ContiguousEntityContainer, GlweCiphertextOwned};
-
-use crate::keys::{coefficient_of_product, glwe_buffer};
+use crate::keys::coefficient_of_product;
+use crate::mask::expand_mask;
 use crate::layout::{REWARD_COEFF, taps, weight_polynomials};
 use crate::ntt::{CrtNtt, MAX_TERMS, NttPoly};
 use crate::params::{BudgetError, FLOOD_LOG, POLYNOMIAL_SIZE, check_weights};
@@ -122,6 +121,13 @@ fn tuniform3(byte: u8) -> i64 {
     (u >> 1) + (u & 1) - 8
 }
 
+/// `len` TUniform(3) samples from a ChaCha20 stream.
+pub(crate) fn tuniform3_vec(seed: [u8; 32], len: usize) -> Vec<i64> {
+    let mut bytes = vec![0u8; len];
+    ChaCha20Rng::from_seed(seed).fill_bytes(&mut bytes);
+    bytes.into_iter().map(tuniform3).collect()
+}
+
 impl Rerandomizer {
     /// Expands a seed.
     pub fn from_seed(seed: [u8; 32]) -> Rerandomizer {
@@ -146,7 +152,7 @@ impl Rerandomizer {
 
 /// Reusable buffers of [`evaluate`] (one per thread).
 pub struct EvalScratch {
-    glwe: GlweCiphertextOwned<u128>,
+    mask_buf: Vec<u128>,
     a: NttPoly,
     b: NttPoly,
     acc: NttPoly,
@@ -155,7 +161,7 @@ pub struct EvalScratch {
 impl Default for EvalScratch {
     fn default() -> Self {
         EvalScratch {
-            glwe: glwe_buffer(),
+            mask_buf: vec![0; POLYNOMIAL_SIZE],
             a: NttPoly::zero(POLYNOMIAL_SIZE),
             b: NttPoly::zero(POLYNOMIAL_SIZE),
             acc: NttPoly::zero(POLYNOMIAL_SIZE),
@@ -182,19 +188,19 @@ pub fn evaluate(
     if !cts.iter().all(SeededGlwe::is_well_formed) || !cpk.0.is_well_formed() {
         return Err(EvalError::Malformed);
     }
-    let EvalScratch { glwe, a, b, acc } = scratch;
+    let EvalScratch { mask_buf, a, b, acc } = scratch;
     acc.clear();
     let mut body = [0u128; 2];
     for ((ct, w), taps) in cts.iter().zip(&weights.transformed).zip(&weights.taps) {
-        ct.expand_mask(glwe);
-        ntt.forward_u128(glwe.get_mask().as_polynomial_list().iter().next().map_or(&[][..], |p| p.into_container()), a);
+        expand_mask(ct.seed, mask_buf);
+        ntt.forward_u128(mask_buf, a);
         ntt.mul_accumulate(acc, a, w);
         body[0] = body[0].wrapping_add(dot_taps(&ct.body, &taps[0]));
         body[1] = body[1].wrapping_add(dot_taps(&ct.body, &taps[1]));
     }
     // Encryption of zero under the household's compact public key.
-    cpk.0.expand_mask(glwe);
-    ntt.forward_u128(glwe.get_mask().as_polynomial_list().iter().next().map_or(&[][..], |p| p.into_container()), a);
+    expand_mask(cpk.0.seed, mask_buf);
+    ntt.forward_u128(mask_buf, a);
     ntt.forward_i64(&rr.r, b);
     ntt.normalize(b);
     ntt.mul_accumulate(acc, a, b);

@@ -18,6 +18,7 @@
 pub mod eval;
 mod keys;
 pub mod layout;
+pub mod mask;
 pub mod ntt;
 pub mod params;
 

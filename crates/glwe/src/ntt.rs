@@ -67,6 +67,12 @@ pub struct CrtNtt {
     crt: Crt,
 }
 
+/// The plan for the scheme's polynomial size, built once per process.
+pub fn plan() -> &'static CrtNtt {
+    static PLAN: OnceLock<CrtNtt> = OnceLock::new();
+    PLAN.get_or_init(|| CrtNtt::new(crate::params::POLYNOMIAL_SIZE))
+}
+
 /// The three largest primes below `2^62` that are `1 mod 2^14` (valid for
 /// every power-of-two size up to 8192).
 pub fn primes() -> [u64; 3] {
