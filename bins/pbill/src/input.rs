@@ -50,18 +50,27 @@ pub struct Community {
 
 fn prices(field: &str, values: &[f64], expected: usize) -> Result<Vec<PriceUnits>, String> {
     if values.len() != expected {
-        return Err(format!("{field} has {} values, expected {expected} (as prices.trading)", values.len()));
+        return Err(format!(
+            "{field} has {} values, expected {expected} (as prices.trading)",
+            values.len()
+        ));
     }
     values
         .iter()
         .enumerate()
-        .map(|(t, &v)| PriceUnits::from_currency_per_kwh(v).map_err(|e| format!("{field}[{t}]: {e} currency/kWh")))
+        .map(|(t, &v)| {
+            PriceUnits::from_currency_per_kwh(v)
+                .map_err(|e| format!("{field}[{t}]: {e} currency/kWh"))
+        })
         .collect()
 }
 
 fn energy(field: &str, values: &[f64], expected: usize) -> Result<Vec<Wh>, String> {
     if values.len() != expected {
-        return Err(format!("{field} has {} values, expected {expected} (one per price slot)", values.len()));
+        return Err(format!(
+            "{field} has {} values, expected {expected} (one per price slot)",
+            values.len()
+        ));
     }
     values
         .iter()
@@ -72,7 +81,8 @@ fn energy(field: &str, values: &[f64], expected: usize) -> Result<Vec<Wh>, Strin
 
 /// Parses and checks a community file; every error names its field.
 pub fn parse(text: &str, model: BillingModel, min_members: usize) -> Result<Community, String> {
-    let file: CommunityFile = serde_json::from_str(text).map_err(|e| format!("invalid community file: {e}"))?;
+    let file: CommunityFile =
+        serde_json::from_str(text).map_err(|e| format!("invalid community file: {e}"))?;
     let slots = file.prices.trading.len();
     if slots == 0 {
         return Err("prices.trading is empty: a cycle needs at least one slot".into());
@@ -98,9 +108,19 @@ pub fn parse(text: &str, model: BillingModel, min_members: usize) -> Result<Comm
         if !seen.insert(id.clone()) {
             return Err(format!("households[{i}].id: {id} appears twice"));
         }
-        let promises = energy(&format!("households[{i}].promises_kwh"), &h.promises_kwh, slots)?;
+        let promises = energy(
+            &format!("households[{i}].promises_kwh"),
+            &h.promises_kwh,
+            slots,
+        )?;
         let actual = energy(&format!("households[{i}].actual_kwh"), &h.actual_kwh, slots)?;
-        households.push(Data::new(id, CycleId(file.cycle_id), promises, actual).map_err(|e| format!("households[{i}]: {e}"))?);
+        households.push(
+            Data::new(id, CycleId(file.cycle_id), promises, actual)
+                .map_err(|e| format!("households[{i}]: {e}"))?,
+        );
     }
-    Ok(Community { context, households })
+    Ok(Community {
+        context,
+        households,
+    })
 }

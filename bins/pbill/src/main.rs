@@ -87,10 +87,19 @@ struct BillsOut {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Simulate { input, output, model, plaintext, min_members } => {
-            simulate(&input, &output, model, plaintext, min_members)
-        }
-        Command::Generate { households, slots, seed, output } => synthetic::generate(households, slots, seed)
+        Command::Simulate {
+            input,
+            output,
+            model,
+            plaintext,
+            min_members,
+        } => simulate(&input, &output, model, plaintext, min_members),
+        Command::Generate {
+            households,
+            slots,
+            seed,
+            output,
+        } => synthetic::generate(households, slots, seed)
             .and_then(|community| write_json(&output, &community)),
     };
     match result {
@@ -102,7 +111,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn simulate(input: &Path, output: &Path, model: BillingModel, plaintext: bool, min_members: usize) -> Result<(), String> {
+fn simulate(
+    input: &Path,
+    output: &Path,
+    model: BillingModel,
+    plaintext: bool,
+    min_members: usize,
+) -> Result<(), String> {
     let text = std::fs::read_to_string(input).map_err(|e| format!("{}: {e}", input.display()))?;
     let community = input::parse(&text, model, min_members)?;
     let n = community.households.len();
@@ -110,9 +125,17 @@ fn simulate(input: &Path, output: &Path, model: BillingModel, plaintext: bool, m
     let bills: Vec<Bill> = if plaintext {
         reference::bills(&community.context, &community.households).map_err(|e| e.to_string())?
     } else {
-        eprintln!("billing {n} households x {slots} slots ({model}) with the encrypted pipeline...");
-        let run = run_local(&community.context, &community.households, Box::new(CpuBackend::new()), min_members, None)
-            .map_err(|e| e.to_string())?;
+        eprintln!(
+            "billing {n} households x {slots} slots ({model}) with the encrypted pipeline..."
+        );
+        let run = run_local(
+            &community.context,
+            &community.households,
+            Box::new(CpuBackend::new()),
+            min_members,
+            None,
+        )
+        .map_err(|e| e.to_string())?;
         let t = run.timings;
         eprintln!(
             "keygen {:.2?}, hide {:.2?} ({:.2?}/household), billing {:.2?} ({:.2?}/household), decrypt {:.2?}; \

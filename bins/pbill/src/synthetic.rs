@@ -24,20 +24,30 @@ pub fn generate(households: usize, slots: usize, seed: u64) -> Result<CommunityF
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let hour = |t: usize| (t % 96) as f64 / 4.0;
-    let mut prices = PricesFile { trading: vec![], retail: vec![], feed_in: vec![] };
+    let mut prices = PricesFile {
+        trading: vec![],
+        retail: vec![],
+        feed_in: vec![],
+    };
     for t in 0..slots {
         let h = hour(t);
         let peak = (-(h - 18.5).powi(2) / 6.0).exp() + 0.6 * (-(h - 8.0).powi(2) / 4.0).exp();
         let trading = 0.08 + 0.12 * peak + 0.01 * uniform(&mut rng);
         prices.trading.push((trading * 1e5).round() / 1e5);
         prices.retail.push(((trading + 0.11) * 1e5).round() / 1e5);
-        prices.feed_in.push(((0.05 + 0.02 * uniform(&mut rng)) * 1e5).round() / 1e5);
+        prices
+            .feed_in
+            .push(((0.05 + 0.02 * uniform(&mut rng)) * 1e5).round() / 1e5);
     }
     let mut out = Vec::with_capacity(households);
     for i in 0..households {
         let base_kw = 0.15 + 0.3 * uniform(&mut rng);
         let peak_kw = 1.0 + 2.5 * uniform(&mut rng);
-        let pv_kw = if uniform(&mut rng) < 0.4 { 2.0 + 6.0 * uniform(&mut rng) } else { 0.0 };
+        let pv_kw = if uniform(&mut rng) < 0.4 {
+            2.0 + 6.0 * uniform(&mut rng)
+        } else {
+            0.0
+        };
         let mut promises = Vec::with_capacity(slots);
         let mut actual = Vec::with_capacity(slots);
         let mut cloud = 1.0;
@@ -47,14 +57,28 @@ pub fn generate(households: usize, slots: usize, seed: u64) -> Result<CommunityF
                 cloud = 0.3 + 0.7 * uniform(&mut rng);
             }
             let load = base_kw
-                + peak_kw * (0.5 * (-(h - 7.5).powi(2) / 1.5).exp() + (-(h - 19.0).powi(2) / 3.0).exp());
-            let sun = if (6.0..20.0).contains(&h) { (std::f64::consts::PI * (h - 6.0) / 14.0).sin().powi(2) } else { 0.0 };
+                + peak_kw
+                    * (0.5 * (-(h - 7.5).powi(2) / 1.5).exp() + (-(h - 19.0).powi(2) / 3.0).exp());
+            let sun = if (6.0..20.0).contains(&h) {
+                (std::f64::consts::PI * (h - 6.0) / 14.0).sin().powi(2)
+            } else {
+                0.0
+            };
             let forecast_kw = load - pv_kw * sun * cloud;
-            let actual_kw = forecast_kw * (0.85 + 0.3 * uniform(&mut rng)) + 0.2 * (uniform(&mut rng) - 0.5);
+            let actual_kw =
+                forecast_kw * (0.85 + 0.3 * uniform(&mut rng)) + 0.2 * (uniform(&mut rng) - 0.5);
             promises.push(round3(forecast_kw * 0.25));
             actual.push(round3(actual_kw * 0.25));
         }
-        out.push(HouseholdFile { id: format!("house-{:03}", i + 1), promises_kwh: promises, actual_kwh: actual });
+        out.push(HouseholdFile {
+            id: format!("house-{:03}", i + 1),
+            promises_kwh: promises,
+            actual_kwh: actual,
+        });
     }
-    Ok(CommunityFile { cycle_id: 1, prices, households: out })
+    Ok(CommunityFile {
+        cycle_id: 1,
+        prices,
+        households: out,
+    })
 }

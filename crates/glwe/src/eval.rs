@@ -17,16 +17,16 @@
 //! accumulated in the NTT domain ([`CrtNtt`]); the two body coefficients are
 //! sparse dot products ([`crate::layout::taps`]).
 
+use crate::keys::coefficient_of_product;
+use crate::layout::{REWARD_COEFF, taps, weight_polynomials};
+use crate::mask::expand_mask;
+use crate::ntt::{CrtNtt, MAX_TERMS, NttPoly};
+use crate::params::{BudgetError, FLOOD_LOG, POLYNOMIAL_SIZE, check_weights};
+use crate::{CompactPublicKey, SeededGlwe};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-use crate::keys::coefficient_of_product;
-use crate::mask::expand_mask;
-use crate::layout::{REWARD_COEFF, taps, weight_polynomials};
-use crate::ntt::{CrtNtt, MAX_TERMS, NttPoly};
-use crate::params::{BudgetError, FLOOD_LOG, POLYNOMIAL_SIZE, check_weights};
-use crate::{CompactPublicKey, SeededGlwe};
 
 /// The evaluated ciphertext a household receives: the full mask and the two
 /// body coefficients (bill, reward).
@@ -69,7 +69,10 @@ impl PreparedWeights {
     /// weights `bill` and `reward` (equal lengths).
     pub fn new(ntt: &CrtNtt, bill: &[i64], reward: &[i64]) -> Result<PreparedWeights, BudgetError> {
         let polys = weight_polynomials(bill, reward);
-        assert!(polys.len() < MAX_TERMS, "more chunks than the CRT range allows");
+        assert!(
+            polys.len() < MAX_TERMS,
+            "more chunks than the CRT range allows"
+        );
         let noise_bound = check_weights(polys.iter().flatten())?;
         let transformed = polys
             .iter()
@@ -80,8 +83,16 @@ impl PreparedWeights {
                 t
             })
             .collect();
-        let taps = polys.iter().map(|w| [taps(w, 0), taps(w, REWARD_COEFF)]).collect();
-        Ok(PreparedWeights { polys, transformed, taps, noise_bound })
+        let taps = polys
+            .iter()
+            .map(|w| [taps(w, 0), taps(w, REWARD_COEFF)])
+            .collect();
+        Ok(PreparedWeights {
+            polys,
+            transformed,
+            taps,
+            noise_bound,
+        })
     }
 
     /// Number of ciphertexts each household must send.
@@ -134,11 +145,19 @@ impl Rerandomizer {
         let mut rng = ChaCha20Rng::from_seed(seed);
         let mut bits = vec![0u8; POLYNOMIAL_SIZE / 8];
         rng.fill_bytes(&mut bits);
-        let r = (0..POLYNOMIAL_SIZE).map(|i| ((bits[i / 8] >> (i % 8)) & 1) as i64).collect();
+        let r = (0..POLYNOMIAL_SIZE)
+            .map(|i| ((bits[i / 8] >> (i % 8)) & 1) as i64)
+            .collect();
         let mut bytes = vec![0u8; POLYNOMIAL_SIZE + 2];
         rng.fill_bytes(&mut bytes);
-        let e1 = bytes[..POLYNOMIAL_SIZE].iter().map(|&b| tuniform3(b)).collect();
-        let e2 = [tuniform3(bytes[POLYNOMIAL_SIZE]), tuniform3(bytes[POLYNOMIAL_SIZE + 1])];
+        let e1 = bytes[..POLYNOMIAL_SIZE]
+            .iter()
+            .map(|&b| tuniform3(b))
+            .collect();
+        let e2 = [
+            tuniform3(bytes[POLYNOMIAL_SIZE]),
+            tuniform3(bytes[POLYNOMIAL_SIZE + 1]),
+        ];
         let mut flood = [0i128; 2];
         for f in &mut flood {
             let mut b = [0u8; 16];
@@ -170,7 +189,9 @@ impl Default for EvalScratch {
 }
 
 fn dot_taps(body: &[u128], taps: &[(u32, i64)]) -> u128 {
-    taps.iter().fold(0u128, |acc, &(j, c)| acc.wrapping_add(body[j as usize].wrapping_mul(c as i128 as u128)))
+    taps.iter().fold(0u128, |acc, &(j, c)| {
+        acc.wrapping_add(body[j as usize].wrapping_mul(c as i128 as u128))
+    })
 }
 
 /// Evaluates one household's ciphertexts against the cycle's weights.
@@ -183,12 +204,20 @@ pub fn evaluate(
     scratch: &mut EvalScratch,
 ) -> Result<HiddenTotals, EvalError> {
     if cts.len() != weights.chunk_count() {
-        return Err(EvalError::ChunkCount { expected: weights.chunk_count(), found: cts.len() });
+        return Err(EvalError::ChunkCount {
+            expected: weights.chunk_count(),
+            found: cts.len(),
+        });
     }
     if !cts.iter().all(SeededGlwe::is_well_formed) || !cpk.0.is_well_formed() {
         return Err(EvalError::Malformed);
     }
-    let EvalScratch { mask_buf, a, b, acc } = scratch;
+    let EvalScratch {
+        mask_buf,
+        a,
+        b,
+        acc,
+    } = scratch;
     acc.clear();
     let mut body = [0u128; 2];
     for ((ct, w), taps) in cts.iter().zip(&weights.transformed).zip(&weights.taps) {
@@ -222,9 +251,9 @@ pub fn evaluate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::SecretKey;
     use crate::layout::pack;
     use crate::seeding::deterministic;
-    use crate::SecretKey;
 
     #[test]
     fn evaluation_decrypts_to_the_two_dot_products() {
@@ -238,11 +267,22 @@ mod tests {
         let wb: Vec<i64> = (0..len).map(|i| 25_000 + i % 5000).collect();
         let wr: Vec<i64> = (0..len).map(|i| -(i % 3) * 1_000_000).collect();
         let weights = PreparedWeights::new(&ntt, &wb, &wr).unwrap();
-        let cts: Vec<SeededGlwe> = pack(&bill, &reward).iter().map(|m| sk.encrypt(m, &mut seeder)).collect();
+        let cts: Vec<SeededGlwe> = pack(&bill, &reward)
+            .iter()
+            .map(|m| sk.encrypt(m, &mut seeder))
+            .collect();
         let rr = Rerandomizer::from_seed([3; 32]);
         let out = evaluate(&ntt, &weights, &cts, &cpk, &rr, &mut EvalScratch::default()).unwrap();
-        let dot = |a: &[i64], b: &[i64]| a.iter().zip(b).map(|(&x, &y)| x as i128 * y as i128).sum::<i128>();
-        assert_eq!(sk.decrypt_totals(&out).unwrap(), (dot(&bill, &wb), dot(&reward, &wr)));
+        let dot = |a: &[i64], b: &[i64]| {
+            a.iter()
+                .zip(b)
+                .map(|(&x, &y)| x as i128 * y as i128)
+                .sum::<i128>()
+        };
+        assert_eq!(
+            sk.decrypt_totals(&out).unwrap(),
+            (dot(&bill, &wb), dot(&reward, &wr))
+        );
         // Another key cannot read it.
         let other = SecretKey::generate(&mut seeder);
         assert!(other.decrypt_totals(&out).is_err());
@@ -257,10 +297,16 @@ mod tests {
         let weights = PreparedWeights::new(&ntt, &[1, 2], &[3, 4]).unwrap();
         let rr = Rerandomizer::from_seed([0; 32]);
         let mut scratch = EvalScratch::default();
-        assert!(matches!(evaluate(&ntt, &weights, &[], &cpk, &rr, &mut scratch), Err(EvalError::ChunkCount { .. })));
+        assert!(matches!(
+            evaluate(&ntt, &weights, &[], &cpk, &rr, &mut scratch),
+            Err(EvalError::ChunkCount { .. })
+        ));
         let mut ct = sk.encrypt(&[1, 2], &mut seeder);
         ct.body.pop();
-        assert_eq!(evaluate(&ntt, &weights, &[ct], &cpk, &rr, &mut scratch), Err(EvalError::Malformed));
+        assert_eq!(
+            evaluate(&ntt, &weights, &[ct], &cpk, &rr, &mut scratch),
+            Err(EvalError::Malformed)
+        );
     }
 
     #[test]
@@ -268,7 +314,11 @@ mod tests {
         let rr = Rerandomizer::from_seed([9; 32]);
         assert!(rr.r.iter().all(|&x| x == 0 || x == 1));
         assert!(rr.e1.iter().all(|&x| (-8..=8).contains(&x)));
-        assert!(rr.flood.iter().all(|&f| f >= -(1i128 << FLOOD_LOG) && f < 1i128 << FLOOD_LOG));
+        assert!(
+            rr.flood
+                .iter()
+                .all(|f| (-(1i128 << FLOOD_LOG)..1i128 << FLOOD_LOG).contains(f))
+        );
         // r is not constant and e1 is centred
         assert!(rr.r.iter().sum::<i64>() > 3500 && rr.r.iter().sum::<i64>() < 4700);
         assert!(rr.e1.iter().sum::<i64>().abs() < 2000);

@@ -1,16 +1,18 @@
 //! Keys, seeded GLWE encryption (TFHE-rs) and decryption of the two totals.
 
 use serde::{Deserialize, Serialize};
-use thiserror::Error;
 use tfhe::core_crypto::commons::math::random::{CompressionSeed, Seed};
 use tfhe::core_crypto::prelude::*;
+use thiserror::Error;
 
+use crate::HiddenTotals;
 use crate::eval::tuniform3_vec;
 use crate::layout::REWARD_COEFF;
 use crate::mask::expand_mask;
 use crate::ntt::{NttPoly, plan};
-use crate::params::{DELTA_LOG, FLOOD_LOG, MAX_NOISE, NOISE_BOUND_LOG2, POLYNOMIAL_SIZE, RERANDOMISATION_NOISE};
-use crate::HiddenTotals;
+use crate::params::{
+    DELTA_LOG, FLOOD_LOG, MAX_NOISE, NOISE_BOUND_LOG2, POLYNOMIAL_SIZE, RERANDOMISATION_NOISE,
+};
 
 /// Why a ciphertext could not be decrypted.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -81,7 +83,12 @@ impl SeededGlwe {
 
 /// A scratch GLWE ciphertext for [`SeededGlwe::expand_mask`].
 pub(crate) fn glwe_buffer() -> GlweCiphertextOwned<u128> {
-    GlweCiphertext::new(0u128, GlweSize(2), PolynomialSize(POLYNOMIAL_SIZE), native())
+    GlweCiphertext::new(
+        0u128,
+        GlweSize(2),
+        PolynomialSize(POLYNOMIAL_SIZE),
+        native(),
+    )
 }
 
 impl SecretKey {
@@ -118,8 +125,13 @@ impl SecretKey {
         if bytes.len() != POLYNOMIAL_SIZE / 8 {
             return None;
         }
-        let bits: Vec<u128> = (0..POLYNOMIAL_SIZE).map(|i| ((bytes[i / 8] >> (i % 8)) & 1) as u128).collect();
-        Some(SecretKey::from_tfhe(GlweSecretKey::from_container(bits, PolynomialSize(POLYNOMIAL_SIZE))))
+        let bits: Vec<u128> = (0..POLYNOMIAL_SIZE)
+            .map(|i| ((bytes[i / 8] >> (i % 8)) & 1) as u128)
+            .collect();
+        Some(SecretKey::from_tfhe(GlweSecretKey::from_container(
+            bits,
+            PolynomialSize(POLYNOMIAL_SIZE),
+        )))
     }
 
     /// Encrypts `Delta * m` for a plaintext polynomial `m` of at most `N`
@@ -131,7 +143,10 @@ impl SecretKey {
     /// Karatsuba (0.5 ms instead of 13 ms). The noise comes from ChaCha20
     /// keyed by 256 bits of the seeder.
     pub fn encrypt(&self, message: &[i64], seeder: &mut dyn Seeder) -> SeededGlwe {
-        assert!(message.len() <= POLYNOMIAL_SIZE, "message longer than the polynomial");
+        assert!(
+            message.len() <= POLYNOMIAL_SIZE,
+            "message longer than the polynomial"
+        );
         let seed = seeder.seed().0;
         let mut noise_seed = [0u8; 32];
         noise_seed[..16].copy_from_slice(&seeder.seed().0.to_le_bytes());
@@ -147,7 +162,9 @@ impl SecretKey {
         ntt.inverse_u128(&mut acc, &mut body);
         for (i, b) in body.iter_mut().enumerate() {
             let m = message.get(i).copied().unwrap_or(0) as i128 as u128;
-            *b = b.wrapping_add(m << DELTA_LOG).wrapping_add(noise[i] as i128 as u128);
+            *b = b
+                .wrapping_add(m << DELTA_LOG)
+                .wrapping_add(noise[i] as i128 as u128);
         }
         SeededGlwe { seed, body }
     }
@@ -155,7 +172,10 @@ impl SecretKey {
     /// Encryption with TFHE-rs's own `encrypt_seeded_glwe_ciphertext`
     /// (tests cross-check [`SecretKey::encrypt`] against it).
     pub fn encrypt_tfhe(&self, message: &[i64], seeder: &mut dyn Seeder) -> SeededGlwe {
-        assert!(message.len() <= POLYNOMIAL_SIZE, "message longer than the polynomial");
+        assert!(
+            message.len() <= POLYNOMIAL_SIZE,
+            "message longer than the polynomial"
+        );
         let mut encoded = vec![0u128; POLYNOMIAL_SIZE];
         for (e, &m) in encoded.iter_mut().zip(message) {
             *e = (m as i128 as u128) << DELTA_LOG;
@@ -168,8 +188,17 @@ impl SecretKey {
             CompressionSeed::from(seed),
             native(),
         );
-        encrypt_seeded_glwe_ciphertext(&self.0, &mut ct, &PlaintextList::from_container(encoded), tuniform(), seeder);
-        SeededGlwe { seed: seed.0, body: ct.into_container() }
+        encrypt_seeded_glwe_ciphertext(
+            &self.0,
+            &mut ct,
+            &PlaintextList::from_container(encoded),
+            tuniform(),
+            seeder,
+        );
+        SeededGlwe {
+            seed: seed.0,
+            body: ct.into_container(),
+        }
     }
 
     /// The compact public key of this key.
@@ -181,11 +210,15 @@ impl SecretKey {
     /// coefficient [`REWARD_COEFF`]) of an evaluated ciphertext.
     pub fn decrypt_totals(&self, ct: &HiddenTotals) -> Result<(i128, i128), DecryptError> {
         if ct.mask.len() != POLYNOMIAL_SIZE {
-            return Err(DecryptError::Size { expected: POLYNOMIAL_SIZE, found: ct.mask.len() });
+            return Err(DecryptError::Size {
+                expected: POLYNOMIAL_SIZE,
+                found: ct.mask.len(),
+            });
         }
         let s = self.0.as_ref();
         let bill = decode(ct.body[0].wrapping_sub(coefficient_of_product(&ct.mask, s, 0)))?;
-        let reward = decode(ct.body[1].wrapping_sub(coefficient_of_product(&ct.mask, s, REWARD_COEFF)))?;
+        let reward =
+            decode(ct.body[1].wrapping_sub(coefficient_of_product(&ct.mask, s, REWARD_COEFF)))?;
         Ok((bill, reward))
     }
 
@@ -211,7 +244,11 @@ pub(crate) fn coefficient_of_product(a: &[u128], s: &[u128], k: usize) -> u128 {
     let mut acc = 0u128;
     for (j, &bit) in s.iter().enumerate() {
         if bit != 0 {
-            acc = if j <= k { acc.wrapping_add(a[k - j]) } else { acc.wrapping_sub(a[n + k - j]) };
+            acc = if j <= k {
+                acc.wrapping_add(a[k - j])
+            } else {
+                acc.wrapping_sub(a[n + k - j])
+            };
         }
     }
     acc
@@ -253,12 +290,18 @@ mod tests {
         let mut seeder = deterministic(3);
         let sk = SecretKey::generate(&mut seeder);
         let msg: Vec<i64> = (0..300).map(|i| (i * 7919) % 100_000 - 50_000).collect();
-        for ct in [sk.encrypt(&msg, &mut seeder), sk.encrypt_tfhe(&msg, &mut seeder)] {
+        for ct in [
+            sk.encrypt(&msg, &mut seeder),
+            sk.encrypt_tfhe(&msg, &mut seeder),
+        ] {
             let pt = sk.decrypt_glwe_reference(&ct);
             for (i, &p) in pt.iter().enumerate() {
                 let want = msg.get(i).copied().unwrap_or(0) as i128;
                 // noise of a fresh ciphertext is TUniform(3): at most 8
-                assert!((p.wrapping_sub((want as u128) << DELTA_LOG) as i128).abs() <= 8, "coefficient {i}");
+                assert!(
+                    (p.wrapping_sub((want as u128) << DELTA_LOG) as i128).abs() <= 8,
+                    "coefficient {i}"
+                );
             }
         }
     }
@@ -275,7 +318,13 @@ mod tests {
     fn decode_rounds_and_rejects_large_noise() {
         let d = 1u128 << DELTA_LOG;
         assert_eq!(decode(d.wrapping_mul(5).wrapping_add(1 << 80)).unwrap(), 5);
-        assert_eq!(decode(d.wrapping_mul(-5i128 as u128).wrapping_sub(1 << 80)).unwrap(), -5);
-        assert_eq!(decode(d.wrapping_mul(5).wrapping_add(3 << 79)), Err(DecryptError::Noise));
+        assert_eq!(
+            decode(d.wrapping_mul(-5i128 as u128).wrapping_sub(1 << 80)).unwrap(),
+            -5
+        );
+        assert_eq!(
+            decode(d.wrapping_mul(5).wrapping_add(3 << 79)),
+            Err(DecryptError::Noise)
+        );
     }
 }

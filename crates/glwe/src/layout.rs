@@ -24,6 +24,9 @@ use crate::params::POLYNOMIAL_SIZE;
 
 /// Chunk length: at most this many values of each side per polynomial.
 pub const SEGMENT: usize = POLYNOMIAL_SIZE / 3;
+// Both sides and the zero gap between the coefficients' reads fit.
+const _: () = assert!(3 * SEGMENT <= POLYNOMIAL_SIZE);
+
 /// Coefficient of the product that holds the reward total.
 pub const REWARD_COEFF: usize = POLYNOMIAL_SIZE - SEGMENT;
 
@@ -77,7 +80,13 @@ pub fn taps(w: &[i64], k: usize) -> Vec<(u32, i64)> {
     w.iter()
         .enumerate()
         .filter(|&(_, &x)| x != 0)
-        .map(|(u, &x)| if u <= k { ((k - u) as u32, x) } else { ((n + k - u) as u32, -x) })
+        .map(|(u, &x)| {
+            if u <= k {
+                ((k - u) as u32, x)
+            } else {
+                ((n + k - u) as u32, -x)
+            }
+        })
         .collect()
 }
 
@@ -88,7 +97,6 @@ mod tests {
 
     #[test]
     fn segments_fit_three_times() {
-        assert!(3 * SEGMENT <= POLYNOMIAL_SIZE);
         assert_eq!(chunk_count(0), 1);
         assert_eq!(chunk_count(SEGMENT), 1);
         assert_eq!(chunk_count(SEGMENT + 1), 2);
@@ -99,11 +107,16 @@ mod tests {
         // Two chunks, the second partial; values and weights with every sign.
         let len = SEGMENT + 17;
         let bill: Vec<i64> = (0..len as i64).map(|i| (i * 7919) % 2001 - 1000).collect();
-        let reward: Vec<i64> = (0..len as i64).map(|i| (i * 104_729) % 3001 - 1500).collect();
+        let reward: Vec<i64> = (0..len as i64)
+            .map(|i| (i * 104_729) % 3001 - 1500)
+            .collect();
         let wb: Vec<i64> = (0..len as i64).map(|i| (i * 31) % 97 - 48).collect();
         let wr: Vec<i64> = (0..len as i64).map(|i| (i * 17) % 89 - 44).collect();
         let (mut got_bill, mut got_reward) = (0i128, 0i128);
-        for (m, w) in pack(&bill, &reward).iter().zip(weight_polynomials(&wb, &wr)) {
+        for (m, w) in pack(&bill, &reward)
+            .iter()
+            .zip(weight_polynomials(&wb, &wr))
+        {
             let m128: Vec<u128> = m.iter().map(|&x| x as i128 as u128).collect();
             let prod = negacyclic_reference(&m128, &w);
             got_bill += prod[0] as i128;
@@ -116,7 +129,12 @@ mod tests {
                 assert_eq!(via_taps, prod[k]);
             }
         }
-        let dot = |a: &[i64], b: &[i64]| a.iter().zip(b).map(|(&x, &y)| x as i128 * y as i128).sum::<i128>();
+        let dot = |a: &[i64], b: &[i64]| {
+            a.iter()
+                .zip(b)
+                .map(|(&x, &y)| x as i128 * y as i128)
+                .sum::<i128>()
+        };
         assert_eq!(got_bill, dot(&bill, &wb));
         assert_eq!(got_reward, dot(&reward, &wr));
     }

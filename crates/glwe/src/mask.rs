@@ -31,18 +31,34 @@ pub fn expand_mask(seed: u128, out: &mut [u128]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::SeededGlwe;
     use crate::keys::glwe_buffer;
     use crate::params::POLYNOMIAL_SIZE;
-    use crate::SeededGlwe;
     use tfhe::core_crypto::prelude::ContiguousEntityContainer;
 
     #[test]
     fn matches_tfhe_rs_decompression() {
-        for seed in [0u128, 1, 0xdead_beef, u128::MAX, 0x0123_4567_89ab_cdef_0011_2233_4455_6677] {
-            let ct = SeededGlwe { seed, body: vec![0; POLYNOMIAL_SIZE] };
+        for seed in [
+            0u128,
+            1,
+            0xdead_beef,
+            u128::MAX,
+            0x0123_4567_89ab_cdef_0011_2233_4455_6677,
+        ] {
+            let ct = SeededGlwe {
+                seed,
+                body: vec![0; POLYNOMIAL_SIZE],
+            };
             let mut glwe = glwe_buffer();
             ct.expand_mask_tfhe(&mut glwe);
-            let want: Vec<u128> = glwe.get_mask().as_polynomial_list().iter().next().unwrap().into_container().to_vec();
+            let want: Vec<u128> = glwe
+                .get_mask()
+                .as_polynomial_list()
+                .iter()
+                .next()
+                .unwrap()
+                .into_container()
+                .to_vec();
             let mut got = vec![0u128; POLYNOMIAL_SIZE];
             expand_mask(seed, &mut got);
             assert_eq!(got, want, "seed {seed:#x}");

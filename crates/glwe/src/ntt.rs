@@ -29,7 +29,9 @@ pub struct NttPoly {
 impl NttPoly {
     /// The zero polynomial of size `n`.
     pub fn zero(n: usize) -> NttPoly {
-        NttPoly { residues: [vec![0; n], vec![0; n], vec![0; n]] }
+        NttPoly {
+            residues: [vec![0; n], vec![0; n], vec![0; n]],
+        }
     }
 
     /// Sets all residues to zero.
@@ -154,7 +156,11 @@ impl CrtNtt {
             let p = self.crt.p[k];
             for (r, &x) in res.iter_mut().zip(poly) {
                 // |x| < 2^62 < p for every value passed here.
-                *r = if x >= 0 { x as u64 % p } else { (p - (x.unsigned_abs() % p)) % p };
+                *r = if x >= 0 {
+                    x as u64 % p
+                } else {
+                    (p - (x.unsigned_abs() % p)) % p
+                };
             }
             self.plans[k].fwd(res);
         }
@@ -242,7 +248,7 @@ mod tests {
         assert!(p[0] > p[1] && p[1] > p[2]);
         // P > 2^185
         let p0p1 = p[0] as u128 * p[1] as u128;
-        assert!(p0p1 >> 120 > 0 && (p0p1 >> 64) as u128 * p[2] as u128 > 1u128 << 121);
+        assert!(p0p1 >> 120 > 0 && (p0p1 >> 64) * p[2] as u128 > 1u128 << 121);
     }
 
     proptest! {
@@ -292,7 +298,10 @@ mod tests {
         let mut out = vec![0u128; n];
         ntt.inverse_u128(&mut acc, &mut out);
         let once = negacyclic_reference(&a, &b);
-        let want: Vec<u128> = once.iter().map(|x| x.wrapping_mul(MAX_TERMS as u128)).collect();
+        let want: Vec<u128> = once
+            .iter()
+            .map(|x| x.wrapping_mul(MAX_TERMS as u128))
+            .collect();
         assert_eq!(out, want);
     }
 }

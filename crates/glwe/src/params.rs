@@ -91,9 +91,14 @@ pub fn check_weights<'a>(weights: impl IntoIterator<Item = &'a i64>) -> Result<u
         }
         sum_sq = sum_sq.saturating_add((w.unsigned_abs() as u128).pow(2));
     }
-    let bound = PRODUCT_NOISE_FACTOR.saturating_mul(isqrt_ceil(sum_sq)).saturating_add(RERANDOMISATION_NOISE);
+    let bound = PRODUCT_NOISE_FACTOR
+        .saturating_mul(isqrt_ceil(sum_sq))
+        .saturating_add(RERANDOMISATION_NOISE);
     if bound > MAX_NOISE {
-        return Err(BudgetError::Noise { bound, limit: MAX_NOISE });
+        return Err(BudgetError::Noise {
+            bound,
+            limit: MAX_NOISE,
+        });
     }
     Ok(bound)
 }
@@ -101,7 +106,10 @@ pub fn check_weights<'a>(weights: impl IntoIterator<Item = &'a i64>) -> Result<u
 /// Checks a worst-case absolute total against [`MAX_TOTAL`].
 pub fn check_total_bound(bound: u128) -> Result<(), BudgetError> {
     if bound > MAX_TOTAL as u128 {
-        return Err(BudgetError::TotalRange { bound, limit: MAX_TOTAL as u128 });
+        return Err(BudgetError::TotalRange {
+            bound,
+            limit: MAX_TOTAL as u128,
+        });
     }
     Ok(())
 }
@@ -129,8 +137,14 @@ mod tests {
 
     #[test]
     fn weights_are_checked() {
-        assert!(matches!(check_weights(&[MAX_WEIGHT + 1]), Err(BudgetError::WeightTooLarge { .. })));
-        assert!(matches!(check_weights(&vec![1i64 << 33; 64]), Err(BudgetError::Noise { .. })));
+        assert!(matches!(
+            check_weights(&[MAX_WEIGHT + 1]),
+            Err(BudgetError::WeightTooLarge { .. })
+        ));
+        assert!(matches!(
+            check_weights(&vec![1i64 << 33; 64]),
+            Err(BudgetError::Noise { .. })
+        ));
         assert!(check_weights(&vec![1i64 << 20; 8192]).is_ok());
         assert!(check_total_bound(MAX_TOTAL as u128).is_ok());
         assert!(check_total_bound(MAX_TOTAL as u128 + 1).is_err());

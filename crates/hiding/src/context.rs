@@ -123,7 +123,9 @@ pub struct HidingContext {
 
 impl std::fmt::Debug for HidingContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HidingContext").field("member", self.keys.member()).finish_non_exhaustive()
+        f.debug_struct("HidingContext")
+            .field("member", self.keys.member())
+            .finish_non_exhaustive()
     }
 }
 
@@ -145,13 +147,24 @@ impl HidingContext {
 
     /// Masks the household's aggregate contributions and encrypts its billed
     /// vectors for the cycle of `ctx`.
-    pub fn hide(&self, data: &Data, ctx: &CycleContext, seeder: &mut dyn Seeder) -> Result<HiddenData, HidingError> {
+    pub fn hide(
+        &self,
+        data: &Data,
+        ctx: &CycleContext,
+        seeder: &mut dyn Seeder,
+    ) -> Result<HiddenData, HidingError> {
         self.check_member(data.member())?;
         if data.cycle() != ctx.cycle() {
-            return Err(HidingError::WrongCycle { expected: ctx.cycle(), found: data.cycle() });
+            return Err(HidingError::WrongCycle {
+                expected: ctx.cycle(),
+                found: data.cycle(),
+            });
         }
         if data.slots() != ctx.slots() {
-            return Err(HidingError::Slots { expected: ctx.slots(), found: data.slots() });
+            return Err(HidingError::Slots {
+                expected: ctx.slots(),
+                found: data.slots(),
+            });
         }
         let model = ctx.model();
         let v = data.vectors();
@@ -172,14 +185,21 @@ impl HidingContext {
             member: data.member().clone(),
             cycle: ctx.cycle(),
             model,
-            slots: SlotCount::new(ctx.slots()).map_err(|_| HidingError::Slots { expected: 0, found: ctx.slots() })?,
+            slots: SlotCount::new(ctx.slots()).map_err(|_| HidingError::Slots {
+                expected: 0,
+                found: ctx.slots(),
+            })?,
             masked,
             ciphertexts,
         })
     }
 
     /// This member's masks with `missing` members for the cycle of `ctx`.
-    pub fn dropout_correction(&self, ctx: &CycleContext, missing: &[MemberId]) -> Result<DropoutCorrection, HidingError> {
+    pub fn dropout_correction(
+        &self,
+        ctx: &CycleContext,
+        missing: &[MemberId],
+    ) -> Result<DropoutCorrection, HidingError> {
         let mut missing = missing.to_vec();
         missing.sort();
         missing.dedup();
@@ -187,21 +207,35 @@ impl HidingContext {
             .model()
             .aggregates()
             .iter()
-            .map(|a| self.keys.dropout_correction(ctx.cycle(), a.field(), &missing, ctx.slots()))
+            .map(|a| {
+                self.keys
+                    .dropout_correction(ctx.cycle(), a.field(), &missing, ctx.slots())
+            })
             .collect::<Result<_, _>>()?;
-        Ok(DropoutCorrection { member: self.member().clone(), cycle: ctx.cycle(), missing, vectors })
+        Ok(DropoutCorrection {
+            member: self.member().clone(),
+            cycle: ctx.cycle(),
+            missing,
+            vectors,
+        })
     }
 
     /// Decrypts the household's bill.
     pub fn decrypt(&self, bill: &HiddenBill) -> Result<Bill, HidingError> {
         self.check_member(&bill.member)?;
         let (b, r) = self.secret.decrypt_totals(&bill.totals)?;
-        Ok(Bill { bill: Money(b), reward: Money(r) })
+        Ok(Bill {
+            bill: Money(b),
+            reward: Money(r),
+        })
     }
 
     fn check_member(&self, found: &MemberId) -> Result<(), HidingError> {
         if found != self.member() {
-            return Err(HidingError::WrongMember { expected: self.member().clone(), found: found.clone() });
+            return Err(HidingError::WrongMember {
+                expected: self.member().clone(),
+                found: found.clone(),
+            });
         }
         Ok(())
     }

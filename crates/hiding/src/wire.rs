@@ -71,25 +71,38 @@ pub trait Wire: Serialize + DeserializeOwned {
     /// Decodes and checks a message.
     fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
         if bytes.len() > Self::LIMIT {
-            return Err(DecodeError::Oversized { len: bytes.len(), limit: Self::LIMIT });
+            return Err(DecodeError::Oversized {
+                len: bytes.len(),
+                limit: Self::LIMIT,
+            });
         }
         if bytes.len() < 6 {
             return Err(DecodeError::Truncated);
         }
         if bytes[..4] != Self::KIND {
-            return Err(DecodeError::Kind { expected: Self::NAME });
+            return Err(DecodeError::Kind {
+                expected: Self::NAME,
+            });
         }
         let version = u16::from_le_bytes([bytes[4], bytes[5]]);
         if version != FORMAT_VERSION {
             return Err(DecodeError::Version(version));
         }
         let body = &bytes[6..];
-        let (value, used): (Self, usize) =
-            bincode::serde::decode_from_slice(body, config::standard().with_fixed_int_encoding().with_limit::<{ 1 << 21 }>()).map_err(|e| match e {
-                bincode::error::DecodeError::UnexpectedEnd { .. } => DecodeError::Truncated,
-                bincode::error::DecodeError::LimitExceeded => DecodeError::Oversized { len: bytes.len(), limit: Self::LIMIT },
-                other => DecodeError::Malformed(other.to_string()),
-            })?;
+        let (value, used): (Self, usize) = bincode::serde::decode_from_slice(
+            body,
+            config::standard()
+                .with_fixed_int_encoding()
+                .with_limit::<{ 1 << 21 }>(),
+        )
+        .map_err(|e| match e {
+            bincode::error::DecodeError::UnexpectedEnd { .. } => DecodeError::Truncated,
+            bincode::error::DecodeError::LimitExceeded => DecodeError::Oversized {
+                len: bytes.len(),
+                limit: Self::LIMIT,
+            },
+            other => DecodeError::Malformed(other.to_string()),
+        })?;
         if used != body.len() {
             return Err(DecodeError::Trailing(body.len() - used));
         }
@@ -128,7 +141,12 @@ impl Wire for DropoutCorrection {
     const NAME: &'static str = "DropoutCorrection";
     const LIMIT: usize = 128 * 1024;
     fn check(&self) -> Result<(), &'static str> {
-        if self.vectors.len() != 3 || self.vectors.iter().any(|v| v.len() != self.vectors[0].len()) {
+        if self.vectors.len() != 3
+            || self
+                .vectors
+                .iter()
+                .any(|v| v.len() != self.vectors[0].len())
+        {
             return Err("correction vectors of unequal lengths");
         }
         Ok(())

@@ -14,13 +14,26 @@ pub struct CycleContext {
     feed_in: Vec<PriceUnits>,
 }
 
-fn check_prices(field: &'static str, values: &[PriceUnits], expected: usize) -> Result<(), ModelError> {
+fn check_prices(
+    field: &'static str,
+    values: &[PriceUnits],
+    expected: usize,
+) -> Result<(), ModelError> {
     if values.len() != expected {
-        return Err(ModelError::Length { field, expected, found: values.len() });
+        return Err(ModelError::Length {
+            field,
+            expected,
+            found: values.len(),
+        });
     }
     for (slot, p) in values.iter().enumerate() {
         if p.0.unsigned_abs() > MAX_PRICE_UNITS as u64 {
-            return Err(ModelError::Range { field, slot, value: p.0, limit: MAX_PRICE_UNITS });
+            return Err(ModelError::Range {
+                field,
+                slot,
+                value: p.0,
+                limit: MAX_PRICE_UNITS,
+            });
         }
     }
     Ok(())
@@ -40,7 +53,13 @@ impl CycleContext {
         check_prices("trading", &trading, trading.len())?;
         check_prices("retail", &retail, trading.len())?;
         check_prices("feed_in", &feed_in, trading.len())?;
-        Ok(CycleContext { cycle, model, trading, retail, feed_in })
+        Ok(CycleContext {
+            cycle,
+            model,
+            trading,
+            retail,
+            feed_in,
+        })
     }
 
     /// The cycle.
@@ -79,14 +98,21 @@ mod tests {
         assert!(CycleContext::new(CycleId(1), BillingModel::Ucs, p(3), p(3), p(3)).is_ok());
         assert!(matches!(
             CycleContext::new(CycleId(1), BillingModel::Ucs, p(3), p(2), p(3)),
-            Err(ModelError::Length { field: "retail", .. })
+            Err(ModelError::Length {
+                field: "retail",
+                ..
+            })
         ));
         assert!(CycleContext::new(CycleId(1), BillingModel::Ucs, p(0), p(0), p(0)).is_err());
         let mut big = p(3);
         big[2] = PriceUnits(MAX_PRICE_UNITS + 1);
         assert!(matches!(
             CycleContext::new(CycleId(1), BillingModel::Ucs, p(3), p(3), big),
-            Err(ModelError::Range { field: "feed_in", slot: 2, .. })
+            Err(ModelError::Range {
+                field: "feed_in",
+                slot: 2,
+                ..
+            })
         ));
     }
 }

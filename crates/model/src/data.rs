@@ -16,7 +16,12 @@ pub struct Data {
 pub(crate) fn check_wh(field: &'static str, values: &[Wh]) -> Result<(), ModelError> {
     for (slot, v) in values.iter().enumerate() {
         if v.0.unsigned_abs() > MAX_SLOT_WH as u64 {
-            return Err(ModelError::Range { field, slot, value: v.0, limit: MAX_SLOT_WH });
+            return Err(ModelError::Range {
+                field,
+                slot,
+                value: v.0,
+                limit: MAX_SLOT_WH,
+            });
         }
     }
     Ok(())
@@ -25,14 +30,28 @@ pub(crate) fn check_wh(field: &'static str, values: &[Wh]) -> Result<(), ModelEr
 impl Data {
     /// Checks lengths (equal, a valid slot count) and ranges
     /// (`|value| <= MAX_SLOT_WH`).
-    pub fn new(member: MemberId, cycle: CycleId, promises: Vec<Wh>, actual: Vec<Wh>) -> Result<Data, ModelError> {
+    pub fn new(
+        member: MemberId,
+        cycle: CycleId,
+        promises: Vec<Wh>,
+        actual: Vec<Wh>,
+    ) -> Result<Data, ModelError> {
         SlotCount::new(promises.len())?;
         if actual.len() != promises.len() {
-            return Err(ModelError::Length { field: "actual", expected: promises.len(), found: actual.len() });
+            return Err(ModelError::Length {
+                field: "actual",
+                expected: promises.len(),
+                found: actual.len(),
+            });
         }
         check_wh("promises", &promises)?;
         check_wh("actual", &actual)?;
-        Ok(Data { member, cycle, promises, actual })
+        Ok(Data {
+            member,
+            cycle,
+            promises,
+            actual,
+        })
     }
 
     /// The household.
@@ -161,7 +180,10 @@ impl SlotVectors {
 
     /// Concatenation of the named vectors (the layout of a side).
     pub fn side(&self, which: &[Vector]) -> Vec<i64> {
-        which.iter().flat_map(|&w| self.get(w).iter().copied()).collect()
+        which
+            .iter()
+            .flat_map(|&w| self.get(w).iter().copied())
+            .collect()
     }
 }
 
@@ -182,7 +204,9 @@ mod tests {
     fn vectors_follow_section_3() {
         // consumer over-consumes, consumer under-consumes, producer over-supplies,
         // no promise but consumes, producer consumes
-        let v = data(&[100, 100, -50, 0, -10], &[150, 80, -70, 30, 5]).unwrap().vectors();
+        let v = data(&[100, 100, -50, 0, -10], &[150, 80, -70, 30, 5])
+            .unwrap()
+            .vectors();
         assert_eq!(v.ca, [150, 80, 0, 0, 0]);
         assert_eq!(v.cr, [0, 0, 0, 30, 5]);
         assert_eq!(v.sa, [0, 0, 70, 0, 0]);
@@ -197,9 +221,29 @@ mod tests {
 
     #[test]
     fn bad_data_is_refused() {
-        assert!(matches!(data(&[1, 2], &[1]), Err(ModelError::Length { field: "actual", .. })));
+        assert!(matches!(
+            data(&[1, 2], &[1]),
+            Err(ModelError::Length {
+                field: "actual",
+                ..
+            })
+        ));
         assert!(matches!(data(&[], &[]), Err(ModelError::Slots(_))));
-        assert!(matches!(data(&[MAX_SLOT_WH + 1], &[0]), Err(ModelError::Range { field: "promises", slot: 0, .. })));
-        assert!(matches!(data(&[0, 0], &[0, -MAX_SLOT_WH - 1]), Err(ModelError::Range { field: "actual", slot: 1, .. })));
+        assert!(matches!(
+            data(&[MAX_SLOT_WH + 1], &[0]),
+            Err(ModelError::Range {
+                field: "promises",
+                slot: 0,
+                ..
+            })
+        ));
+        assert!(matches!(
+            data(&[0, 0], &[0, -MAX_SLOT_WH - 1]),
+            Err(ModelError::Range {
+                field: "actual",
+                slot: 1,
+                ..
+            })
+        ));
     }
 }

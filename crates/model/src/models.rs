@@ -67,9 +67,16 @@ impl Aggregates {
 
     /// Sums the contributions of households in clear (tests and the
     /// `--plaintext` path only: the billing authority never sees them).
-    pub fn in_clear<'a>(model: BillingModel, slots: usize, households: impl IntoIterator<Item = &'a SlotVectors>) -> Aggregates {
-        let mut sums: BTreeMap<Aggregate, Vec<i64>> =
-            model.aggregates().iter().map(|&a| (a, vec![0i64; slots])).collect();
+    pub fn in_clear<'a>(
+        model: BillingModel,
+        slots: usize,
+        households: impl IntoIterator<Item = &'a SlotVectors>,
+    ) -> Aggregates {
+        let mut sums: BTreeMap<Aggregate, Vec<i64>> = model
+            .aggregates()
+            .iter()
+            .map(|&a| (a, vec![0i64; slots]))
+            .collect();
         for v in households {
             for (a, sum) in sums.iter_mut() {
                 for (s, x) in sum.iter_mut().zip(a.contribution(v)) {
@@ -100,7 +107,11 @@ pub enum BillingModel {
 
 impl BillingModel {
     /// All models.
-    pub const ALL: [BillingModel; 3] = [BillingModel::Ucs, BillingModel::UcsReference, BillingModel::Proportional];
+    pub const ALL: [BillingModel; 3] = [
+        BillingModel::Ucs,
+        BillingModel::UcsReference,
+        BillingModel::Proportional,
+    ];
 
     /// Vectors of the bill side, in layout order.
     pub fn bill_side(self) -> [Vector; 3] {
@@ -140,13 +151,25 @@ impl BillingModel {
             BillingModel::UcsReference => (nc.max(1), np.max(1)),
             _ => (nc, np),
         };
-        let charge = if td < 0 && nc > 0 { div_round_half_away((r - p) * -td, nc) } else { 0 };
-        let loss = if td > 0 && np > 0 { div_round_half_away((p - f) * td, np) } else { 0 };
+        let charge = if td < 0 && nc > 0 {
+            div_round_half_away((r - p) * -td, nc)
+        } else {
+            0
+        };
+        let loss = if td > 0 && np > 0 {
+            div_round_half_away((p - f) * td, np)
+        } else {
+            0
+        };
         (charge, loss)
     }
 
     /// The cycle's public weights from its context and aggregates.
-    pub fn weights(self, ctx: &CycleContext, aggregates: &Aggregates) -> Result<Weights, ModelError> {
+    pub fn weights(
+        self,
+        ctx: &CycleContext,
+        aggregates: &Aggregates,
+    ) -> Result<Weights, ModelError> {
         let t_count = ctx.slots();
         let needs = self.aggregates();
         let agg = [
@@ -158,7 +181,9 @@ impl BillingModel {
         let mut reward = vec![0i64; 3 * t_count];
         for t in 0..t_count {
             let (charge, loss) = self.rates(t, ctx, agg);
-            let fit = |value: i128| i64::try_from(value).map_err(|_| ModelError::Weight { slot: t, value });
+            let fit = |value: i128| {
+                i64::try_from(value).map_err(|_| ModelError::Weight { slot: t, value })
+            };
             bill[t] = ctx.trading()[t].0;
             bill[t_count + t] = ctx.retail()[t].0;
             bill[2 * t_count + t] = fit(charge)?;
@@ -166,7 +191,12 @@ impl BillingModel {
             reward[t_count + t] = ctx.feed_in()[t].0;
             reward[2 * t_count + t] = fit(-loss)?;
         }
-        Ok(Weights { model: self, slots: t_count, bill, reward })
+        Ok(Weights {
+            model: self,
+            slots: t_count,
+            bill,
+            reward,
+        })
     }
 }
 
@@ -186,7 +216,9 @@ impl FromStr for BillingModel {
         BillingModel::ALL
             .into_iter()
             .find(|m| m.to_string() == s)
-            .ok_or_else(|| format!("unknown billing model {s:?} (expected ucs, ucs-reference or proportional)"))
+            .ok_or_else(|| {
+                format!("unknown billing model {s:?} (expected ucs, ucs-reference or proportional)")
+            })
     }
 }
 
@@ -229,7 +261,11 @@ impl Weights {
     /// weights.
     pub fn apply(&self, v: &SlotVectors) -> Bill {
         let dot = |side: &[Vector], w: &[i64]| -> i128 {
-            v.side(side).iter().zip(w).map(|(&x, &y)| x as i128 * y as i128).sum()
+            v.side(side)
+                .iter()
+                .zip(w)
+                .map(|(&x, &y)| x as i128 * y as i128)
+                .sum()
         };
         Bill {
             bill: Money(dot(&self.model.bill_side(), &self.bill)),
@@ -246,12 +282,16 @@ impl Weights {
             let t = self.slots;
             (0..t)
                 .map(|i| {
-                    let energy = w[i].unsigned_abs().max(w[t + i].unsigned_abs()) as u128 * MAX_SLOT_WH as u128;
+                    let energy = w[i].unsigned_abs().max(w[t + i].unsigned_abs()) as u128
+                        * MAX_SLOT_WH as u128;
                     energy + w[2 * t + i].unsigned_abs() as u128 * third.max_value() as u128
                 })
                 .sum()
         };
-        (side(&self.bill, self.model.bill_side()[2]), side(&self.reward, self.model.reward_side()[2]))
+        (
+            side(&self.bill, self.model.bill_side()[2]),
+            side(&self.reward, self.model.reward_side()[2]),
+        )
     }
 }
 
@@ -292,6 +332,9 @@ mod tests {
             assert_eq!(m.to_string().parse::<BillingModel>().unwrap(), m);
         }
         assert!("ucs2".parse::<BillingModel>().is_err());
-        assert_eq!(serde_json::to_string(&BillingModel::UcsReference).unwrap(), "\"ucs-reference\"");
+        assert_eq!(
+            serde_json::to_string(&BillingModel::UcsReference).unwrap(),
+            "\"ucs-reference\""
+        );
     }
 }

@@ -10,7 +10,11 @@ pub fn bills(ctx: &CycleContext, households: &[Data]) -> Result<Vec<crate::Bill>
     let t_count = ctx.slots();
     for d in households {
         if d.slots() != t_count {
-            return Err(ModelError::Length { field: "household data", expected: t_count, found: d.slots() });
+            return Err(ModelError::Length {
+                field: "household data",
+                expected: t_count,
+                found: d.slots(),
+            });
         }
     }
     let vectors: Vec<_> = households.iter().map(Data::vectors).collect();
@@ -19,7 +23,9 @@ pub fn bills(ctx: &CycleContext, households: &[Data]) -> Result<Vec<crate::Bill>
         let p = ctx.trading()[t].0 as i128;
         let r = ctx.retail()[t].0 as i128;
         let f = ctx.feed_in()[t].0 as i128;
-        let sum = |get: fn(&crate::SlotVectors) -> &Vec<i64>| vectors.iter().map(|v| get(v)[t] as i128).sum::<i128>();
+        let sum = |get: fn(&crate::SlotVectors) -> &Vec<i64>| {
+            vectors.iter().map(|v| get(v)[t] as i128).sum::<i128>()
+        };
         let td = sum(|v| &v.dev);
         let imbalance_cost_c = (r - p) * -td; // charged when td < 0
         let imbalance_cost_s = (p - f) * td; // lost when td > 0
@@ -54,7 +60,13 @@ pub fn bills(ctx: &CycleContext, households: &[Data]) -> Result<Vec<crate::Bill>
             acc.1 += reward;
         }
     }
-    Ok(out.into_iter().map(|(b, r)| crate::Bill { bill: Money(b), reward: Money(r) }).collect())
+    Ok(out
+        .into_iter()
+        .map(|(b, r)| crate::Bill {
+            bill: Money(b),
+            reward: Money(r),
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -71,7 +83,13 @@ mod tests {
 
     fn household(i: usize, u: &[i64], x: &[i64]) -> Data {
         let v = |x: &[i64]| x.iter().map(|&y| Wh(y)).collect();
-        Data::new(MemberId::new(format!("h{i}")).unwrap(), CycleId(1), v(u), v(x)).unwrap()
+        Data::new(
+            MemberId::new(format!("h{i}")).unwrap(),
+            CycleId(1),
+            v(u),
+            v(x),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -79,7 +97,11 @@ mod tests {
         // One slot, p = 20, r = 30, f = 5 (price units). Two consumers promised
         // 100 Wh each and used 150 and 130; a producer delivered as promised.
         let c = ctx(BillingModel::Ucs, &[20], &[30], &[5]);
-        let hs = [household(0, &[100], &[150]), household(1, &[100], &[130]), household(2, &[-200], &[-200])];
+        let hs = [
+            household(0, &[100], &[150]),
+            household(1, &[100], &[130]),
+            household(2, &[-200], &[-200]),
+        ];
         let bills = bills(&c, &hs).unwrap();
         // TD = -80: imbalance cost (30 - 20) * 80 = 800 shared by 2 over-consumers.
         assert_eq!(bills[0].bill, Money(20 * 150 + 400));
@@ -100,10 +122,23 @@ mod tests {
         // Three accepted consumers, one over-consumes by 60: TD = -60,
         // cost (30 - 20) * 60 = 600. UCS charges it all to the over-consumer,
         // the reference code divides by NC = 3.
-        let hs = [household(0, &[100], &[160]), household(1, &[100], &[100]), household(2, &[100], &[100])];
-        assert_eq!(bills_of(BillingModel::Ucs, &hs)[0].bill, Money(20 * 160 + 600));
-        assert_eq!(bills_of(BillingModel::UcsReference, &hs)[0].bill, Money(20 * 160 + 200));
-        assert_eq!(bills_of(BillingModel::UcsReference, &hs)[1].bill, Money(20 * 100));
+        let hs = [
+            household(0, &[100], &[160]),
+            household(1, &[100], &[100]),
+            household(2, &[100], &[100]),
+        ];
+        assert_eq!(
+            bills_of(BillingModel::Ucs, &hs)[0].bill,
+            Money(20 * 160 + 600)
+        );
+        assert_eq!(
+            bills_of(BillingModel::UcsReference, &hs)[0].bill,
+            Money(20 * 160 + 200)
+        );
+        assert_eq!(
+            bills_of(BillingModel::UcsReference, &hs)[1].bill,
+            Money(20 * 100)
+        );
     }
 
     proptest! {

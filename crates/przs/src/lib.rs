@@ -160,8 +160,13 @@ impl PairwiseKeys {
                 return Err(PrzsError::WeakPublicKey(id.clone()));
             }
             let (lo, hi) = if me < id { (me, id) } else { (id, me) };
-            let mut info = Vec::with_capacity(community.0.len() + lo.as_str().len() + hi.as_str().len() + 24);
-            for part in [community.0.as_bytes(), lo.as_str().as_bytes(), hi.as_str().as_bytes()] {
+            let mut info =
+                Vec::with_capacity(community.0.len() + lo.as_str().len() + hi.as_str().len() + 24);
+            for part in [
+                community.0.as_bytes(),
+                lo.as_str().as_bytes(),
+                hi.as_str().as_bytes(),
+            ] {
                 info.extend_from_slice(&(part.len() as u64).to_le_bytes());
                 info.extend_from_slice(part);
             }
@@ -171,7 +176,10 @@ impl PairwiseKeys {
                 .map_err(|_| PrzsError::WeakPublicKey(id.clone()))?;
             peers.insert(id.clone(), PairKey(okm));
         }
-        Ok(PairwiseKeys { me: me.clone(), peers })
+        Ok(PairwiseKeys {
+            me: me.clone(),
+            peers,
+        })
     }
 
     /// The member these keys belong to.
@@ -202,7 +210,10 @@ impl PairwiseKeys {
         let mut out = vec![0u64; len];
         let mut pairs = Vec::with_capacity(missing.len());
         for id in missing {
-            let key = self.peers.get_key_value(id).ok_or_else(|| PrzsError::UnknownPeer(id.clone()))?;
+            let key = self
+                .peers
+                .get_key_value(id)
+                .ok_or_else(|| PrzsError::UnknownPeer(id.clone()))?;
             pairs.push(key);
         }
         self.apply(pairs.into_iter(), cycle, field, &mut out);
@@ -226,7 +237,11 @@ impl PairwiseKeys {
             let add = self.me < *peer;
             for (v, chunk) in values.iter_mut().zip(stream.chunks_exact(8)) {
                 let r = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
-                *v = if add { v.wrapping_add(r) } else { v.wrapping_sub(r) };
+                *v = if add {
+                    v.wrapping_add(r)
+                } else {
+                    v.wrapping_sub(r)
+                };
             }
         }
         stream.zeroize();
@@ -234,7 +249,10 @@ impl PairwiseKeys {
 }
 
 /// Sums masked vectors of equal length mod 2^64.
-pub fn aggregate<'a>(len: usize, vectors: impl IntoIterator<Item = &'a [u64]>) -> Result<Vec<u64>, PrzsError> {
+pub fn aggregate<'a>(
+    len: usize,
+    vectors: impl IntoIterator<Item = &'a [u64]>,
+) -> Result<Vec<u64>, PrzsError> {
     let mut sum = vec![0u64; len];
     for v in vectors {
         add_assign(&mut sum, v)?;
@@ -245,7 +263,10 @@ pub fn aggregate<'a>(len: usize, vectors: impl IntoIterator<Item = &'a [u64]>) -
 /// `acc += v` element-wise mod 2^64.
 pub fn add_assign(acc: &mut [u64], v: &[u64]) -> Result<(), PrzsError> {
     if v.len() != acc.len() {
-        return Err(PrzsError::LengthMismatch { expected: acc.len(), found: v.len() });
+        return Err(PrzsError::LengthMismatch {
+            expected: acc.len(),
+            found: v.len(),
+        });
     }
     for (a, b) in acc.iter_mut().zip(v) {
         *a = a.wrapping_add(*b);
@@ -256,7 +277,10 @@ pub fn add_assign(acc: &mut [u64], v: &[u64]) -> Result<(), PrzsError> {
 /// `acc -= v` element-wise mod 2^64.
 pub fn sub_assign(acc: &mut [u64], v: &[u64]) -> Result<(), PrzsError> {
     if v.len() != acc.len() {
-        return Err(PrzsError::LengthMismatch { expected: acc.len(), found: v.len() });
+        return Err(PrzsError::LengthMismatch {
+            expected: acc.len(),
+            found: v.len(),
+        });
     }
     for (a, b) in acc.iter_mut().zip(v) {
         *a = a.wrapping_sub(*b);
@@ -284,14 +308,25 @@ mod tests {
     fn community(n: usize, seed: u64) -> Vec<(MemberId, IdentityKey)> {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         (0..n)
-            .map(|i| (MemberId::new(format!("m{i:03}")).unwrap(), IdentityKey::generate(&mut rng)))
+            .map(|i| {
+                (
+                    MemberId::new(format!("m{i:03}")).unwrap(),
+                    IdentityKey::generate(&mut rng),
+                )
+            })
             .collect()
     }
 
     fn all_keys(members: &[(MemberId, IdentityKey)]) -> Vec<PairwiseKeys> {
-        let list: Vec<_> = members.iter().map(|(id, k)| (id.clone(), k.public())).collect();
+        let list: Vec<_> = members
+            .iter()
+            .map(|(id, k)| (id.clone(), k.public()))
+            .collect();
         let c = CommunityId("c".into());
-        members.iter().map(|(id, k)| PairwiseKeys::derive(&c, id, k, &list).unwrap()).collect()
+        members
+            .iter()
+            .map(|(id, k)| PairwiseKeys::derive(&c, id, k, &list).unwrap())
+            .collect()
     }
 
     proptest! {
@@ -324,7 +359,9 @@ mod tests {
             let mut expected = vec![0i64; len];
             for (i, k) in keys.iter().enumerate().skip(drop) {
                 let mut v: Vec<u64> = (0..len).map(|t| encode(i as i64 * 10 - t as i64)).collect();
-                for t in 0..len { expected[t] += i as i64 * 10 - t as i64; }
+                for (t, e) in expected.iter_mut().enumerate() {
+                    *e += i as i64 * 10 - t as i64;
+                }
                 k.add_mask(CycleId(9), 2, &mut v);
                 add_assign(&mut sum, &v).unwrap();
             }
@@ -348,7 +385,10 @@ mod tests {
     #[test]
     fn bad_member_lists_are_refused() {
         let members = community(3, 2);
-        let mut list: Vec<_> = members.iter().map(|(id, k)| (id.clone(), k.public())).collect();
+        let mut list: Vec<_> = members
+            .iter()
+            .map(|(id, k)| (id.clone(), k.public()))
+            .collect();
         let c = CommunityId("c".into());
         let outsider = MemberId::new("zz").unwrap();
         assert_eq!(

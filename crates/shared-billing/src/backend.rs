@@ -1,7 +1,10 @@
 use pb_glwe::eval::EvalError;
 use pb_glwe::ntt::CrtNtt;
 use pb_glwe::params::POLYNOMIAL_SIZE;
-use pb_glwe::{CompactPublicKey, EvalScratch, HiddenTotals, PreparedWeights, Rerandomizer, SeededGlwe, evaluate};
+use pb_glwe::{
+    CompactPublicKey, EvalScratch, HiddenTotals, PreparedWeights, Rerandomizer, SeededGlwe,
+    evaluate,
+};
 use rayon::prelude::*;
 
 /// One household's share of a cycle's homomorphic work.
@@ -29,7 +32,11 @@ pub trait ComputeBackend: Send + Sync {
     fn sum_masked(&self, len: usize, vectors: &[&[u64]]) -> Vec<u64>;
 
     /// Evaluates every job against the cycle's weights, in order.
-    fn evaluate(&self, weights: &PreparedWeights, jobs: &[EvalJob<'_>]) -> Result<Vec<HiddenTotals>, EvalError>;
+    fn evaluate(
+        &self,
+        weights: &PreparedWeights,
+        jobs: &[EvalJob<'_>],
+    ) -> Result<Vec<HiddenTotals>, EvalError>;
 }
 
 /// The reference backend: households spread over cores with rayon.
@@ -40,7 +47,9 @@ pub struct CpuBackend {
 
 impl Default for CpuBackend {
     fn default() -> Self {
-        CpuBackend { ntt: CrtNtt::new(POLYNOMIAL_SIZE) }
+        CpuBackend {
+            ntt: CrtNtt::new(POLYNOMIAL_SIZE),
+        }
     }
 }
 
@@ -70,11 +79,22 @@ impl ComputeBackend for CpuBackend {
         out
     }
 
-    fn evaluate(&self, weights: &PreparedWeights, jobs: &[EvalJob<'_>]) -> Result<Vec<HiddenTotals>, EvalError> {
+    fn evaluate(
+        &self,
+        weights: &PreparedWeights,
+        jobs: &[EvalJob<'_>],
+    ) -> Result<Vec<HiddenTotals>, EvalError> {
         jobs.par_iter()
             .map_init(EvalScratch::default, |scratch, job| {
                 let rr = Rerandomizer::from_seed(job.rerandomizer);
-                evaluate(&self.ntt, weights, job.ciphertexts, job.public_key, &rr, scratch)
+                evaluate(
+                    &self.ntt,
+                    weights,
+                    job.ciphertexts,
+                    job.public_key,
+                    &rr,
+                    scratch,
+                )
             })
             .collect()
     }

@@ -136,7 +136,11 @@ impl Cycle {
     fn waiting(&self) -> usize {
         let survivors = self.members.len() - self.dropped.len();
         let missing_data = survivors - self.data.len();
-        let missing_corrections = if self.dropped.is_empty() { 0 } else { survivors - self.corrections.len() };
+        let missing_corrections = if self.dropped.is_empty() {
+            0
+        } else {
+            survivors - self.corrections.len()
+        };
         missing_data + missing_corrections
     }
 }
@@ -200,7 +204,11 @@ impl SharedBilling {
     }
 
     /// Registers a member with its compact public key.
-    pub fn register_member(&mut self, member: MemberId, key: CompactPublicKey) -> Result<(), BillingError> {
+    pub fn register_member(
+        &mut self,
+        member: MemberId,
+        key: CompactPublicKey,
+    ) -> Result<(), BillingError> {
         if self.members.contains_key(&member) {
             return Err(BillingError::MemberExists(member));
         }
@@ -218,7 +226,11 @@ impl SharedBilling {
     /// now. Recording the same context again is a no-op.
     pub fn record_context(&mut self, ctx: CycleContext) -> Result<(), BillingError> {
         if let Some(c) = self.cycles.get(&ctx.cycle()) {
-            return if c.ctx == ctx { Ok(()) } else { Err(BillingError::ContextExists(ctx.cycle())) };
+            return if c.ctx == ctx {
+                Ok(())
+            } else {
+                Err(BillingError::ContextExists(ctx.cycle()))
+            };
         }
         let members = self.members.keys().cloned().collect();
         self.cycles.insert(
@@ -262,10 +274,16 @@ impl SharedBilling {
             return Err(BillingError::AlreadySubmitted { member, cycle });
         }
         if data.model != c.ctx.model() {
-            return Err(BillingError::ContextMismatch { cycle, what: "billing model" });
+            return Err(BillingError::ContextMismatch {
+                cycle,
+                what: "billing model",
+            });
         }
         if data.slots.get() != c.ctx.slots() {
-            return Err(BillingError::ContextMismatch { cycle, what: "number of slots" });
+            return Err(BillingError::ContextMismatch {
+                cycle,
+                what: "number of slots",
+            });
         }
         data.check_shape().map_err(BillingError::Malformed)?;
         if let Some(c) = self.cycles.get_mut(&cycle) {
@@ -282,10 +300,19 @@ impl SharedBilling {
         if c.billed {
             return Err(BillingError::AlreadyBilled(cycle));
         }
-        let missing: Vec<MemberId> = c.members.iter().filter(|m| !c.data.contains_key(*m)).cloned().collect();
+        let missing: Vec<MemberId> = c
+            .members
+            .iter()
+            .filter(|m| !c.data.contains_key(*m))
+            .cloned()
+            .collect();
         let survivors = c.members.len() - missing.len();
         if survivors < self.min_members {
-            return Err(BillingError::TooFewMembers { cycle, have: survivors, need: self.min_members });
+            return Err(BillingError::TooFewMembers {
+                cycle,
+                have: survivors,
+                need: self.min_members,
+            });
         }
         if let Some(c) = self.cycles.get_mut(&cycle) {
             c.dropped.extend(missing.iter().cloned());
@@ -326,7 +353,9 @@ impl SharedBilling {
         } else if c.waiting() == 0 {
             CycleStatus::Ready
         } else {
-            CycleStatus::Collecting { waiting: c.waiting() }
+            CycleStatus::Collecting {
+                waiting: c.waiting(),
+            }
         })
     }
 
@@ -340,7 +369,10 @@ impl SharedBilling {
     pub fn aggregates(&self, cycle: CycleId) -> Result<Aggregates, BillingError> {
         let c = self.cycle(cycle)?;
         if c.waiting() > 0 {
-            return Err(BillingError::NotReady { cycle, waiting: c.waiting() });
+            return Err(BillingError::NotReady {
+                cycle,
+                waiting: c.waiting(),
+            });
         }
         let slots = c.ctx.slots();
         let mut out = Aggregates::default();
@@ -348,7 +380,8 @@ impl SharedBilling {
             let vectors: Vec<&[u64]> = c.data.values().map(|d| d.masked[i].as_slice()).collect();
             let mut sum = self.backend.sum_masked(slots, &vectors);
             for corr in c.corrections.values() {
-                sub_assign(&mut sum, &corr.vectors[i]).map_err(|_| BillingError::Malformed("correction length"))?;
+                sub_assign(&mut sum, &corr.vectors[i])
+                    .map_err(|_| BillingError::Malformed("correction length"))?;
             }
             out.insert(agg, sum.into_iter().map(decode).collect());
         }
@@ -364,9 +397,16 @@ impl SharedBilling {
         }
         if c.data.len() < self.min_members {
             if c.waiting() > 0 {
-                return Err(BillingError::NotReady { cycle, waiting: c.waiting() });
+                return Err(BillingError::NotReady {
+                    cycle,
+                    waiting: c.waiting(),
+                });
             }
-            return Err(BillingError::TooFewMembers { cycle, have: c.data.len(), need: self.min_members });
+            return Err(BillingError::TooFewMembers {
+                cycle,
+                have: c.data.len(),
+                need: self.min_members,
+            });
         }
         let aggregates = self.aggregates(cycle)?;
         let weights = c.ctx.model().weights(&c.ctx, &aggregates)?;
@@ -380,15 +420,26 @@ impl SharedBilling {
         }
         let mut jobs = Vec::with_capacity(c.data.len());
         for (d, seed) in c.data.values().zip(&seeds) {
-            let key = self.members.get(&d.member).ok_or_else(|| BillingError::UnknownMember(d.member.clone()))?;
-            jobs.push(EvalJob { ciphertexts: &d.ciphertexts, public_key: key, rerandomizer: *seed });
+            let key = self
+                .members
+                .get(&d.member)
+                .ok_or_else(|| BillingError::UnknownMember(d.member.clone()))?;
+            jobs.push(EvalJob {
+                ciphertexts: &d.ciphertexts,
+                public_key: key,
+                rerandomizer: *seed,
+            });
         }
         let totals = self.backend.evaluate(&prepared, &jobs)?;
         let bills = c
             .data
             .keys()
             .zip(totals)
-            .map(|(member, totals)| HiddenBill { member: member.clone(), cycle, totals })
+            .map(|(member, totals)| HiddenBill {
+                member: member.clone(),
+                cycle,
+                totals,
+            })
             .collect();
         self.rng = rng;
         if let Some(c) = self.cycles.get_mut(&cycle) {

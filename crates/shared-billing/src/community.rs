@@ -83,15 +83,24 @@ pub fn run_local(
     let start = Instant::now();
     let mut rng = match seed {
         Some(s) => ChaCha20Rng::seed_from_u64(s),
-        None => ChaCha20Rng::from_rng(OsRng).map_err(|_| HidingError::Przs(PrzsError::TooFewEntropy))?,
+        None => {
+            ChaCha20Rng::from_rng(OsRng).map_err(|_| HidingError::Przs(PrzsError::TooFewEntropy))?
+        }
     };
     let mut seeder: Box<dyn Seeder> = match seed {
         Some(s) => Box::new(deterministic(s as u128 | 1 << 100)),
         None => new_seeder(),
     };
     let community = CommunityId("local".into());
-    let identities: Vec<IdentityKey> = households.iter().map(|_| IdentityKey::generate(&mut rng)).collect();
-    let list: Vec<_> = households.iter().zip(&identities).map(|(d, k)| (d.member().clone(), k.public())).collect();
+    let identities: Vec<IdentityKey> = households
+        .iter()
+        .map(|_| IdentityKey::generate(&mut rng))
+        .collect();
+    let list: Vec<_> = households
+        .iter()
+        .zip(&identities)
+        .map(|(d, k)| (d.member().clone(), k.public()))
+        .collect();
     let mut edge_seed = [0u8; 32];
     rng.fill_bytes(&mut edge_seed);
     let mut edge = SharedBilling::with_seed(backend, edge_seed);
@@ -130,5 +139,9 @@ pub fn run_local(
         bills.push(h.decrypt(hb)?);
     }
     timings.decrypt = start.elapsed();
-    Ok(LocalRun { bills, timings, sizes })
+    Ok(LocalRun {
+        bills,
+        timings,
+        sizes,
+    })
 }

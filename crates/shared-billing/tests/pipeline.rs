@@ -41,8 +41,16 @@ fn every_model_matches_on_a_week_of_slots() {
         let data = households(5, 672, &mut rng);
         let run = run_local(&ctx, &data, Box::new(CpuBackend::new()), 3, Some(1)).unwrap();
         assert_eq!(run.bills, reference::bills(&ctx, &data).unwrap(), "{model}");
-        assert!(run.sizes.upload <= 160 * 1024, "upload {} bytes", run.sizes.upload);
-        assert!(run.sizes.download <= 300 * 1024, "download {} bytes", run.sizes.download);
+        assert!(
+            run.sizes.upload <= 160 * 1024,
+            "upload {} bytes",
+            run.sizes.upload
+        );
+        assert!(
+            run.sizes.download <= 300 * 1024,
+            "download {} bytes",
+            run.sizes.download
+        );
     }
 }
 
@@ -53,7 +61,13 @@ fn flat_context(model: BillingModel, slots: usize, price: i64) -> CycleContext {
 
 fn flat_household(i: usize, slots: usize, wh: i64) -> Data {
     let v = vec![Wh(wh); slots];
-    Data::new(pb_units::MemberId::new(format!("h{i}")).unwrap(), CycleId(7), v.clone(), v).unwrap()
+    Data::new(
+        pb_units::MemberId::new(format!("h{i}")).unwrap(),
+        CycleId(7),
+        v.clone(),
+        v,
+    )
+    .unwrap()
 }
 
 #[test]
@@ -63,14 +77,24 @@ fn totals_at_the_range_bound_decrypt_exactly() {
     // price "earn" minus it.
     let slots = 35;
     let ctx = flat_context(BillingModel::Ucs, slots, MAX_PRICE_UNITS);
-    let data = vec![flat_household(0, slots, MAX_SLOT_WH), flat_household(1, slots, MAX_SLOT_WH), flat_household(2, slots, -MAX_SLOT_WH)];
+    let data = vec![
+        flat_household(0, slots, MAX_SLOT_WH),
+        flat_household(1, slots, MAX_SLOT_WH),
+        flat_household(2, slots, -MAX_SLOT_WH),
+    ];
     let run = run_local(&ctx, &data, Box::new(CpuBackend::new()), 3, Some(3)).unwrap();
-    assert_eq!(run.bills[0].bill, Money(35 * MAX_PRICE_UNITS as i128 * MAX_SLOT_WH as i128));
+    assert_eq!(
+        run.bills[0].bill,
+        Money(35 * MAX_PRICE_UNITS as i128 * MAX_SLOT_WH as i128)
+    );
     assert_eq!(run.bills, reference::bills(&ctx, &data).unwrap());
 
     let ctx = flat_context(BillingModel::Ucs, slots, -MAX_PRICE_UNITS);
     let run = run_local(&ctx, &data, Box::new(CpuBackend::new()), 3, Some(4)).unwrap();
-    assert_eq!(run.bills[2].reward, Money(-35 * MAX_PRICE_UNITS as i128 * MAX_SLOT_WH as i128));
+    assert_eq!(
+        run.bills[2].reward,
+        Money(-35 * MAX_PRICE_UNITS as i128 * MAX_SLOT_WH as i128)
+    );
     assert_eq!(run.bills, reference::bills(&ctx, &data).unwrap());
 }
 
@@ -98,23 +122,42 @@ fn community(n: usize, slots: usize, model: BillingModel) -> Community {
     let ctx = context(model, slots, &mut rng);
     let data = households(n, slots, &mut rng);
     let mut chacha = ChaCha20Rng::seed_from_u64(1);
-    let ids: Vec<IdentityKey> = data.iter().map(|_| IdentityKey::generate(&mut chacha)).collect();
-    let list: Vec<_> = data.iter().zip(&ids).map(|(d, k)| (d.member().clone(), k.public())).collect();
+    let ids: Vec<IdentityKey> = data
+        .iter()
+        .map(|_| IdentityKey::generate(&mut chacha))
+        .collect();
+    let list: Vec<_> = data
+        .iter()
+        .zip(&ids)
+        .map(|(d, k)| (d.member().clone(), k.public()))
+        .collect();
     let mut seeder = deterministic(11);
     let mut edge = SharedBilling::with_seed(Box::new(CpuBackend::new()), [1; 32]);
     let hiding: Vec<HidingContext> = data
         .iter()
         .zip(&ids)
         .map(|(d, k)| {
-            let keys = PairwiseKeys::derive(&CommunityId("t".into()), d.member(), k, &list).unwrap();
+            let keys =
+                PairwiseKeys::derive(&CommunityId("t".into()), d.member(), k, &list).unwrap();
             let h = HidingContext::new(keys, SecretKey::generate(&mut seeder));
-            edge.register_member(d.member().clone(), h.public_key(&mut seeder)).unwrap();
+            edge.register_member(d.member().clone(), h.public_key(&mut seeder))
+                .unwrap();
             h
         })
         .collect();
     edge.record_context(ctx.clone()).unwrap();
-    let hidden = data.iter().zip(&hiding).map(|(d, h)| h.hide(d, &ctx, &mut seeder).unwrap()).collect();
-    Community { ctx, data, hiding, edge, hidden }
+    let hidden = data
+        .iter()
+        .zip(&hiding)
+        .map(|(d, h)| h.hide(d, &ctx, &mut seeder).unwrap())
+        .collect();
+    Community {
+        ctx,
+        data,
+        hiding,
+        edge,
+        hidden,
+    }
 }
 
 #[test]
@@ -123,27 +166,44 @@ fn survivors_are_billed_after_a_dropout_and_late_data_is_refused() {
     for h in &c.hidden[1..] {
         c.edge.record_data(h.clone()).unwrap();
     }
-    assert_eq!(c.edge.status(CycleId(7)).unwrap(), CycleStatus::Collecting { waiting: 1 });
+    assert_eq!(
+        c.edge.status(CycleId(7)).unwrap(),
+        CycleStatus::Collecting { waiting: 1 }
+    );
     let missing = c.edge.declare_dropouts(CycleId(7)).unwrap();
     assert_eq!(missing, vec![c.data[0].member().clone()]);
     // The late submission would expose the member: refused, nothing changes.
-    assert!(matches!(c.edge.record_data(c.hidden[0].clone()), Err(BillingError::DroppedOut { .. })));
-    assert_eq!(c.edge.status(CycleId(7)).unwrap(), CycleStatus::Collecting { waiting: 5 });
+    assert!(matches!(
+        c.edge.record_data(c.hidden[0].clone()),
+        Err(BillingError::DroppedOut { .. })
+    ));
+    assert_eq!(
+        c.edge.status(CycleId(7)).unwrap(),
+        CycleStatus::Collecting { waiting: 5 }
+    );
     for h in &c.hiding[1..] {
-        c.edge.record_correction(h.dropout_correction(&c.ctx, &missing).unwrap()).unwrap();
+        c.edge
+            .record_correction(h.dropout_correction(&c.ctx, &missing).unwrap())
+            .unwrap();
     }
     assert!(c.edge.is_ready(CycleId(7)));
     // The aggregates the edge learns are the survivors' exact totals.
     let agg = c.edge.aggregates(CycleId(7)).unwrap();
     let survivors: Vec<_> = c.data[1..].iter().map(Data::vectors).collect();
-    assert_eq!(agg, pb_model::Aggregates::in_clear(BillingModel::Ucs, 48, &survivors));
+    assert_eq!(
+        agg,
+        pb_model::Aggregates::in_clear(BillingModel::Ucs, 48, &survivors)
+    );
     let bills = c.edge.compute_bills(CycleId(7)).unwrap();
     let want = reference::bills(&c.ctx, &c.data[1..]).unwrap();
     for ((h, b), w) in c.hiding[1..].iter().zip(&bills).zip(&want) {
         assert_eq!(h.decrypt(b).unwrap(), *w);
     }
     // Never billed twice.
-    assert_eq!(c.edge.compute_bills(CycleId(7)).unwrap_err(), BillingError::AlreadyBilled(CycleId(7)));
+    assert_eq!(
+        c.edge.compute_bills(CycleId(7)).unwrap_err(),
+        BillingError::AlreadyBilled(CycleId(7))
+    );
 }
 
 #[test]
@@ -152,25 +212,50 @@ fn bad_submissions_get_typed_errors_and_change_nothing() {
     c.edge.record_data(c.hidden[0].clone()).unwrap();
     let before = c.edge.status(CycleId(7)).unwrap();
 
-    assert!(matches!(c.edge.record_data(c.hidden[0].clone()), Err(BillingError::AlreadySubmitted { .. })));
+    assert!(matches!(
+        c.edge.record_data(c.hidden[0].clone()),
+        Err(BillingError::AlreadySubmitted { .. })
+    ));
     let mut wrong_cycle = c.hidden[1].clone();
     wrong_cycle.cycle = CycleId(8);
-    assert_eq!(c.edge.record_data(wrong_cycle), Err(BillingError::NoContext(CycleId(8))));
+    assert_eq!(
+        c.edge.record_data(wrong_cycle),
+        Err(BillingError::NoContext(CycleId(8)))
+    );
     let mut wrong_model = c.hidden[1].clone();
     wrong_model.model = BillingModel::Ucs;
-    assert!(matches!(c.edge.record_data(wrong_model), Err(BillingError::ContextMismatch { .. })));
+    assert!(matches!(
+        c.edge.record_data(wrong_model),
+        Err(BillingError::ContextMismatch { .. })
+    ));
     let mut short = c.hidden[1].clone();
     short.masked[2].pop();
-    assert!(matches!(c.edge.record_data(short), Err(BillingError::Malformed(_))));
+    assert!(matches!(
+        c.edge.record_data(short),
+        Err(BillingError::Malformed(_))
+    ));
     let mut no_ct = c.hidden[1].clone();
     no_ct.ciphertexts.clear();
-    assert!(matches!(c.edge.record_data(no_ct), Err(BillingError::Malformed(_))));
+    assert!(matches!(
+        c.edge.record_data(no_ct),
+        Err(BillingError::Malformed(_))
+    ));
     let mut stranger = c.hidden[1].clone();
     stranger.member = pb_units::MemberId::new("stranger").unwrap();
-    assert!(matches!(c.edge.record_data(stranger), Err(BillingError::NotInCycle { .. })));
-    assert!(matches!(c.edge.compute_bills(CycleId(7)), Err(BillingError::NotReady { .. })));
     assert!(matches!(
-        c.edge.record_correction(c.hiding[0].dropout_correction(&c.ctx, &[c.data[3].member().clone()]).unwrap()),
+        c.edge.record_data(stranger),
+        Err(BillingError::NotInCycle { .. })
+    ));
+    assert!(matches!(
+        c.edge.compute_bills(CycleId(7)),
+        Err(BillingError::NotReady { .. })
+    ));
+    assert!(matches!(
+        c.edge.record_correction(
+            c.hiding[0]
+                .dropout_correction(&c.ctx, &[c.data[3].member().clone()])
+                .unwrap()
+        ),
         Err(BillingError::UnexpectedCorrection(_))
     ));
     assert_eq!(c.edge.status(CycleId(7)).unwrap(), before);
@@ -194,7 +279,14 @@ fn too_few_members_are_never_billed() {
     for h in &c.hidden[..2] {
         c.edge.record_data(h.clone()).unwrap();
     }
-    assert!(matches!(c.edge.declare_dropouts(CycleId(7)), Err(BillingError::TooFewMembers { have: 2, need: 3, .. })));
+    assert!(matches!(
+        c.edge.declare_dropouts(CycleId(7)),
+        Err(BillingError::TooFewMembers {
+            have: 2,
+            need: 3,
+            ..
+        })
+    ));
     assert!(c.edge.dropped(CycleId(7)).unwrap().is_empty());
 }
 
@@ -203,19 +295,37 @@ fn serialization_round_trips_and_rejects_bad_bytes() {
     let mut c = community(3, 96, BillingModel::Ucs);
     let bytes = c.hidden[0].to_bytes();
     assert_eq!(HiddenData::from_bytes(&bytes).unwrap(), c.hidden[0]);
-    assert_eq!(HiddenData::from_bytes(&bytes[..bytes.len() - 1]), Err(DecodeError::Truncated));
-    assert_eq!(HiddenData::from_bytes(&bytes[..3]), Err(DecodeError::Truncated));
+    assert_eq!(
+        HiddenData::from_bytes(&bytes[..bytes.len() - 1]),
+        Err(DecodeError::Truncated)
+    );
+    assert_eq!(
+        HiddenData::from_bytes(&bytes[..3]),
+        Err(DecodeError::Truncated)
+    );
     let mut long = bytes.clone();
     long.push(0);
     assert_eq!(HiddenData::from_bytes(&long), Err(DecodeError::Trailing(1)));
-    assert!(matches!(HiddenData::from_bytes(&vec![0u8; 2 << 20]), Err(DecodeError::Oversized { .. })));
+    assert!(matches!(
+        HiddenData::from_bytes(&vec![0u8; 2 << 20]),
+        Err(DecodeError::Oversized { .. })
+    ));
     let mut version = bytes.clone();
     version[4] = 9;
-    assert_eq!(HiddenData::from_bytes(&version), Err(DecodeError::Version(9)));
-    assert!(matches!(HiddenBill::from_bytes(&bytes), Err(DecodeError::Kind { .. }) | Err(DecodeError::Oversized { .. })));
+    assert_eq!(
+        HiddenData::from_bytes(&version),
+        Err(DecodeError::Version(9))
+    );
+    assert!(matches!(
+        HiddenBill::from_bytes(&bytes),
+        Err(DecodeError::Kind { .. }) | Err(DecodeError::Oversized { .. })
+    ));
     let mut inconsistent = c.hidden[0].clone();
     inconsistent.masked.pop();
-    assert!(matches!(HiddenData::from_bytes(&inconsistent.to_bytes()), Err(DecodeError::Inconsistent(_))));
+    assert!(matches!(
+        HiddenData::from_bytes(&inconsistent.to_bytes()),
+        Err(DecodeError::Inconsistent(_))
+    ));
     // A huge claimed length inside the body is refused without allocating it.
     let mut claim = bytes[..6].to_vec();
     claim.extend_from_slice(&[0xff; 64]);
@@ -227,7 +337,10 @@ fn serialization_round_trips_and_rejects_bad_bytes() {
     let bills = c.edge.compute_bills(CycleId(7)).unwrap();
     let b = bills[0].to_bytes();
     assert_eq!(HiddenBill::from_bytes(&b).unwrap(), bills[0]);
-    assert_eq!(HiddenBill::from_bytes(&b[..b.len() - 8]), Err(DecodeError::Truncated));
+    assert_eq!(
+        HiddenBill::from_bytes(&b[..b.len() - 8]),
+        Err(DecodeError::Truncated)
+    );
 }
 
 #[test]

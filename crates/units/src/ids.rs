@@ -56,8 +56,14 @@ impl MemberId {
         let id = id.into();
         let ok = !id.is_empty()
             && id.len() <= 64
-            && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
-        if ok { Ok(MemberId(id)) } else { Err(IdError::MemberId(id)) }
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        if ok {
+            Ok(MemberId(id))
+        } else {
+            Err(IdError::MemberId(id))
+        }
     }
 
     /// The id as text.

@@ -41,7 +41,9 @@ fn scaled(value: f64, scale: f64, limit: i64) -> Result<i64, UnitError> {
 }
 
 /// Signed energy in watt-hours: positive is consumption, negative supply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct Wh(pub i64);
 
 impl Wh {
@@ -78,7 +80,9 @@ impl Wh {
 }
 
 /// Signed price in units of 1e-5 currency per kWh (= 1e-8 currency per Wh).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct PriceUnits(pub i64);
 
 impl PriceUnits {
@@ -113,7 +117,9 @@ impl PriceUnits {
 /// Signed money in units of 1e-8 currency. Held as `i128` so that the
 /// plaintext reference can never overflow, whatever it is given; values that
 /// leave the encrypted range are refused by the budget checks instead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct Money(pub i128);
 
 impl Money {
@@ -143,12 +149,21 @@ impl Money {
             None => (false, s),
         };
         let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
-        if int.is_empty() || frac.len() > 8 || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+        if int.is_empty()
+            || frac.len() > 8
+            || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
+        {
             return None;
         }
         let int: i128 = int.parse().ok()?;
-        let frac_val: i128 = if frac.is_empty() { 0 } else { format!("{frac:0<8}").parse().ok()? };
-        let v = int.checked_mul(Self::UNITS_PER_CURRENCY)?.checked_add(frac_val)?;
+        let frac_val: i128 = if frac.is_empty() {
+            0
+        } else {
+            format!("{frac:0<8}").parse().ok()?
+        };
+        let v = int
+            .checked_mul(Self::UNITS_PER_CURRENCY)?
+            .checked_add(frac_val)?;
         Some(Money(if neg { -v } else { v }))
     }
 }
@@ -199,8 +214,14 @@ mod tests {
 
     #[test]
     fn non_finite_and_out_of_range_inputs_are_refused() {
-        assert!(matches!(Wh::from_kwh(f64::INFINITY), Err(UnitError::NotFinite { .. })));
-        assert!(matches!(Wh::from_kwh(100.0005), Err(UnitError::OutOfRange { .. })));
+        assert!(matches!(
+            Wh::from_kwh(f64::INFINITY),
+            Err(UnitError::NotFinite { .. })
+        ));
+        assert!(matches!(
+            Wh::from_kwh(100.0005),
+            Err(UnitError::OutOfRange { .. })
+        ));
         assert!(Wh::from_kwh(100.0).is_ok());
         assert!(Wh::from_kwh(-100.0).is_ok());
         assert!(PriceUnits::from_currency_per_kwh(100.00001).is_err());

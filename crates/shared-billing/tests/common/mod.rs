@@ -9,7 +9,10 @@ pub struct Lcg(pub u64);
 
 impl Lcg {
     pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.0 >> 17
     }
     /// Uniform in `[lo, hi]`.
@@ -43,9 +46,17 @@ pub fn households(n: usize, slots: usize, rng: &mut Lcg) -> Vec<Data> {
                     _ => -rng.range(1, 3_000),
                 };
                 u.push(Wh(promise));
-                x.push(Wh((promise + rng.range(-1_500, 1_500)).clamp(-100_000, 100_000)));
+                x.push(Wh(
+                    (promise + rng.range(-1_500, 1_500)).clamp(-100_000, 100_000)
+                ));
             }
-            Data::new(MemberId::new(format!("house-{i:03}")).unwrap(), CycleId(7), u, x).unwrap()
+            Data::new(
+                MemberId::new(format!("house-{i:03}")).unwrap(),
+                CycleId(7),
+                u,
+                x,
+            )
+            .unwrap()
         })
         .collect()
 }
