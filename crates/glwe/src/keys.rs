@@ -209,6 +209,13 @@ impl SecretKey {
     /// Decrypts the two totals (bill at coefficient 0, reward at
     /// coefficient [`REWARD_COEFF`]) of an evaluated ciphertext.
     pub fn decrypt_totals(&self, ct: &HiddenTotals) -> Result<(i128, i128), DecryptError> {
+        let [bill, reward] = self.phases(ct)?;
+        Ok((decode(bill)?, decode(reward)?))
+    }
+
+    /// The two phases `body_k - (mask * S)_k = Delta * t_k + noise_k`, before
+    /// rounding (what a household can see; used by the privacy tests).
+    pub fn phases(&self, ct: &HiddenTotals) -> Result<[u128; 2], DecryptError> {
         if ct.mask.len() != POLYNOMIAL_SIZE {
             return Err(DecryptError::Size {
                 expected: POLYNOMIAL_SIZE,
@@ -216,10 +223,10 @@ impl SecretKey {
             });
         }
         let s = self.0.as_ref();
-        let bill = decode(ct.body[0].wrapping_sub(coefficient_of_product(&ct.mask, s, 0)))?;
-        let reward =
-            decode(ct.body[1].wrapping_sub(coefficient_of_product(&ct.mask, s, REWARD_COEFF)))?;
-        Ok((bill, reward))
+        Ok([
+            ct.body[0].wrapping_sub(coefficient_of_product(&ct.mask, s, 0)),
+            ct.body[1].wrapping_sub(coefficient_of_product(&ct.mask, s, REWARD_COEFF)),
+        ])
     }
 
     /// Full GLWE decryption with TFHE-rs (tests cross-check our own

@@ -15,6 +15,8 @@
 //! negacyclic product fast enough for the billing authority.
 //! [`params`] holds every parameter and the noise budget that justifies it.
 
+#![warn(missing_docs)]
+
 pub mod eval;
 mod keys;
 pub mod layout;

@@ -4,6 +4,8 @@
 //! the [`HiddenBill`] that the billing authority returns into a [`Bill`].
 //! Both travel as versioned bincode ([`wire`]).
 
+#![warn(missing_docs)]
+
 mod context;
 pub mod wire;
 

@@ -2,6 +2,7 @@ use pb_units::limits::MAX_PRICE_UNITS;
 use pb_units::{CycleId, PriceUnits, SlotCount};
 use serde::{Deserialize, Serialize};
 
+use crate::data::check_range;
 use crate::{BillingModel, ModelError};
 
 /// The public context of a cycle: its prices per slot and billing model.
@@ -26,17 +27,7 @@ fn check_prices(
             found: values.len(),
         });
     }
-    for (slot, p) in values.iter().enumerate() {
-        if p.0.unsigned_abs() > MAX_PRICE_UNITS as u64 {
-            return Err(ModelError::Range {
-                field,
-                slot,
-                value: p.0,
-                limit: MAX_PRICE_UNITS,
-            });
-        }
-    }
-    Ok(())
+    check_range(field, values.iter().map(|p| p.0), MAX_PRICE_UNITS)
 }
 
 impl CycleContext {

@@ -13,14 +13,19 @@ pub struct Data {
     actual: Vec<Wh>,
 }
 
-pub(crate) fn check_wh(field: &'static str, values: &[Wh]) -> Result<(), ModelError> {
-    for (slot, v) in values.iter().enumerate() {
-        if v.0.unsigned_abs() > MAX_SLOT_WH as u64 {
+/// Checks `|value| <= limit` for every slot, naming the first offender.
+pub(crate) fn check_range(
+    field: &'static str,
+    values: impl IntoIterator<Item = i64>,
+    limit: i64,
+) -> Result<(), ModelError> {
+    for (slot, value) in values.into_iter().enumerate() {
+        if value.unsigned_abs() > limit as u64 {
             return Err(ModelError::Range {
                 field,
                 slot,
-                value: v.0,
-                limit: MAX_SLOT_WH,
+                value,
+                limit,
             });
         }
     }
@@ -44,8 +49,8 @@ impl Data {
                 found: actual.len(),
             });
         }
-        check_wh("promises", &promises)?;
-        check_wh("actual", &actual)?;
+        check_range("promises", promises.iter().map(|w| w.0), MAX_SLOT_WH)?;
+        check_range("actual", actual.iter().map(|w| w.0), MAX_SLOT_WH)?;
         Ok(Data {
             member,
             cycle,

@@ -11,6 +11,8 @@
 //! [`reference`] computes the same bills directly from the formulas, without
 //! weights or cryptography; tests demand equality to the money unit.
 
+#![warn(missing_docs)]
+
 mod context;
 mod data;
 mod models;

@@ -33,6 +33,8 @@
 //! assert_eq!(aggregate(2, masked.iter().map(Vec::as_slice)).unwrap(), vec![16, 29]);
 //! ```
 
+#![warn(missing_docs)]
+
 use std::collections::BTreeMap;
 
 use chacha20::ChaCha20;
@@ -72,7 +74,7 @@ pub enum PrzsError {
     UnknownPeer(MemberId),
     /// The operating system's randomness was unavailable.
     #[error("no randomness available from the operating system")]
-    TooFewEntropy,
+    NoEntropy,
 }
 
 /// A member's long-term X25519 identity key for PRZS.
@@ -262,20 +264,15 @@ pub fn aggregate<'a>(
 
 /// `acc += v` element-wise mod 2^64.
 pub fn add_assign(acc: &mut [u64], v: &[u64]) -> Result<(), PrzsError> {
-    if v.len() != acc.len() {
-        return Err(PrzsError::LengthMismatch {
-            expected: acc.len(),
-            found: v.len(),
-        });
-    }
-    for (a, b) in acc.iter_mut().zip(v) {
-        *a = a.wrapping_add(*b);
-    }
-    Ok(())
+    zip_apply(acc, v, u64::wrapping_add)
 }
 
 /// `acc -= v` element-wise mod 2^64.
 pub fn sub_assign(acc: &mut [u64], v: &[u64]) -> Result<(), PrzsError> {
+    zip_apply(acc, v, u64::wrapping_sub)
+}
+
+fn zip_apply(acc: &mut [u64], v: &[u64], op: fn(u64, u64) -> u64) -> Result<(), PrzsError> {
     if v.len() != acc.len() {
         return Err(PrzsError::LengthMismatch {
             expected: acc.len(),
@@ -283,7 +280,7 @@ pub fn sub_assign(acc: &mut [u64], v: &[u64]) -> Result<(), PrzsError> {
         });
     }
     for (a, b) in acc.iter_mut().zip(v) {
-        *a = a.wrapping_sub(*b);
+        *a = op(*a, *b);
     }
     Ok(())
 }

@@ -84,7 +84,7 @@ pub fn run_local(
     let mut rng = match seed {
         Some(s) => ChaCha20Rng::seed_from_u64(s),
         None => {
-            ChaCha20Rng::from_rng(OsRng).map_err(|_| HidingError::Przs(PrzsError::TooFewEntropy))?
+            ChaCha20Rng::from_rng(OsRng).map_err(|_| HidingError::Przs(PrzsError::NoEntropy))?
         }
     };
     let mut seeder: Box<dyn Seeder> = match seed {

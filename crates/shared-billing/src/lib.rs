@@ -6,6 +6,8 @@
 //! A cycle moves `collecting -> ready -> billed`; every call either moves it
 //! forward or returns a typed [`BillingError`] and changes nothing.
 
+#![warn(missing_docs)]
+
 mod backend;
 mod billing;
 pub mod community;

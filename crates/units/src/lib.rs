@@ -12,6 +12,8 @@
 //! in [`limits`]. Those limits are chosen from the homomorphic noise budget
 //! (see `docs/design.md`), so every value accepted here can be billed.
 
+#![warn(missing_docs)]
+
 mod ids;
 pub mod limits;
 mod money;

@@ -40,6 +40,17 @@ fn scaled(value: f64, scale: f64, limit: i64) -> Result<i64, UnitError> {
     Ok(rounded as i64)
 }
 
+/// Checks an integer against `|value| <= limit`.
+fn within(value: i64, limit: i64) -> Result<i64, UnitError> {
+    if value.unsigned_abs() > limit as u64 {
+        return Err(UnitError::OutOfRange {
+            value: value as f64,
+            limit: limit as f64,
+        });
+    }
+    Ok(value)
+}
+
 /// Signed energy in watt-hours: positive is consumption, negative supply.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
@@ -64,13 +75,7 @@ impl Wh {
 
     /// Checks an integer Wh value against [`MAX_SLOT_WH`].
     pub fn checked(wh: i64) -> Result<Wh, UnitError> {
-        if wh.unsigned_abs() > MAX_SLOT_WH as u64 {
-            return Err(UnitError::OutOfRange {
-                value: wh as f64,
-                limit: MAX_SLOT_WH as f64,
-            });
-        }
-        Ok(Wh(wh))
+        within(wh, MAX_SLOT_WH).map(Wh)
     }
 
     /// The value in kWh, for display only.
@@ -99,13 +104,7 @@ impl PriceUnits {
 
     /// Checks an integer price against [`MAX_PRICE_UNITS`].
     pub fn checked(units: i64) -> Result<PriceUnits, UnitError> {
-        if units.unsigned_abs() > MAX_PRICE_UNITS as u64 {
-            return Err(UnitError::OutOfRange {
-                value: units as f64,
-                limit: MAX_PRICE_UNITS as f64,
-            });
-        }
-        Ok(PriceUnits(units))
+        within(units, MAX_PRICE_UNITS).map(PriceUnits)
     }
 
     /// The cost of `energy` at this price, exact.
