@@ -152,3 +152,83 @@ impl Wire for DropoutCorrection {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pb_glwe::layout::chunk_count;
+    use pb_glwe::params::POLYNOMIAL_SIZE;
+    use pb_glwe::{HiddenTotals, SeededGlwe};
+    use pb_model::BillingModel;
+    use pb_units::{CycleId, MemberId, SlotCount};
+    use proptest::prelude::*;
+
+    fn words(seed: u64, n: usize) -> impl Iterator<Item = u64> {
+        let mut s = seed;
+        (0..n).map(move |_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            s
+        })
+    }
+
+    fn hidden_data(slots: usize, seed: u64) -> HiddenData {
+        let mut w = words(seed, usize::MAX);
+        let mut next = move || w.next().unwrap_or(0);
+        HiddenData {
+            member: MemberId::new(format!("m{seed}")).unwrap(),
+            cycle: CycleId(seed),
+            model: BillingModel::ALL[(seed % 3) as usize],
+            slots: SlotCount::new(slots).unwrap(),
+            masked: (0..3)
+                .map(|_| (0..slots).map(|_| next()).collect())
+                .collect(),
+            ciphertexts: (0..chunk_count(3 * slots))
+                .map(|_| SeededGlwe {
+                    seed: (next() as u128) << 64 | next() as u128,
+                    body: (0..POLYNOMIAL_SIZE)
+                        .map(|_| (next() as u128) << 64 | next() as u128)
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(16))]
+        #[test]
+        fn hidden_data_round_trips_and_every_truncation_is_an_error(
+            slots in 1usize..3000, seed in any::<u64>(), cut in any::<prop::sample::Index>(),
+        ) {
+            let d = hidden_data(slots, seed);
+            let bytes = d.to_bytes();
+            prop_assert_eq!(HiddenData::from_bytes(&bytes).unwrap(), d);
+            let at = cut.index(bytes.len());
+            prop_assert!(HiddenData::from_bytes(&bytes[..at]).is_err());
+        }
+
+        #[test]
+        fn hidden_bills_round_trip_and_corruption_never_panics(
+            seed in any::<u64>(), flip in any::<prop::sample::Index>(), byte in any::<u8>(),
+        ) {
+            let mut w = words(seed, 2 * POLYNOMIAL_SIZE + 4);
+            let mut next = move || w.next().unwrap_or(0);
+            let b = HiddenBill {
+                member: MemberId::new("h").unwrap(),
+                cycle: CycleId(seed),
+                totals: HiddenTotals {
+                    mask: (0..POLYNOMIAL_SIZE).map(|_| (next() as u128) << 64 | next() as u128).collect(),
+                    body: [next() as u128, next() as u128],
+                },
+            };
+            let mut bytes = b.to_bytes();
+            prop_assert_eq!(HiddenBill::from_bytes(&bytes).unwrap(), b);
+            // Corrupting the header or the lengths gives an error, never a panic;
+            // corrupting a coefficient gives another valid message.
+            let at = flip.index(bytes.len());
+            bytes[at] ^= byte | 1;
+            let _ = HiddenBill::from_bytes(&bytes);
+        }
+    }
+}
