@@ -6,13 +6,34 @@ use crate::data::check_range;
 use crate::{BillingModel, ModelError};
 
 /// The public context of a cycle: its prices per slot and billing model.
+///
+/// Deserialisation goes through [`CycleContext::new`], so a context from
+/// outside is checked like one built here.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "Fields")]
 pub struct CycleContext {
     cycle: CycleId,
     model: BillingModel,
     trading: Vec<PriceUnits>,
     retail: Vec<PriceUnits>,
     feed_in: Vec<PriceUnits>,
+}
+
+/// The serialised form, checked on the way in.
+#[derive(Deserialize)]
+struct Fields {
+    cycle: CycleId,
+    model: BillingModel,
+    trading: Vec<PriceUnits>,
+    retail: Vec<PriceUnits>,
+    feed_in: Vec<PriceUnits>,
+}
+
+impl TryFrom<Fields> for CycleContext {
+    type Error = ModelError;
+    fn try_from(f: Fields) -> Result<Self, ModelError> {
+        CycleContext::new(f.cycle, f.model, f.trading, f.retail, f.feed_in)
+    }
 }
 
 fn check_prices(
@@ -82,6 +103,24 @@ impl CycleContext {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deserialisation_checks_like_the_constructor() {
+        let good = CycleContext::new(
+            CycleId(1),
+            BillingModel::Ucs,
+            vec![PriceUnits(1)],
+            vec![PriceUnits(2)],
+            vec![PriceUnits(3)],
+        )
+        .unwrap();
+        let json = serde_json::to_string(&good).unwrap();
+        assert_eq!(serde_json::from_str::<CycleContext>(&json).unwrap(), good);
+        let short = json.replace("\"retail\":[2]", "\"retail\":[]");
+        assert!(serde_json::from_str::<CycleContext>(&short).is_err());
+        let big = json.replace("\"retail\":[2]", "\"retail\":[999999999999]");
+        assert!(serde_json::from_str::<CycleContext>(&big).is_err());
+    }
 
     #[test]
     fn bad_contexts_are_refused() {

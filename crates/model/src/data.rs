@@ -5,7 +5,10 @@ use serde::{Deserialize, Serialize};
 use crate::ModelError;
 
 /// One household's promises and meter values for one cycle.
+///
+/// Deserialisation goes through [`Data::new`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "DataFields")]
 pub struct Data {
     member: MemberId,
     cycle: CycleId,
@@ -30,6 +33,22 @@ pub(crate) fn check_range(
         }
     }
     Ok(())
+}
+
+/// The serialised form, checked on the way in.
+#[derive(Deserialize)]
+struct DataFields {
+    member: MemberId,
+    cycle: CycleId,
+    promises: Vec<Wh>,
+    actual: Vec<Wh>,
+}
+
+impl TryFrom<DataFields> for Data {
+    type Error = ModelError;
+    fn try_from(f: DataFields) -> Result<Self, ModelError> {
+        Data::new(f.member, f.cycle, f.promises, f.actual)
+    }
 }
 
 impl Data {
@@ -222,6 +241,15 @@ mod tests {
         assert_eq!(v.op, [0, 0, 20, 0, 0]);
         // producer who consumes 5 instead of supplying 10: sdev = 0 - 10
         assert_eq!(v.dev, [-50, 20, 20, 0, -10]);
+    }
+
+    #[test]
+    fn deserialisation_checks_like_the_constructor() {
+        let good = data(&[1, 2], &[3, 4]).unwrap();
+        let json = serde_json::to_string(&good).unwrap();
+        assert_eq!(serde_json::from_str::<Data>(&json).unwrap(), good);
+        assert!(serde_json::from_str::<Data>(&json.replace("[3,4]", "[3]")).is_err());
+        assert!(serde_json::from_str::<Data>(&json.replace("[3,4]", "[3,4000000]")).is_err());
     }
 
     #[test]

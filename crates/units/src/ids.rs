@@ -25,9 +25,24 @@ impl fmt::Display for CycleId {
     }
 }
 
-/// Number of settlement slots of a cycle, always in `1..=MAX_SLOTS`.
+/// Number of settlement slots of a cycle, always in `1..=MAX_SLOTS`
+/// (deserialisation checks it too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "u32", into = "u32")]
 pub struct SlotCount(u32);
+
+impl TryFrom<u32> for SlotCount {
+    type Error = IdError;
+    fn try_from(n: u32) -> Result<Self, IdError> {
+        SlotCount::new(n as usize)
+    }
+}
+
+impl From<SlotCount> for u32 {
+    fn from(s: SlotCount) -> u32 {
+        s.0
+    }
+}
 
 impl SlotCount {
     /// Checks `n` against `1..=MAX_SLOTS`.
@@ -114,5 +129,8 @@ mod tests {
         assert!(SlotCount::new(0).is_err());
         assert!(SlotCount::new(MAX_SLOTS as usize + 1).is_err());
         assert_eq!(SlotCount::new(672).unwrap().get(), 672);
+        assert!(serde_json::from_str::<SlotCount>("0").is_err());
+        assert!(serde_json::from_str::<SlotCount>("4033").is_err());
+        assert_eq!(serde_json::from_str::<SlotCount>("96").unwrap().get(), 96);
     }
 }

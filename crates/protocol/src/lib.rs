@@ -1,0 +1,22 @@
+//! What travels between the billing authority (edge), the households'
+//! cores and the operator (design section 7).
+//!
+//! Every message is a [`Request`] or a [`Response`] (serde enums, bincode 2)
+//! inside a signed [`Envelope`]:
+//! `{version, sender, counter, payload, Ed25519 signature}`. The signature
+//! covers a domain-separation tag, the version, the sender's key, the
+//! counter and the payload, so nothing unsigned is ever trusted. Requests
+//! carry a per-sender counter that must grow ([`ReplayGuard`]); a response
+//! repeats its request's counter, which binds it to that request.
+
+#![warn(missing_docs)]
+
+mod envelope;
+mod identity;
+mod message;
+mod replay;
+
+pub use envelope::{Envelope, MAX_FRAME, PROTOCOL_VERSION, ProtocolError};
+pub use identity::{NodeId, NodeKey};
+pub use message::{ErrorCode, MemberEntry, MemberList, Request, Response};
+pub use replay::{Replay, ReplayGuard};
