@@ -71,7 +71,7 @@ impl ComputeBackend for CpuBackend {
         out.par_chunks_mut(1024).enumerate().for_each(|(c, chunk)| {
             let base = c * 1024;
             for v in vectors {
-                for (o, x) in chunk.iter_mut().zip(&v[base..]) {
+                for (o, x) in chunk.iter_mut().zip(v.get(base..).unwrap_or_default()) {
                     *o = o.wrapping_add(*x);
                 }
             }
