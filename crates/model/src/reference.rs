@@ -72,7 +72,7 @@ pub fn bills(ctx: &CycleContext, households: &[Data]) -> Result<Vec<crate::Bill>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Aggregates, BillingModel};
+    use crate::{Aggregate, Aggregates, BillingModel};
     use pb_units::{CycleId, MemberId, PriceUnits, Wh};
     use proptest::prelude::*;
 
@@ -164,10 +164,27 @@ mod tests {
             for (v, b) in vs.iter().zip(&want) {
                 prop_assert_eq!(w.apply(v), *b);
             }
-            // cost neutrality of UCS: charges equal the imbalance cost where someone is charged
+            // Every bill stays within the worst case the edge checks.
+            let (wb, wr) = w.worst_case_totals();
+            prop_assert!(want.iter().all(|b| b.bill.0.unsigned_abs() <= wb && b.reward.0.unsigned_abs() <= wr));
+            // UCS is cost-neutral: the over-consumers' charges add up to the
+            // imbalance cost of the slots where someone is charged, up to the
+            // rounding of each share (at most 1/2 unit per charged household).
             if model == BillingModel::Ucs {
-                let (wb, _) = w.worst_case_totals();
-                prop_assert!(want.iter().all(|b| b.bill.0.unsigned_abs() <= wb));
+                let agg = Aggregates::in_clear(model, t, &vs);
+                let (td, nfc) = (agg.get(Aggregate::TD, t).unwrap(), agg.get(Aggregate::NFC, t).unwrap());
+                let energy: i128 = vs.iter().map(|v| (0..t).map(|s| {
+                    c.trading()[s].0 as i128 * v.ca[s] as i128 + c.retail()[s].0 as i128 * v.cr[s] as i128
+                }).sum::<i128>()).sum();
+                let charged: i128 = want.iter().map(|b| b.bill.0).sum::<i128>() - energy;
+                let (mut cost, mut slack) = (0i128, 0i128);
+                for s in 0..t {
+                    if td[s] < 0 && nfc[s] > 0 {
+                        cost += (c.retail()[s].0 - c.trading()[s].0) as i128 * -(td[s] as i128);
+                        slack += nfc[s] as i128;
+                    }
+                }
+                prop_assert!(2 * (charged - cost).abs() <= slack, "charged {} vs cost {}", charged, cost);
             }
         }
     }
