@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use pb_model::{BillingModel, CycleContext, Data};
-use pb_units::{CycleId, MemberId, PriceUnits, Wh};
+use pb_units::{CycleId, MemberId};
 use serde::{Deserialize, Serialize};
 
 /// The file as written by people (decimal kWh and currency per kWh).
@@ -48,36 +48,7 @@ pub struct Community {
     pub households: Vec<Data>,
 }
 
-fn prices(field: &str, values: &[f64], expected: usize) -> Result<Vec<PriceUnits>, String> {
-    if values.len() != expected {
-        return Err(format!(
-            "{field} has {} values, expected {expected} (as prices.trading)",
-            values.len()
-        ));
-    }
-    values
-        .iter()
-        .enumerate()
-        .map(|(t, &v)| {
-            PriceUnits::from_currency_per_kwh(v)
-                .map_err(|e| format!("{field}[{t}]: {e} currency/kWh"))
-        })
-        .collect()
-}
-
-fn energy(field: &str, values: &[f64], expected: usize) -> Result<Vec<Wh>, String> {
-    if values.len() != expected {
-        return Err(format!(
-            "{field} has {} values, expected {expected} (one per price slot)",
-            values.len()
-        ));
-    }
-    values
-        .iter()
-        .enumerate()
-        .map(|(t, &v)| Wh::from_kwh(v).map_err(|e| format!("{field}[{t}]: {e} kWh")))
-        .collect()
-}
+use pb_model::parse::{energy_kwh as energy, prices_per_kwh as prices};
 
 /// Parses and checks a community file; every error names its field.
 pub fn parse(text: &str, model: BillingModel, min_members: usize) -> Result<Community, String> {

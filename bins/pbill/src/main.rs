@@ -1,5 +1,7 @@
 //! `pbill`: command-line entry of private-billing.
 
+mod client;
+mod demo;
 mod input;
 mod synthetic;
 
@@ -68,6 +70,80 @@ enum Command {
         #[arg(long, short)]
         output: PathBuf,
     },
+    /// Run a whole community on loopback: an edge and one core per
+    /// household as separate processes, synthetic households (daily load
+    /// shapes, PV, noisy forecasts), the cycle context, data through each
+    /// household API, bills checked exactly against the plaintext model.
+    /// Prints the bills, timings and bytes on the wire; exits non-zero if
+    /// any bill is missing or differs.
+    Demo(demo::DemoArgs),
+    /// Create a node key (for an edge, a core or an operator) and print
+    /// its node id, which the edge's configuration admits.
+    Keygen {
+        /// Where to write the secret key (must not exist yet).
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+    /// Operator: send a cycle's context (prices per slot) to the edge.
+    ///
+    /// FILE is CSV with columns trading,retail,feed_in (currency per kWh,
+    /// one row per 15-minute slot) or JSON {"cycle_id": N, "model": "ucs",
+    /// "prices": {"trading": [..], "retail": [..], "feed_in": [..]}}.
+    Context {
+        /// Edge endpoint, e.g. tcp://127.0.0.1:5555.
+        #[arg(long)]
+        edge: String,
+        /// Prices file (.csv or .json).
+        #[arg(long)]
+        file: PathBuf,
+        /// The operator's key file (its node id must be among the edge's
+        /// operators).
+        #[arg(long)]
+        key: PathBuf,
+        /// Cycle number (required for CSV; overrides the JSON's cycle_id).
+        #[arg(long)]
+        cycle: Option<u64>,
+        /// Billing model (overrides the JSON's; default ucs).
+        #[arg(long)]
+        model: Option<BillingModel>,
+        /// The edge's node id: refuse answers signed by anyone else.
+        #[arg(long)]
+        edge_id: Option<String>,
+    },
+    /// Household: submit one cycle's data to the household's core.
+    ///
+    /// FILE is CSV with columns promise_kwh,actual_kwh (one row per slot)
+    /// or JSON {"promises_kwh": [..], "actual_kwh": [..]}.
+    Submit {
+        /// The core's household API endpoint, e.g. tcp://127.0.0.1:6000.
+        #[arg(long)]
+        core: String,
+        /// Cycle number.
+        #[arg(long)]
+        cycle: u64,
+        /// Data file (.csv or .json).
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Household: ask the core for a cycle's bill. Exit status 0 when
+    /// billed, 3 when not yet, 1 on error.
+    Bill {
+        /// The core's household API endpoint.
+        #[arg(long)]
+        core: String,
+        /// Cycle number.
+        #[arg(long)]
+        cycle: u64,
+        /// Print the core's JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The edge daemon (same as pbill-edge; used by `pbill demo`).
+    #[command(hide = true)]
+    Edge(pb_edge::cli::EdgeArgs),
+    /// The core daemon (same as pbill-core; used by `pbill demo`).
+    #[command(hide = true)]
+    Core(pb_core::cli::CoreArgs),
 }
 
 #[derive(Serialize)]
@@ -101,6 +177,29 @@ fn main() -> ExitCode {
             output,
         } => synthetic::generate(households, slots, seed)
             .and_then(|community| write_json(&output, &community)),
+        Command::Demo(args) => match demo::run(&args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
+        Command::Keygen { out } => client::keygen(&out),
+        Command::Context {
+            edge,
+            file,
+            key,
+            cycle,
+            model,
+            edge_id,
+        } => client::read_context(&file, cycle, model)
+            .and_then(|ctx| client::context(&edge, &key, edge_id.as_deref(), ctx)),
+        Command::Submit { core, cycle, file } => client::submit(&core, cycle, &file),
+        Command::Bill { core, cycle, json } => match client::bill(&core, cycle, json) {
+            Ok(client::BillOutcome::Billed) => Ok(()),
+            Ok(client::BillOutcome::Pending) => return ExitCode::from(3),
+            Err(e) => Err(e),
+        },
+        Command::Edge(args) => return pb_edge::cli::main(args),
+        Command::Core(args) => return pb_core::cli::main(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

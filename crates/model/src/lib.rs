@@ -16,6 +16,7 @@
 mod context;
 mod data;
 mod models;
+pub mod parse;
 pub mod reference;
 
 pub use context::CycleContext;

@@ -34,6 +34,56 @@ impl NodeKey {
     }
 }
 
+/// Why a key file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    /// Reading or writing failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// The file does not hold 64 hex digits.
+    #[error("{0}: not a private-billing key file (expected 64 hex digits)")]
+    Format(String),
+}
+
+impl NodeKey {
+    /// Reads a key written by [`NodeKey::write_new`].
+    pub fn read_file(path: &std::path::Path) -> Result<NodeKey, KeyFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let bytes = NodeId::from_hex(&text)
+            .ok_or_else(|| KeyFileError::Format(path.display().to_string()))?;
+        Ok(NodeKey::from_bytes(bytes.0))
+    }
+
+    /// Writes the secret key as hex to a new file readable by its owner
+    /// only; refuses to overwrite an existing file.
+    pub fn write_new(&self, path: &std::path::Path) -> Result<(), KeyFileError> {
+        use std::io::Write;
+        let io = |source| KeyFileError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(path).map_err(io)?;
+        let hex = NodeId(self.to_bytes()).to_hex();
+        file.write_all(format!("{hex}\n").as_bytes()).map_err(io)?;
+        file.sync_all().map_err(io)
+    }
+}
+
 impl fmt::Debug for NodeKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "NodeKey({})", self.id())

@@ -17,6 +17,6 @@ mod message;
 mod replay;
 
 pub use envelope::{Envelope, MAX_FRAME, PROTOCOL_VERSION, ProtocolError};
-pub use identity::{NodeId, NodeKey};
+pub use identity::{KeyFileError, NodeId, NodeKey};
 pub use message::{ErrorCode, MemberEntry, MemberList, Request, Response};
 pub use replay::{Replay, ReplayGuard};

@@ -100,6 +100,8 @@ pub enum ErrorCode {
     NotReady,
     /// Too many requests from this sender.
     RateLimited,
+    /// Already done (e.g. a second submission for the cycle); nothing changed.
+    AlreadyDone,
     /// The server failed.
     Internal,
 }
@@ -115,10 +117,15 @@ pub enum Response {
     Cycle {
         /// Context.
         context: CycleContext,
-        /// Members of the cycle.
-        members: Vec<MemberId>,
+        /// Members of the cycle with their PRZS keys, frozen when the
+        /// context was recorded.
+        members: Vec<MemberEntry>,
         /// Members declared dropped out.
         dropped: Vec<MemberId>,
+        /// Submissions or corrections still awaited (0 once billed).
+        waiting: usize,
+        /// Whether the bills are computed.
+        billed: bool,
     },
     /// A hidden bill.
     Bill(HiddenBill),

@@ -99,3 +99,62 @@ impl ComputeBackend for CpuBackend {
             .collect()
     }
 }
+
+/// Which compute backend to run SharedBilling on (`--backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendChoice {
+    /// The fastest usable backend.
+    #[default]
+    Auto,
+    /// The rayon CPU backend (the reference).
+    Cpu,
+    /// The CUDA backend.
+    Cuda,
+}
+
+impl std::str::FromStr for BackendChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(BackendChoice::Auto),
+            "cpu" => Ok(BackendChoice::Cpu),
+            "cuda" => Ok(BackendChoice::Cuda),
+            other => Err(format!(
+                "unknown backend {other:?} (expected auto, cpu or cuda)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for BackendChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackendChoice::Auto => "auto",
+            BackendChoice::Cpu => "cpu",
+            BackendChoice::Cuda => "cuda",
+        })
+    }
+}
+
+impl BackendChoice {
+    /// The backend, and a sentence saying which was chosen and why. `cuda`
+    /// fails with a clear message where no CUDA backend can run.
+    pub fn select(self) -> Result<(Box<dyn ComputeBackend>, String), String> {
+        match self {
+            BackendChoice::Cpu => Ok((
+                Box::new(CpuBackend::new()),
+                format!("backend: cpu ({} threads)", rayon::current_num_threads()),
+            )),
+            BackendChoice::Auto => Ok((
+                Box::new(CpuBackend::new()),
+                format!(
+                    "backend: cpu ({} threads; auto: this build has no CUDA backend)",
+                    rayon::current_num_threads()
+                ),
+            )),
+            BackendChoice::Cuda => Err(
+                "backend cuda: this build has no CUDA backend (use --backend cpu or auto)".into(),
+            ),
+        }
+    }
+}

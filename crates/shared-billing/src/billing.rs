@@ -198,6 +198,11 @@ impl SharedBilling {
         self.min_members = min.max(2);
     }
 
+    /// Gives the backend back (to rebuild the state around it).
+    pub fn into_backend(self) -> Box<dyn ComputeBackend> {
+        self.backend
+    }
+
     /// The backend's name.
     pub fn backend_name(&self) -> &'static str {
         self.backend.name()
@@ -225,6 +230,18 @@ impl SharedBilling {
     /// Records a cycle's context; the cycle's members are those registered
     /// now. Recording the same context again is a no-op.
     pub fn record_context(&mut self, ctx: CycleContext) -> Result<(), BillingError> {
+        let members: Vec<MemberId> = self.members.keys().cloned().collect();
+        self.record_context_with(ctx, members)
+    }
+
+    /// Records a cycle's context with an explicit member set (all of them
+    /// registered): how a restarted billing authority restores a cycle
+    /// whose membership was frozen before later members joined.
+    pub fn record_context_with(
+        &mut self,
+        ctx: CycleContext,
+        members: impl IntoIterator<Item = MemberId>,
+    ) -> Result<(), BillingError> {
         if let Some(c) = self.cycles.get(&ctx.cycle()) {
             return if c.ctx == ctx {
                 Ok(())
@@ -232,7 +249,10 @@ impl SharedBilling {
                 Err(BillingError::ContextExists(ctx.cycle()))
             };
         }
-        let members = self.members.keys().cloned().collect();
+        let members: BTreeSet<MemberId> = members.into_iter().collect();
+        if let Some(unknown) = members.iter().find(|m| !self.members.contains_key(*m)) {
+            return Err(BillingError::UnknownMember(unknown.clone()));
+        }
         self.cycles.insert(
             ctx.cycle(),
             Cycle {
@@ -343,6 +363,12 @@ impl SharedBilling {
             c.corrections.insert(member, correction);
         }
         Ok(())
+    }
+
+    /// Forgets a cycle (its data, corrections and state), typically once
+    /// its bills are stored elsewhere; returns whether it was known.
+    pub fn retire(&mut self, cycle: CycleId) -> bool {
+        self.cycles.remove(&cycle).is_some()
     }
 
     /// Where a cycle stands.

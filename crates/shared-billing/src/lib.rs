@@ -12,6 +12,6 @@ mod backend;
 mod billing;
 pub mod community;
 
-pub use backend::{ComputeBackend, CpuBackend, EvalJob};
+pub use backend::{BackendChoice, ComputeBackend, CpuBackend, EvalJob};
 pub use billing::{BillingError, CycleStatus, SharedBilling};
 pub use pb_hiding::{HiddenBill, HiddenData};

@@ -1,0 +1,189 @@
+//! The household API: JSON requests on a local ZeroMQ REP/ROUTER socket,
+//! one JSON object per message. See `docs/api.md`.
+
+use serde::{Deserialize, Serialize};
+
+/// A request from the household's software.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ApiRequest {
+    /// `{"submit": {"cycle_id": 1, "promises_kwh": [...], "actual_kwh": [...]}}`
+    Submit(SubmitRequest),
+    /// `{"get_bill": {"cycle_id": 1}}`
+    GetBill(CycleRef),
+    /// `{"status": {}}`
+    Status(StatusRequest),
+}
+
+/// Data of one cycle, kWh per slot.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitRequest {
+    /// The cycle.
+    pub cycle_id: u64,
+    /// Promised energy per slot (positive: consumption, negative: feed-in).
+    pub promises_kwh: Vec<f64>,
+    /// Metered energy per slot.
+    pub actual_kwh: Vec<f64>,
+}
+
+/// A cycle.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CycleRef {
+    /// The cycle.
+    pub cycle_id: u64,
+}
+
+/// No arguments.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusRequest {}
+
+/// The core's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiResponse {
+    /// The data is stored at the core (durably) and will reach the edge.
+    Accepted(Accepted),
+    /// The decrypted bill.
+    Bill(BillReply),
+    /// No bill yet.
+    Pending(CycleReport),
+    /// The core's state.
+    Status(StatusReply),
+    /// Refused; nothing changed.
+    Error(ApiError),
+}
+
+/// Answer to `submit`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Accepted {
+    /// The cycle.
+    pub cycle_id: u64,
+    /// Number of slots.
+    pub slots: usize,
+    /// Where the cycle stands (see [`CycleReport::state`]).
+    pub state: String,
+}
+
+/// A bill, amounts as exact decimal strings in the community's currency.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct BillReply {
+    /// The cycle.
+    pub cycle_id: u64,
+    /// What the household pays.
+    pub bill: String,
+    /// What the household is paid.
+    pub reward: String,
+    /// `bill - reward`.
+    pub total: String,
+}
+
+/// One cycle at this core.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct CycleReport {
+    /// The cycle.
+    pub cycle_id: u64,
+    /// `queued` (stored, not yet accepted by the edge), `submitted`
+    /// (accepted, waiting for the other members), `correcting` (members
+    /// dropped out; this core's correction was accepted), `billed`, or
+    /// `failed: <reason>`.
+    pub state: String,
+    /// Bytes sent to the edge for this cycle's data.
+    pub upload_bytes: u64,
+    /// Bytes of the bill received from the edge.
+    pub download_bytes: u64,
+    /// Time spent masking and encrypting, microseconds.
+    pub hide_micros: u64,
+    /// Time spent decrypting the bill, microseconds.
+    pub decrypt_micros: u64,
+}
+
+/// Answer to `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct StatusReply {
+    /// The household's member id.
+    pub member: String,
+    /// This core's node id.
+    pub node: String,
+    /// The edge endpoint.
+    pub edge: String,
+    /// Whether the edge has accepted this core as a member.
+    pub joined: bool,
+    /// Cycles with data at this core.
+    pub cycles: Vec<CycleReport>,
+}
+
+/// A refusal.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct ApiError {
+    /// `bad_request`, `unknown_cycle`, `not_member`, `conflict`,
+    /// `edge_unavailable`, `internal`.
+    pub code: String,
+    /// What went wrong, naming the field where there is one.
+    pub message: String,
+}
+
+impl ApiResponse {
+    /// An error answer.
+    pub fn error(code: &str, message: impl Into<String>) -> ApiResponse {
+        ApiResponse::Error(ApiError {
+            code: code.into(),
+            message: message.into(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_from_the_documented_json() {
+        let r: ApiRequest = serde_json::from_str(
+            r#"{"submit": {"cycle_id": 3, "promises_kwh": [0.5, -1], "actual_kwh": [0.4, -1.2]}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            ApiRequest::Submit(SubmitRequest {
+                cycle_id: 3,
+                promises_kwh: vec![0.5, -1.0],
+                actual_kwh: vec![0.4, -1.2]
+            })
+        );
+        let r: ApiRequest = serde_json::from_str(r#"{"get_bill": {"cycle_id": 3}}"#).unwrap();
+        assert_eq!(r, ApiRequest::GetBill(CycleRef { cycle_id: 3 }));
+        let r: ApiRequest = serde_json::from_str(r#"{"status": {}}"#).unwrap();
+        assert_eq!(r, ApiRequest::Status(StatusRequest {}));
+        for bad in [
+            r#"{"submit": {"cycle_id": -1, "promises_kwh": [], "actual_kwh": []}}"#,
+            r#"{"get_bill": {"cycle_id": 3, "extra": 1}}"#,
+            r#"{"status": {}, "get_bill": {"cycle_id": 3}}"#,
+            r#"{"delete": {}}"#,
+            r#"[1,2]"#,
+        ] {
+            assert!(serde_json::from_str::<ApiRequest>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn answers_serialise_as_documented() {
+        let a = ApiResponse::Bill(BillReply {
+            cycle_id: 1,
+            bill: "1.5".into(),
+            reward: "0".into(),
+            total: "1.5".into(),
+        });
+        assert_eq!(
+            serde_json::to_string(&a).unwrap(),
+            r#"{"bill":{"cycle_id":1,"bill":"1.5","reward":"0","total":"1.5"}}"#
+        );
+        let e = ApiResponse::error("bad_request", "x");
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"error":{"code":"bad_request","message":"x"}}"#
+        );
+    }
+}

@@ -1,0 +1,101 @@
+//! `core.toml`: one household's core.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pb_protocol::NodeId;
+use pb_units::{CommunityId, MemberId};
+use serde::{Deserialize, Serialize};
+
+use crate::CoreError;
+
+/// The core's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoreConfig {
+    /// The household's member id (as enrolled at the edge).
+    pub member: String,
+    /// Community name (must match the edge's).
+    pub community: String,
+    /// The edge's endpoint.
+    pub edge: String,
+    /// The edge's node id (64 hex digits): only answers signed by it are
+    /// trusted.
+    pub edge_node: String,
+    /// Endpoint of the household API (keep it on loopback or a private
+    /// network: it is the household's own interface).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Directory of the core's store (holds the household's secret keys).
+    pub data_dir: PathBuf,
+    /// The core's signing key (written by `pbill keygen`).
+    pub key_file: PathBuf,
+    /// How often the core talks to the edge while work is pending.
+    #[serde(default = "default_poll")]
+    pub poll_millis: u64,
+    /// Timeout of one request to the edge.
+    #[serde(default = "default_timeout")]
+    pub request_timeout_millis: u64,
+}
+
+fn default_listen() -> String {
+    "tcp://127.0.0.1:6000".into()
+}
+
+fn default_poll() -> u64 {
+    1000
+}
+
+fn default_timeout() -> u64 {
+    10_000
+}
+
+/// The checked configuration.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    /// Member.
+    pub member: MemberId,
+    /// Community.
+    pub community: CommunityId,
+    /// Edge identity.
+    pub edge_node: NodeId,
+    /// Poll interval.
+    pub poll: Duration,
+    /// Request timeout.
+    pub timeout: Duration,
+}
+
+impl CoreConfig {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<CoreConfig, CoreError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CoreError::Config(format!("{}: {e}", path.display())))?;
+        let config: CoreConfig = toml::from_str(&text)
+            .map_err(|e| CoreError::Config(format!("{}: {e}", path.display())))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Checks every field.
+    pub fn check(&self) -> Result<Checked, CoreError> {
+        let member = MemberId::new(self.member.clone())
+            .map_err(|e| CoreError::Config(format!("member: {e}")))?;
+        if self.community.trim().is_empty() {
+            return Err(CoreError::Config("community: must not be empty".into()));
+        }
+        let edge_node = NodeId::from_hex(&self.edge_node)
+            .ok_or_else(|| CoreError::Config("edge_node: not a node id (64 hex digits)".into()))?;
+        if self.poll_millis == 0 || self.request_timeout_millis == 0 {
+            return Err(CoreError::Config(
+                "poll_millis and request_timeout_millis must be positive".into(),
+            ));
+        }
+        Ok(Checked {
+            member,
+            community: CommunityId(self.community.clone()),
+            edge_node,
+            poll: Duration::from_millis(self.poll_millis),
+            timeout: Duration::from_millis(self.request_timeout_millis),
+        })
+    }
+}

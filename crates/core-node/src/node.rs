@@ -1,0 +1,534 @@
+//! The running core: the household API thread and the sync thread that
+//! talks to the edge, sharing the store.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use pb_hiding::HidingContext;
+use pb_model::Data;
+use pb_model::parse::energy_kwh;
+use pb_net::{Connection, EdgeClient, Exchange, NetError, Server};
+use pb_protocol::{ErrorCode, NodeId, NodeKey, Request, Response};
+use pb_przs::PairwiseKeys;
+use pb_units::CycleId;
+use tokio::runtime::Handle;
+
+use crate::CoreError;
+use crate::api::{
+    Accepted, ApiRequest, ApiResponse, BillReply, CycleReport, StatusReply, SubmitRequest,
+};
+use crate::config::{Checked, CoreConfig};
+use crate::store::{CoreStore, CycleEntry, CycleState, Secrets};
+
+/// A refusal to the household.
+type Refusal = ApiResponse;
+
+fn internal(e: impl std::fmt::Display) -> Refusal {
+    ApiResponse::error("internal", e.to_string())
+}
+
+/// Whether an edge error code is final for a cycle (anything else is
+/// retried).
+fn is_final(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::Forbidden | ErrorCode::Rejected | ErrorCode::UnknownCycle
+    )
+}
+
+/// The state shared by the core's threads.
+pub struct Node {
+    store: CoreStore,
+    checked: Checked,
+    edge_endpoint: String,
+    node: NodeId,
+    secrets: Secrets,
+    edge: Mutex<EdgeClient>,
+    rt: Handle,
+    hiding: Mutex<BTreeMap<CycleId, Arc<HidingContext>>>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("member", &self.checked.member)
+            .field("node", &self.node)
+            .finish()
+    }
+}
+
+impl Node {
+    /// Opens the store (generating the household's keys on first start).
+    pub fn open(rt: Handle, config: &CoreConfig) -> Result<Node, CoreError> {
+        let checked = config.check()?;
+        let key = NodeKey::read_file(&config.key_file)?;
+        let store = CoreStore::open(&config.data_dir)?;
+        let secrets = store.secrets()?;
+        let node = key.id();
+        let edge = EdgeClient::new(
+            Connection::new(config.edge.clone(), checked.timeout),
+            key,
+            Some(checked.edge_node),
+        );
+        Ok(Node {
+            store,
+            checked,
+            edge_endpoint: config.edge.clone(),
+            node,
+            secrets,
+            edge: Mutex::new(edge),
+            rt,
+            hiding: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    fn call(&self, request: &Request) -> Result<Exchange, NetError> {
+        let mut edge = self.edge.lock().unwrap_or_else(|p| p.into_inner());
+        self.rt.block_on(edge.call(request))
+    }
+
+    /// Answers one household request (JSON in, JSON out).
+    pub fn handle_api(&self, bytes: &[u8], oversized: Option<usize>) -> Vec<u8> {
+        let response = match oversized {
+            Some(n) => {
+                ApiResponse::error("bad_request", format!("request of {n} bytes is too large"))
+            }
+            None => match serde_json::from_slice::<ApiRequest>(bytes) {
+                Err(e) => ApiResponse::error("bad_request", format!("invalid request: {e}")),
+                Ok(ApiRequest::Submit(s)) => self.submit(s).unwrap_or_else(|e| e),
+                Ok(ApiRequest::GetBill(c)) => {
+                    self.get_bill(CycleId(c.cycle_id)).unwrap_or_else(|e| e)
+                }
+                Ok(ApiRequest::Status(_)) => self.status().unwrap_or_else(|e| e),
+            },
+        };
+        serde_json::to_vec(&response).unwrap_or_else(|_| {
+            b"{\"error\":{\"code\":\"internal\",\"message\":\"unencodable answer\"}}".to_vec()
+        })
+    }
+
+    /// The cycle, from the store or else from the edge.
+    fn cycle_entry(&self, cycle: CycleId) -> Result<CycleEntry, Refusal> {
+        if let Some(e) = self.store.cycle(cycle).map_err(internal)? {
+            return Ok(e);
+        }
+        let exchange = self.call(&Request::GetCycle { cycle }).map_err(|e| {
+            ApiResponse::error(
+                "edge_unavailable",
+                format!("cannot fetch cycle {cycle} from the edge: {e}; try again later"),
+            )
+        })?;
+        match exchange.response {
+            Response::Cycle {
+                context, members, ..
+            } => {
+                if context.cycle() != cycle {
+                    return Err(ApiResponse::error(
+                        "internal",
+                        "the edge answered with another cycle",
+                    ));
+                }
+                if !members.iter().any(|m| m.member == self.checked.member) {
+                    return Err(ApiResponse::error(
+                        "not_member",
+                        format!("{} is not a member of cycle {cycle}", self.checked.member),
+                    ));
+                }
+                let entry = CycleEntry { context, members };
+                self.store.put_cycle(&entry).map_err(internal)?;
+                Ok(entry)
+            }
+            Response::Error {
+                code: ErrorCode::UnknownCycle,
+                message,
+            } => Err(ApiResponse::error("unknown_cycle", message)),
+            Response::Error {
+                code: ErrorCode::Forbidden,
+                message,
+            } => Err(ApiResponse::error("not_member", message)),
+            Response::Error { code, message } => Err(ApiResponse::error(
+                "edge_unavailable",
+                format!("the edge refused ({code:?}): {message}"),
+            )),
+            other => Err(ApiResponse::error(
+                "internal",
+                format!("unexpected answer from the edge: {other:?}"),
+            )),
+        }
+    }
+
+    fn hiding_context(&self, entry: &CycleEntry) -> Result<Arc<HidingContext>, CoreError> {
+        let cycle = entry.context.cycle();
+        let mut cache = self.hiding.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = cache.get(&cycle) {
+            return Ok(h.clone());
+        }
+        let members: Vec<_> = entry
+            .members
+            .iter()
+            .map(|m| (m.member.clone(), m.przs))
+            .collect();
+        let keys = PairwiseKeys::derive(
+            &self.checked.community,
+            &self.checked.member,
+            &self.secrets.przs,
+            &members,
+        )
+        .map_err(|e| CoreError::Protocol(format!("cycle {cycle}: {e}")))?;
+        let h = Arc::new(HidingContext::new(keys, self.secrets.glwe.clone()));
+        cache.insert(cycle, h.clone());
+        Ok(h)
+    }
+
+    fn submit(&self, s: SubmitRequest) -> Result<ApiResponse, Refusal> {
+        let cycle = CycleId(s.cycle_id);
+        let bad = |m: String| ApiResponse::error("bad_request", m);
+        let entry = self.cycle_entry(cycle)?;
+        let slots = entry.context.slots();
+        let promises = energy_kwh("promises_kwh", &s.promises_kwh, slots).map_err(bad)?;
+        let actual = energy_kwh("actual_kwh", &s.actual_kwh, slots).map_err(bad)?;
+        let data = Data::new(self.checked.member.clone(), cycle, promises, actual)
+            .map_err(|e| bad(e.to_string()))?;
+        if let Some(existing) = self.store.data(cycle).map_err(internal)? {
+            return if existing == data {
+                let state = self.report(cycle)?.state;
+                Ok(ApiResponse::Accepted(Accepted {
+                    cycle_id: cycle.0,
+                    slots,
+                    state,
+                }))
+            } else {
+                Err(ApiResponse::error(
+                    "conflict",
+                    format!(
+                        "cycle {cycle} already has other data at this core; submitted data cannot change"
+                    ),
+                ))
+            };
+        }
+        let hiding = self.hiding_context(&entry).map_err(internal)?;
+        let start = Instant::now();
+        let mut seeder = pb_glwe::seeding::new_seeder();
+        let hidden = hiding
+            .hide(&data, &entry.context, seeder.as_mut())
+            .map_err(|e| bad(e.to_string()))?;
+        let state = CycleState {
+            hide_micros: start.elapsed().as_micros() as u64,
+            ..CycleState::default()
+        };
+        self.store
+            .put_submission(&data, &hidden, &state)
+            .map_err(internal)?;
+        tracing::info!(%cycle, slots, hide_micros = state.hide_micros, "household data stored");
+        Ok(ApiResponse::Accepted(Accepted {
+            cycle_id: cycle.0,
+            slots,
+            state: "queued".into(),
+        }))
+    }
+
+    fn report(&self, cycle: CycleId) -> Result<CycleReport, Refusal> {
+        let state = self.store.state(cycle).map_err(internal)?.ok_or_else(|| {
+            ApiResponse::error(
+                "unknown_cycle",
+                format!("no data was submitted for cycle {cycle} at this core"),
+            )
+        })?;
+        let billed = self.store.bill(cycle).map_err(internal)?.is_some();
+        Ok(CycleReport {
+            cycle_id: cycle.0,
+            state: if billed {
+                "billed".into()
+            } else if let Some(f) = &state.failure {
+                format!("failed: {f}")
+            } else if state.corrected {
+                "correcting".into()
+            } else if state.submitted {
+                "submitted".into()
+            } else {
+                "queued".into()
+            },
+            upload_bytes: state.upload_bytes,
+            download_bytes: state.download_bytes,
+            hide_micros: state.hide_micros,
+            decrypt_micros: state.decrypt_micros,
+        })
+    }
+
+    fn get_bill(&self, cycle: CycleId) -> Result<ApiResponse, Refusal> {
+        match self.store.bill(cycle).map_err(internal)? {
+            Some(b) => Ok(ApiResponse::Bill(BillReply {
+                cycle_id: cycle.0,
+                bill: b.bill.to_decimal_string(),
+                reward: b.reward.to_decimal_string(),
+                total: b.total().to_decimal_string(),
+            })),
+            None => Ok(ApiResponse::Pending(self.report(cycle)?)),
+        }
+    }
+
+    fn status(&self) -> Result<ApiResponse, Refusal> {
+        let mut cycles = Vec::new();
+        for (cycle, _) in self.store.states().map_err(internal)? {
+            cycles.push(self.report(cycle)?);
+        }
+        Ok(ApiResponse::Status(StatusReply {
+            member: self.checked.member.to_string(),
+            node: self.node.to_hex(),
+            edge: self.edge_endpoint.clone(),
+            joined: self.store.joined().map_err(internal)?,
+            cycles,
+        }))
+    }
+
+    /// One round of work with the edge: join, submit what is queued, fetch
+    /// bills, send dropout corrections. Returns whether work remains.
+    pub fn sync_once(&self) -> Result<bool, CoreError> {
+        if !self.store.joined()? {
+            let join = Request::Join {
+                member: self.checked.member.clone(),
+                przs: self.secrets.przs.public(),
+                public_key: self.secrets.public_key.clone(),
+            };
+            match self.call(&join)?.response {
+                Response::Ok => {
+                    self.store.set_joined()?;
+                    tracing::info!(member = %self.checked.member, "joined the community");
+                }
+                Response::Error { code, message } => {
+                    tracing::warn!(?code, %message, "join refused");
+                    return Ok(true);
+                }
+                other => {
+                    return Err(CoreError::Protocol(format!(
+                        "unexpected answer to Join: {other:?}"
+                    )));
+                }
+            }
+        }
+        let mut pending = false;
+        for (cycle, mut state) in self.store.states()? {
+            if state.failure.is_some() || self.store.bill(cycle)?.is_some() {
+                continue;
+            }
+            pending = true;
+            if !state.submitted {
+                self.send_submission(cycle, &mut state)?;
+            }
+            if state.submitted && state.failure.is_none() {
+                self.fetch_bill(cycle, &mut state)?;
+            }
+        }
+        Ok(pending)
+    }
+
+    fn fail(&self, cycle: CycleId, state: &mut CycleState, why: String) -> Result<(), CoreError> {
+        tracing::error!(%cycle, reason = %why, "cycle failed at this core");
+        state.failure = Some(why);
+        self.store.put_state(cycle, state)
+    }
+
+    fn send_submission(&self, cycle: CycleId, state: &mut CycleState) -> Result<(), CoreError> {
+        let Some(hidden) = self.store.hidden(cycle)? else {
+            return Ok(());
+        };
+        let exchange = self.call(&Request::Submit(hidden))?;
+        match exchange.response {
+            Response::Ok
+            | Response::Error {
+                code: ErrorCode::AlreadyDone,
+                ..
+            } => {
+                state.submitted = true;
+                state.upload_bytes = exchange.sent as u64;
+                self.store.put_state(cycle, state)?;
+                tracing::info!(%cycle, bytes = exchange.sent, "submission accepted by the edge");
+            }
+            Response::Error { code, message } if is_final(code) => {
+                self.fail(cycle, state, message)?
+            }
+            Response::Error { code, message } => {
+                tracing::warn!(%cycle, ?code, %message, "submission refused for now")
+            }
+            other => {
+                return Err(CoreError::Protocol(format!(
+                    "unexpected answer to Submit: {other:?}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn fetch_bill(&self, cycle: CycleId, state: &mut CycleState) -> Result<(), CoreError> {
+        let exchange = self.call(&Request::GetBill { cycle })?;
+        match exchange.response {
+            Response::Bill(hidden) => {
+                if hidden.member != self.checked.member || hidden.cycle != cycle {
+                    return Err(CoreError::Protocol(
+                        "the edge sent someone else's bill".into(),
+                    ));
+                }
+                let Some(entry) = self.store.cycle(cycle)? else {
+                    return Ok(());
+                };
+                let hiding = self.hiding_context(&entry)?;
+                let start = Instant::now();
+                match hiding.decrypt(&hidden) {
+                    Ok(bill) => {
+                        state.decrypt_micros = start.elapsed().as_micros() as u64;
+                        state.download_bytes = exchange.received as u64;
+                        self.store.put_bill(cycle, &bill, state)?;
+                        tracing::info!(%cycle, total = %bill.total().to_decimal_string(), "bill decrypted");
+                    }
+                    Err(e) => self.fail(cycle, state, format!("the bill does not decrypt: {e}"))?,
+                }
+            }
+            Response::Pending { .. } if !state.corrected => self.maybe_correct(cycle, state)?,
+            Response::Pending { .. } => {}
+            Response::Error { code, message } if is_final(code) => {
+                self.fail(cycle, state, message)?
+            }
+            Response::Error { code, message } => {
+                tracing::warn!(%cycle, ?code, %message, "bill not available")
+            }
+            other => {
+                return Err(CoreError::Protocol(format!(
+                    "unexpected answer to GetBill: {other:?}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn maybe_correct(&self, cycle: CycleId, state: &mut CycleState) -> Result<(), CoreError> {
+        let Response::Cycle {
+            context,
+            members,
+            dropped,
+            ..
+        } = self.call(&Request::GetCycle { cycle })?.response
+        else {
+            return Ok(());
+        };
+        if dropped.is_empty() {
+            return Ok(());
+        }
+        if dropped.contains(&self.checked.member) {
+            return self.fail(
+                cycle,
+                state,
+                "declared dropped out: the data came after the deadline".into(),
+            );
+        }
+        let entry = CycleEntry { context, members };
+        let hiding = self.hiding_context(&entry)?;
+        let correction = hiding
+            .dropout_correction(&entry.context, &dropped)
+            .map_err(|e| CoreError::Protocol(e.to_string()))?;
+        match self.call(&Request::Correct(correction))?.response {
+            Response::Ok
+            | Response::Error {
+                code: ErrorCode::AlreadyDone,
+                ..
+            } => {
+                state.corrected = true;
+                self.store.put_state(cycle, state)?;
+                tracing::info!(%cycle, dropped = dropped.len(), "dropout correction accepted");
+            }
+            Response::Error { code, message } if is_final(code) => {
+                self.fail(cycle, state, message)?
+            }
+            Response::Error { code, message } => {
+                tracing::warn!(%cycle, ?code, %message, "correction refused for now")
+            }
+            other => {
+                return Err(CoreError::Protocol(format!(
+                    "unexpected answer to Correct: {other:?}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A core started by [`spawn`].
+#[derive(Debug)]
+pub struct Running {
+    /// The household API endpoint, port resolved.
+    pub endpoint: String,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Waits for the core's threads (after `stop` was set).
+    pub fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts a core's two threads on the runtime `rt` until `stop` is set.
+pub fn spawn(
+    rt: &Handle,
+    config: &CoreConfig,
+    stop: Arc<AtomicBool>,
+) -> Result<Running, CoreError> {
+    let node = Arc::new(Node::open(rt.clone(), config)?);
+    let server = Server::bind(rt, &config.listen)?;
+    let endpoint = server.endpoint().to_string();
+    tracing::info!(%endpoint, member = %node.checked.member, node = %node.node.to_hex(), "household API listening");
+    let (wake, woken) = channel::<()>();
+    let poll = node.checked.poll;
+    let api = {
+        let node = node.clone();
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("core-api".into())
+            .spawn(move || api_loop(&node, &server, &wake, &stop))
+            .map_err(|e| CoreError::Runtime(e.to_string()))?
+    };
+    let sync = std::thread::Builder::new()
+        .name("core-sync".into())
+        .spawn(move || sync_loop(&node, &woken, poll, &stop))
+        .map_err(|e| CoreError::Runtime(e.to_string()))?;
+    Ok(Running {
+        endpoint,
+        threads: vec![api, sync],
+    })
+}
+
+fn api_loop(node: &Node, server: &Server, wake: &Sender<()>, stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        match server
+            .requests()
+            .recv_timeout(std::time::Duration::from_millis(200))
+        {
+            Ok(incoming) => {
+                let answer = node.handle_api(&incoming.payload, incoming.oversized);
+                incoming.reply(answer);
+                let _ = wake.send(());
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+}
+
+fn sync_loop(node: &Node, woken: &Receiver<()>, poll: std::time::Duration, stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        match node.sync_once() {
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "sync with the edge failed; will retry"),
+        }
+        match woken.recv_timeout(poll) {
+            Ok(()) => while woken.try_recv().is_ok() {},
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! The edge's configuration file (TOML) and the admission list in it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use pb_protocol::NodeId;
+use pb_units::{CommunityId, MemberId};
+use serde::{Deserialize, Serialize};
+
+use crate::EdgeError;
+
+/// One admitted core: the member it speaks for and its signing identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Enrollment {
+    /// Member id.
+    pub member: String,
+    /// The core's node id (64 hex digits, printed by `pbill keygen`).
+    pub node: String,
+}
+
+/// `edge.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeConfig {
+    /// Community name (part of every PRZS key derivation).
+    pub community: String,
+    /// ZeroMQ endpoint the cores and the operator connect to.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Directory of the edge's store.
+    pub data_dir: PathBuf,
+    /// The edge's signing key (written by `pbill keygen`).
+    pub key_file: PathBuf,
+    /// Fewest members billed together.
+    #[serde(default = "default_min_members")]
+    pub min_members: usize,
+    /// Seconds after a cycle's context is recorded at which members that
+    /// have not submitted are declared dropped out.
+    #[serde(default = "default_deadline")]
+    pub dropout_deadline_secs: u64,
+    /// Node ids allowed to send cycle contexts.
+    #[serde(default)]
+    pub operators: Vec<String>,
+    /// Admitted cores.
+    #[serde(default)]
+    pub members: Vec<Enrollment>,
+}
+
+fn default_listen() -> String {
+    "tcp://127.0.0.1:5555".into()
+}
+
+fn default_min_members() -> usize {
+    pb_units::limits::DEFAULT_MIN_MEMBERS
+}
+
+fn default_deadline() -> u64 {
+    900
+}
+
+/// Who may do what, from the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Admission {
+    /// Operators.
+    pub operators: BTreeSet<NodeId>,
+    /// Admitted cores and their members.
+    pub members: BTreeMap<NodeId, MemberId>,
+}
+
+/// A sender's role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// May post cycle contexts and read cycles.
+    Operator,
+    /// The core of this member.
+    Member(MemberId),
+}
+
+impl Admission {
+    /// The role of a sender, if admitted.
+    pub fn role(&self, node: &NodeId) -> Option<Role> {
+        if let Some(m) = self.members.get(node) {
+            return Some(Role::Member(m.clone()));
+        }
+        self.operators.contains(node).then_some(Role::Operator)
+    }
+}
+
+impl EdgeConfig {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<EdgeConfig, EdgeError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| EdgeError::Config(format!("{}: {e}", path.display())))?;
+        let config: EdgeConfig = toml::from_str(&text)
+            .map_err(|e| EdgeError::Config(format!("{}: {e}", path.display())))?;
+        config.admission()?;
+        Ok(config)
+    }
+
+    /// The community id.
+    pub fn community_id(&self) -> Result<CommunityId, EdgeError> {
+        if self.community.trim().is_empty() {
+            return Err(EdgeError::Config("community: must not be empty".into()));
+        }
+        Ok(CommunityId(self.community.clone()))
+    }
+
+    /// Parses and checks the admission lists (no id or node twice, valid
+    /// hex, no node both operator and member).
+    pub fn admission(&self) -> Result<Admission, EdgeError> {
+        let mut a = Admission::default();
+        for (i, op) in self.operators.iter().enumerate() {
+            let id = NodeId::from_hex(op).ok_or_else(|| {
+                EdgeError::Config(format!("operators[{i}]: not a node id (64 hex digits)"))
+            })?;
+            a.operators.insert(id);
+        }
+        let mut seen = BTreeSet::new();
+        for (i, e) in self.members.iter().enumerate() {
+            let member = MemberId::new(e.member.clone())
+                .map_err(|err| EdgeError::Config(format!("members[{i}].member: {err}")))?;
+            let node = NodeId::from_hex(&e.node).ok_or_else(|| {
+                EdgeError::Config(format!("members[{i}].node: not a node id (64 hex digits)"))
+            })?;
+            if !seen.insert(member.clone()) {
+                return Err(EdgeError::Config(format!(
+                    "members[{i}].member: {member} is enrolled twice"
+                )));
+            }
+            if a.operators.contains(&node) || a.members.insert(node, member).is_some() {
+                return Err(EdgeError::Config(format!(
+                    "members[{i}].node: this node is already enrolled"
+                )));
+            }
+        }
+        if self.min_members < 2 {
+            return Err(EdgeError::Config("min_members: must be at least 2".into()));
+        }
+        self.community_id()?;
+        Ok(a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> EdgeConfig {
+        toml::from_str(
+            r#"
+            community = "c"
+            data_dir = "d"
+            key_file = "k"
+            operators = ["0101010101010101010101010101010101010101010101010101010101010101"]
+            [[members]]
+            member = "alice"
+            node = "0202020202020202020202020202020202020202020202020202020202020202"
+            "#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn admission_parses_roles() {
+        let a = base().admission().unwrap();
+        assert_eq!(a.role(&NodeId([1; 32])), Some(Role::Operator));
+        assert_eq!(
+            a.role(&NodeId([2; 32])),
+            Some(Role::Member(MemberId::new("alice").unwrap()))
+        );
+        assert_eq!(a.role(&NodeId([3; 32])), None);
+    }
+
+    #[test]
+    fn bad_admission_lists_name_the_entry() {
+        let mut c = base();
+        c.members.push(c.members[0].clone());
+        assert!(
+            c.admission()
+                .unwrap_err()
+                .to_string()
+                .contains("members[1]")
+        );
+        let mut c = base();
+        c.members[0].node = "zz".into();
+        assert!(
+            c.admission()
+                .unwrap_err()
+                .to_string()
+                .contains("members[0].node")
+        );
+        let mut c = base();
+        c.members[0].node = c.operators[0].clone();
+        assert!(c.admission().is_err());
+        assert!(toml::from_str::<EdgeConfig>("community = 1").is_err());
+    }
+}

@@ -1,0 +1,153 @@
+//! The edge server: billing authority and gateway of the community.
+//!
+//! It admits the cores listed in its configuration, keeps the member list
+//! and the cycles in a redb store, and runs [`pb_shared_billing::SharedBilling`]
+//! on the submissions: once every member of a cycle has submitted (or the
+//! dropout deadline has passed and the survivors have sent their
+//! corrections) it computes the hidden bills, stores them in one
+//! transaction, and hands each core its own bill. It never holds a key that
+//! opens a household's data.
+//!
+//! [`run`] serves until shut down; [`Service`] is the transport-free logic.
+
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod config;
+pub mod service;
+pub mod store;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::{Duration, Instant};
+
+use pb_net::Server;
+use pb_protocol::NodeKey;
+use pb_shared_billing::ComputeBackend;
+use thiserror::Error;
+
+pub use config::{Admission, EdgeConfig, Enrollment, Role};
+pub use service::{Counters, Service, ServiceConfig};
+pub use store::EdgeStore;
+
+/// Why the edge cannot start or go on.
+#[derive(Debug, Error)]
+pub enum EdgeError {
+    /// Bad configuration.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The store failed or holds something unreadable.
+    #[error("store: {0}")]
+    Store(String),
+    /// The key file.
+    #[error("key: {0}")]
+    Key(#[from] pb_protocol::KeyFileError),
+    /// Transport.
+    #[error(transparent)]
+    Net(#[from] pb_net::NetError),
+    /// Runtime.
+    #[error("runtime: {0}")]
+    Runtime(String),
+}
+
+/// How often deadlines are checked when no request arrives.
+const TICK: Duration = Duration::from_millis(200);
+
+/// Opens the store and the service for `config`.
+pub fn open_service(
+    config: &EdgeConfig,
+    backend: Box<dyn ComputeBackend>,
+) -> Result<Service, EdgeError> {
+    let key = NodeKey::read_file(&config.key_file)?;
+    let store = EdgeStore::open(&config.data_dir)?;
+    Service::open(
+        store,
+        backend,
+        ServiceConfig {
+            community: config.community_id()?,
+            key,
+            admission: config.admission()?,
+            min_members: config.min_members,
+            deadline: Duration::from_secs(config.dropout_deadline_secs),
+        },
+    )
+}
+
+/// An edge started by [`spawn`].
+#[derive(Debug)]
+pub struct Running {
+    /// The bound endpoint, port resolved.
+    pub endpoint: String,
+    /// The edge's node id.
+    pub node: pb_protocol::NodeId,
+    thread: std::thread::JoinHandle<Counters>,
+}
+
+impl Running {
+    /// Waits for the edge to stop (after `stop` was set); returns what it did.
+    pub fn join(self) -> Counters {
+        self.thread.join().unwrap_or_default()
+    }
+}
+
+/// Starts the edge's service thread on the runtime `rt` until `stop` is set.
+pub fn spawn(
+    rt: &tokio::runtime::Handle,
+    config: &EdgeConfig,
+    backend: Box<dyn ComputeBackend>,
+    stop: Arc<AtomicBool>,
+) -> Result<Running, EdgeError> {
+    let mut service = open_service(config, backend)?;
+    let server = Server::bind(rt, &config.listen)?;
+    let endpoint = server.endpoint().to_string();
+    let node = service.node();
+    tracing::info!(%endpoint, node = %node.to_hex(), "edge listening");
+    let thread = std::thread::Builder::new()
+        .name("edge".into())
+        .spawn(move || {
+            let mut last_tick = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                match server.requests().recv_timeout(TICK) {
+                    Ok(incoming) => {
+                        let answer = service.handle(&incoming.payload, incoming.oversized);
+                        incoming.reply(answer);
+                    }
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+                if last_tick.elapsed() >= TICK {
+                    service.tick();
+                    last_tick = Instant::now();
+                }
+            }
+            tracing::info!(counters = ?service.counters(), "edge stopped");
+            service.counters()
+        })
+        .map_err(|e| EdgeError::Runtime(e.to_string()))?;
+    Ok(Running {
+        endpoint,
+        node,
+        thread,
+    })
+}
+
+/// Runs the edge until SIGINT/SIGTERM or until `stop` is set; `on_ready`
+/// gets the bound endpoint.
+pub fn run(
+    config: &EdgeConfig,
+    backend: Box<dyn ComputeBackend>,
+    stop: Arc<AtomicBool>,
+    on_ready: impl FnOnce(&str),
+) -> Result<(), EdgeError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| EdgeError::Runtime(e.to_string()))?;
+    pb_net::stop_on_signals(rt.handle(), stop.clone());
+    let running = spawn(rt.handle(), config, backend, stop)?;
+    on_ready(&running.endpoint);
+    running.join();
+    Ok(())
+}

@@ -1,0 +1,613 @@
+//! The edge's request handling, independent of the transport: open the
+//! envelope, check admission and freshness, apply the request to
+//! [`SharedBilling`] and the store, bill ready cycles, answer signed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use pb_hiding::{DropoutCorrection, HiddenData};
+use pb_model::CycleContext;
+use pb_protocol::{
+    Envelope, ErrorCode, MAX_FRAME, MemberEntry, MemberList, NodeId, NodeKey, ProtocolError,
+    ReplayGuard, Request, Response,
+};
+use pb_shared_billing::{BillingError, ComputeBackend, SharedBilling};
+use pb_units::{CommunityId, CycleId, MemberId};
+
+use crate::EdgeError;
+use crate::config::{Admission, Role};
+use crate::store::{BilledRecord, CycleRecord, EdgeStore, MemberRecord};
+
+/// What the edge needs besides its store.
+pub struct ServiceConfig {
+    /// Community.
+    pub community: CommunityId,
+    /// Signing key.
+    pub key: NodeKey,
+    /// Admitted nodes.
+    pub admission: Admission,
+    /// Fewest members billed together.
+    pub min_members: usize,
+    /// Dropout deadline after a context is recorded.
+    pub deadline: Duration,
+}
+
+type Refusal = (ErrorCode, String);
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn refuse(code: ErrorCode, message: impl Into<String>) -> Refusal {
+    (code, message.into())
+}
+
+fn billing_refusal(e: BillingError) -> Refusal {
+    let code = match &e {
+        BillingError::NoContext(_) => ErrorCode::UnknownCycle,
+        BillingError::NotInCycle { .. } | BillingError::UnknownMember(_) => ErrorCode::Forbidden,
+        BillingError::AlreadySubmitted { .. } | BillingError::AlreadyBilled(_) => {
+            ErrorCode::AlreadyDone
+        }
+        BillingError::NotReady { .. } => ErrorCode::NotReady,
+        _ => ErrorCode::Rejected,
+    };
+    (code, e.to_string())
+}
+
+/// Counts of what the edge has handled (for logs and tests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Requests answered with a result.
+    pub served: u64,
+    /// Requests refused.
+    pub refused: u64,
+    /// Cycles billed by this process.
+    pub billed: u64,
+}
+
+/// The edge service.
+pub struct Service {
+    store: EdgeStore,
+    billing: SharedBilling,
+    config: ServiceConfig,
+    replay: ReplayGuard,
+    members: BTreeMap<MemberId, MemberRecord>,
+    cycles: BTreeMap<CycleId, CycleRecord>,
+    dropped: BTreeMap<CycleId, Vec<MemberId>>,
+    billed: BTreeMap<CycleId, BilledRecord>,
+    stuck: BTreeSet<CycleId>,
+    counters: Counters,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("members", &self.members.len())
+            .field("cycles", &self.cycles.len())
+            .field("billed", &self.billed.len())
+            .finish()
+    }
+}
+
+impl Service {
+    /// Opens the service on a store, restoring every unbilled cycle into
+    /// [`SharedBilling`] (billed cycles are answered from the store), then
+    /// bills what is ready.
+    pub fn open(
+        store: EdgeStore,
+        backend: Box<dyn ComputeBackend>,
+        config: ServiceConfig,
+    ) -> Result<Service, EdgeError> {
+        let mut billing = SharedBilling::new(backend);
+        billing.set_min_members(config.min_members);
+        let replay = ReplayGuard::from_counters(store.counters()?);
+        let mut s = Service {
+            store,
+            billing,
+            config,
+            replay,
+            members: BTreeMap::new(),
+            cycles: BTreeMap::new(),
+            dropped: BTreeMap::new(),
+            billed: BTreeMap::new(),
+            stuck: BTreeSet::new(),
+            counters: Counters::default(),
+        };
+        s.restore()?;
+        s.tick();
+        Ok(s)
+    }
+
+    fn restore(&mut self) -> Result<(), EdgeError> {
+        let restored = |e: BillingError| EdgeError::Store(format!("restoring state: {e}"));
+        for (id, m) in self.store.members()? {
+            self.billing
+                .register_member(id.clone(), m.public_key.clone())
+                .map_err(restored)?;
+            self.members.insert(id, m);
+        }
+        for rec in self.store.cycles()? {
+            let cycle = rec.context.cycle();
+            if let Some(b) = self.store.billed(cycle)? {
+                self.billed.insert(cycle, b);
+                self.cycles.insert(cycle, rec);
+                continue;
+            }
+            self.billing
+                .record_context_with(
+                    rec.context.clone(),
+                    rec.members.iter().map(|m| m.member.clone()),
+                )
+                .map_err(restored)?;
+            for d in self.store.submissions(cycle)? {
+                self.billing.record_data(d).map_err(restored)?;
+            }
+            if let Some(dropped) = self.store.dropped(cycle)? {
+                let again = self.billing.declare_dropouts(cycle).map_err(restored)?;
+                if again != dropped {
+                    return Err(EdgeError::Store(format!(
+                        "cycle {cycle}: stored dropouts do not match its submissions"
+                    )));
+                }
+                self.dropped.insert(cycle, dropped);
+            }
+            for c in self.store.corrections(cycle)? {
+                self.billing.record_correction(c).map_err(restored)?;
+            }
+            self.cycles.insert(cycle, rec);
+        }
+        tracing::info!(
+            members = self.members.len(),
+            cycles = self.cycles.len(),
+            billed = self.billed.len(),
+            "state restored"
+        );
+        Ok(())
+    }
+
+    /// After a failed write the in-memory state may be ahead of the store:
+    /// rebuild it from the store, which is the truth.
+    fn resync(&mut self) {
+        tracing::error!("store write failed; reloading state from the store");
+        self.members.clear();
+        self.cycles.clear();
+        self.dropped.clear();
+        self.billed.clear();
+        let placeholder = SharedBilling::new(Box::new(pb_shared_billing::CpuBackend::new()));
+        let backend = std::mem::replace(&mut self.billing, placeholder).into_backend();
+        self.billing = SharedBilling::new(backend);
+        self.billing.set_min_members(self.config.min_members);
+        if let Err(e) = self.restore() {
+            tracing::error!(error = %e, "cannot reload state");
+        }
+    }
+
+    /// What the edge has done so far.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// The edge's identity.
+    pub fn node(&self) -> NodeId {
+        self.config.key.id()
+    }
+
+    /// Whether a cycle is billed.
+    pub fn is_billed(&self, cycle: CycleId) -> bool {
+        self.billed.contains_key(&cycle)
+    }
+
+    /// Handles one frame and returns the sealed answer. `oversized` is set
+    /// when the transport refused the frame before decoding.
+    pub fn handle(&mut self, frame: &[u8], oversized: Option<usize>) -> Vec<u8> {
+        let (counter, result) = self.handle_inner(frame, oversized);
+        let response = match result {
+            Ok(r) => {
+                self.counters.served += 1;
+                r
+            }
+            Err((code, message)) => {
+                self.counters.refused += 1;
+                tracing::debug!(?code, %message, "request refused");
+                Response::Error { code, message }
+            }
+        };
+        Envelope::seal_response(&self.config.key, counter, &response)
+    }
+
+    fn handle_inner(
+        &mut self,
+        frame: &[u8],
+        oversized: Option<usize>,
+    ) -> (u64, Result<Response, Refusal>) {
+        if let Some(size) = oversized {
+            return (
+                0,
+                Err(refuse(
+                    ErrorCode::BadFrame,
+                    format!(
+                        "request of {size} bytes refused: the limit is {MAX_FRAME} bytes in at most {} frames",
+                        pb_net::MAX_PARTS
+                    ),
+                )),
+            );
+        }
+        let (sender, counter, request) = match Envelope::open_request(frame) {
+            Ok(x) => x,
+            Err(e) => {
+                let code = match e {
+                    ProtocolError::BadSignature => ErrorCode::BadSignature,
+                    _ => ErrorCode::BadFrame,
+                };
+                return (0, Err(refuse(code, e.to_string())));
+            }
+        };
+        let Some(role) = self.config.admission.role(&sender) else {
+            return (
+                counter,
+                Err(refuse(
+                    ErrorCode::NotEnrolled,
+                    format!("node {} is not enrolled in this community", sender.to_hex()),
+                )),
+            );
+        };
+        if let Err(r) = self.replay.check(&sender, counter) {
+            return (counter, Err(refuse(ErrorCode::Replay, r.to_string())));
+        }
+        let result = self.dispatch(&sender, counter, role, request);
+        if result.is_ok() {
+            self.replay.accept(sender, counter);
+        }
+        (counter, result)
+    }
+
+    fn dispatch(
+        &mut self,
+        sender: &NodeId,
+        counter: u64,
+        role: Role,
+        request: Request,
+    ) -> Result<Response, Refusal> {
+        let stamp = (sender, counter);
+        match (role, request) {
+            (
+                Role::Member(me),
+                Request::Join {
+                    member,
+                    przs,
+                    public_key,
+                },
+            ) => {
+                if member != me {
+                    return Err(refuse(
+                        ErrorCode::Forbidden,
+                        format!("this node is enrolled for {me}, not {member}"),
+                    ));
+                }
+                let record = MemberRecord {
+                    node: *sender,
+                    przs,
+                    public_key,
+                };
+                if let Some(existing) = self.members.get(&member) {
+                    return if *existing == record {
+                        Ok(Response::Ok)
+                    } else {
+                        Err(refuse(
+                            ErrorCode::Rejected,
+                            format!(
+                                "{member} already joined with other keys (a core that lost its keys must be re-enrolled under a new node id)"
+                            ),
+                        ))
+                    };
+                }
+                self.billing
+                    .register_member(member.clone(), record.public_key.clone())
+                    .map_err(billing_refusal)?;
+                if let Err(e) = self.store.put_member(stamp, &member, &record) {
+                    self.resync();
+                    return Err(refuse(ErrorCode::Internal, e.to_string()));
+                }
+                tracing::info!(%member, node = %sender, "member joined");
+                self.members.insert(member, record);
+                Ok(Response::Ok)
+            }
+            (_, Request::GetMembers) => Ok(Response::Members(MemberList {
+                community: self.config.community.clone(),
+                members: self.member_entries(),
+            })),
+            (Role::Operator, Request::PutContext(context)) => self.put_context(stamp, context),
+            (role, Request::GetCycle { cycle }) => {
+                let rec = self.cycle_for(&role, cycle)?;
+                let (waiting, billed) = if self.billed.contains_key(&cycle) {
+                    (0, true)
+                } else {
+                    let waiting = match self.billing.status(cycle) {
+                        Ok(pb_shared_billing::CycleStatus::Collecting { waiting }) => waiting,
+                        _ => 0,
+                    };
+                    (waiting, false)
+                };
+                Ok(Response::Cycle {
+                    context: rec.context.clone(),
+                    members: rec.members.clone(),
+                    dropped: self.dropped.get(&cycle).cloned().unwrap_or_default(),
+                    waiting,
+                    billed,
+                })
+            }
+            (Role::Member(me), Request::Submit(data)) => self.submit(stamp, &me, data),
+            (Role::Member(me), Request::Correct(correction)) => {
+                self.correct(stamp, &me, correction)
+            }
+            (Role::Member(me), Request::GetBill { cycle }) => self.get_bill(&me, cycle),
+            (role, request) => Err(refuse(
+                ErrorCode::Forbidden,
+                format!(
+                    "{} may not send {}",
+                    match role {
+                        Role::Operator => "an operator",
+                        Role::Member(_) => "a member's core",
+                    },
+                    request_name(&request)
+                ),
+            )),
+        }
+    }
+
+    fn member_entries(&self) -> Vec<MemberEntry> {
+        self.members
+            .iter()
+            .map(|(id, m)| MemberEntry {
+                member: id.clone(),
+                node: m.node,
+                przs: m.przs,
+            })
+            .collect()
+    }
+
+    fn cycle_for(&self, role: &Role, cycle: CycleId) -> Result<&CycleRecord, Refusal> {
+        let rec = self.cycles.get(&cycle).ok_or_else(|| {
+            refuse(
+                ErrorCode::UnknownCycle,
+                format!("cycle {cycle} has no context yet"),
+            )
+        })?;
+        if let Role::Member(me) = role {
+            if !rec.members.iter().any(|m| &m.member == me) {
+                return Err(refuse(
+                    ErrorCode::Forbidden,
+                    format!(
+                        "{me} is not a member of cycle {cycle} (it joined after the cycle's context)"
+                    ),
+                ));
+            }
+        }
+        Ok(rec)
+    }
+
+    fn put_context(
+        &mut self,
+        stamp: (&NodeId, u64),
+        context: CycleContext,
+    ) -> Result<Response, Refusal> {
+        let cycle = context.cycle();
+        if let Some(rec) = self.cycles.get(&cycle) {
+            return if rec.context == context {
+                Ok(Response::Ok)
+            } else {
+                Err(refuse(
+                    ErrorCode::AlreadyDone,
+                    format!("cycle {cycle} already has a different context"),
+                ))
+            };
+        }
+        if self.members.len() < self.config.min_members {
+            return Err(refuse(
+                ErrorCode::Rejected,
+                format!(
+                    "only {} members have joined; a cycle needs at least {}",
+                    self.members.len(),
+                    self.config.min_members
+                ),
+            ));
+        }
+        let rec = CycleRecord {
+            context: context.clone(),
+            members: self.member_entries(),
+            posted_at: now_secs(),
+        };
+        self.billing
+            .record_context_with(context, rec.members.iter().map(|m| m.member.clone()))
+            .map_err(billing_refusal)?;
+        if let Err(e) = self.store.put_cycle(stamp, &rec) {
+            self.resync();
+            return Err(refuse(ErrorCode::Internal, e.to_string()));
+        }
+        tracing::info!(%cycle, members = rec.members.len(), slots = rec.context.slots(), model = %rec.context.model(), "cycle context recorded");
+        self.cycles.insert(cycle, rec);
+        Ok(Response::Ok)
+    }
+
+    fn submit(
+        &mut self,
+        stamp: (&NodeId, u64),
+        me: &MemberId,
+        data: HiddenData,
+    ) -> Result<Response, Refusal> {
+        if &data.member != me {
+            return Err(refuse(
+                ErrorCode::Forbidden,
+                format!("this node speaks for {me}, not {}", data.member),
+            ));
+        }
+        let cycle = data.cycle;
+        if self.billed.contains_key(&cycle) {
+            return Err(refuse(
+                ErrorCode::AlreadyDone,
+                format!("cycle {cycle} is already billed"),
+            ));
+        }
+        self.cycle_for(&Role::Member(me.clone()), cycle)?;
+        self.billing
+            .record_data(data.clone())
+            .map_err(billing_refusal)?;
+        if let Err(e) = self.store.put_submission(stamp, &data) {
+            self.resync();
+            return Err(refuse(ErrorCode::Internal, e.to_string()));
+        }
+        tracing::debug!(%cycle, member = %me, "submission accepted");
+        self.tick();
+        Ok(Response::Ok)
+    }
+
+    fn correct(
+        &mut self,
+        stamp: (&NodeId, u64),
+        me: &MemberId,
+        c: DropoutCorrection,
+    ) -> Result<Response, Refusal> {
+        if &c.member != me {
+            return Err(refuse(
+                ErrorCode::Forbidden,
+                format!("this node speaks for {me}, not {}", c.member),
+            ));
+        }
+        let cycle = c.cycle;
+        if self.billed.contains_key(&cycle) {
+            return Err(refuse(
+                ErrorCode::AlreadyDone,
+                format!("cycle {cycle} is already billed"),
+            ));
+        }
+        self.cycle_for(&Role::Member(me.clone()), cycle)?;
+        self.billing
+            .record_correction(c.clone())
+            .map_err(billing_refusal)?;
+        if let Err(e) = self.store.put_correction(stamp, &c) {
+            self.resync();
+            return Err(refuse(ErrorCode::Internal, e.to_string()));
+        }
+        tracing::debug!(%cycle, member = %me, "dropout correction accepted");
+        self.tick();
+        Ok(Response::Ok)
+    }
+
+    fn get_bill(&mut self, me: &MemberId, cycle: CycleId) -> Result<Response, Refusal> {
+        self.cycle_for(&Role::Member(me.clone()), cycle)?;
+        if self.billed.contains_key(&cycle) {
+            let bill = self
+                .store
+                .bill(cycle, me)
+                .map_err(|e| refuse(ErrorCode::Internal, e.to_string()))?
+                .ok_or_else(|| {
+                    refuse(
+                        ErrorCode::Rejected,
+                        format!("{me} was declared dropped out of cycle {cycle}: it has no bill"),
+                    )
+                })?;
+            if let Ok(true) = self.store.mark_delivered(cycle, me, now_secs()) {
+                tracing::debug!(%cycle, member = %me, "bill delivered");
+            }
+            return Ok(Response::Bill(bill));
+        }
+        if self.dropped.get(&cycle).is_some_and(|d| d.contains(me)) {
+            return Err(refuse(
+                ErrorCode::Rejected,
+                format!("{me} was declared dropped out of cycle {cycle}: it has no bill"),
+            ));
+        }
+        let waiting = match self.billing.status(cycle) {
+            Ok(pb_shared_billing::CycleStatus::Collecting { waiting }) => waiting,
+            _ => 0,
+        };
+        Ok(Response::Pending { waiting })
+    }
+
+    /// Declares dropouts past the deadline and bills every ready cycle.
+    pub fn tick(&mut self) {
+        let now = now_secs();
+        let open: Vec<CycleId> = self
+            .cycles
+            .keys()
+            .filter(|c| !self.billed.contains_key(c))
+            .copied()
+            .collect();
+        for cycle in open {
+            if self.stuck.contains(&cycle) {
+                continue;
+            }
+            if self.billing.is_ready(cycle) {
+                self.bill(cycle);
+                continue;
+            }
+            let Some(rec) = self.cycles.get(&cycle) else {
+                continue;
+            };
+            let overdue = now >= rec.posted_at.saturating_add(self.config.deadline.as_secs());
+            if overdue && !self.dropped.contains_key(&cycle) {
+                match self.billing.declare_dropouts(cycle) {
+                    Ok(dropped) => {
+                        if let Err(e) = self.store.put_dropped(cycle, &dropped) {
+                            tracing::error!(error = %e, "cannot store dropouts");
+                            self.resync();
+                            return;
+                        }
+                        tracing::warn!(%cycle, dropped = dropped.len(), members = ?dropped, "deadline passed: members declared dropped out");
+                        self.dropped.insert(cycle, dropped);
+                        if self.billing.is_ready(cycle) {
+                            self.bill(cycle);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(%cycle, error = %e, "deadline passed but the cycle cannot be billed");
+                        self.stuck.insert(cycle);
+                    }
+                }
+            }
+        }
+    }
+
+    fn bill(&mut self, cycle: CycleId) {
+        let start = Instant::now();
+        match self.billing.compute_bills(cycle) {
+            Ok(bills) => {
+                let record = BilledRecord {
+                    at: now_secs(),
+                    millis: start.elapsed().as_millis() as u64,
+                    bills: bills.len(),
+                };
+                if let Err(e) = self.store.put_bills(cycle, &bills, record) {
+                    tracing::error!(%cycle, error = %e, "cannot store bills");
+                    self.resync();
+                    return;
+                }
+                self.billing.retire(cycle);
+                self.billed.insert(cycle, record);
+                self.counters.billed += 1;
+                tracing::info!(%cycle, bills = record.bills, millis = record.millis, backend = self.billing.backend_name(), "cycle billed");
+            }
+            Err(e) => {
+                if self.stuck.insert(cycle) {
+                    tracing::error!(%cycle, error = %e, "cycle cannot be billed");
+                }
+            }
+        }
+    }
+}
+
+fn request_name(r: &Request) -> &'static str {
+    match r {
+        Request::Join { .. } => "Join",
+        Request::GetMembers => "GetMembers",
+        Request::PutContext(_) => "PutContext",
+        Request::GetCycle { .. } => "GetCycle",
+        Request::Submit(_) => "Submit",
+        Request::Correct(_) => "Correct",
+        Request::GetBill { .. } => "GetBill",
+    }
+}

@@ -1,0 +1,204 @@
+//! REQ clients: raw bytes, JSON, and signed requests to the edge.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pb_protocol::{Envelope, NodeId, NodeKey, Request, Response};
+use zeromq::{ReqSocket, Socket, SocketOptions, SocketRecv, SocketSend, ZmqMessage};
+
+use crate::NetError;
+
+/// A REQ connection to one endpoint that survives failures: any error or
+/// timeout drops the socket and the next request connects afresh.
+pub struct Connection {
+    endpoint: String,
+    timeout: Duration,
+    socket: Option<ReqSocket>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("endpoint", &self.endpoint)
+            .field("connected", &self.socket.is_some())
+            .finish()
+    }
+}
+
+impl Connection {
+    /// A connection (made lazily) with a per-request timeout.
+    pub fn new(endpoint: impl Into<String>, timeout: Duration) -> Connection {
+        Connection {
+            endpoint: endpoint.into(),
+            timeout,
+            socket: None,
+        }
+    }
+
+    /// The endpoint.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Sends `payload` and waits for the answer's payload.
+    pub async fn request(&mut self, payload: Vec<u8>) -> Result<Vec<u8>, NetError> {
+        let result = tokio::time::timeout(self.timeout, self.exchange(payload)).await;
+        match result {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(e)) => {
+                self.socket = None;
+                Err(e)
+            }
+            Err(_) => {
+                self.socket = None;
+                Err(NetError::Timeout {
+                    endpoint: self.endpoint.clone(),
+                    millis: self.timeout.as_millis(),
+                })
+            }
+        }
+    }
+
+    async fn exchange(&mut self, payload: Vec<u8>) -> Result<Vec<u8>, NetError> {
+        let transport = |e: zeromq::ZmqError| NetError::Transport {
+            endpoint: self.endpoint.clone(),
+            reason: e.to_string(),
+        };
+        if self.socket.is_none() {
+            let mut options = SocketOptions::default();
+            options.connect_timeout(self.timeout);
+            let mut socket = ReqSocket::with_options(options);
+            socket
+                .connect(&self.endpoint)
+                .await
+                .map_err(|e| NetError::Connect {
+                    endpoint: self.endpoint.clone(),
+                    reason: e.to_string(),
+                })?;
+            self.socket = Some(socket);
+        }
+        let Some(socket) = self.socket.as_mut() else {
+            return Err(NetError::Connect {
+                endpoint: self.endpoint.clone(),
+                reason: "no socket".into(),
+            });
+        };
+        socket
+            .send(ZmqMessage::from(payload))
+            .await
+            .map_err(transport)?;
+        let answer = socket.recv().await.map_err(transport)?;
+        Ok(answer
+            .into_vec()
+            .pop()
+            .map(|b| b.to_vec())
+            .unwrap_or_default())
+    }
+
+    /// Sends a JSON value and parses the JSON answer.
+    pub async fn json(
+        &mut self,
+        request: &serde_json::Value,
+    ) -> Result<serde_json::Value, NetError> {
+        let bytes = serde_json::to_vec(request).map_err(|e| NetError::Json {
+            endpoint: self.endpoint.clone(),
+            reason: e.to_string(),
+        })?;
+        let answer = self.request(bytes).await?;
+        serde_json::from_slice(&answer).map_err(|e| NetError::Json {
+            endpoint: self.endpoint.clone(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// A counter for signed requests: nanoseconds since the Unix epoch, and
+/// always above `last`, so it grows across restarts without being stored.
+pub fn now_counter(last: u64) -> u64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    now.max(last.saturating_add(1))
+}
+
+/// A request and its answer, with the bytes that travelled.
+#[derive(Debug)]
+pub struct Exchange {
+    /// The edge's response.
+    pub response: Response,
+    /// Bytes sent (the sealed request).
+    pub sent: usize,
+    /// Bytes received (the sealed response).
+    pub received: usize,
+}
+
+/// Signed requests to the edge.
+pub struct EdgeClient {
+    connection: Connection,
+    key: NodeKey,
+    edge: Option<NodeId>,
+    counter: u64,
+}
+
+impl std::fmt::Debug for EdgeClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EdgeClient")
+            .field("connection", &self.connection)
+            .field("node", &self.key.id())
+            .field("edge", &self.edge)
+            .finish()
+    }
+}
+
+impl EdgeClient {
+    /// A client signing with `key`; when `edge` is given only responses
+    /// signed by that identity are accepted.
+    pub fn new(connection: Connection, key: NodeKey, edge: Option<NodeId>) -> EdgeClient {
+        EdgeClient {
+            connection,
+            key,
+            edge,
+            counter: 0,
+        }
+    }
+
+    /// The edge endpoint.
+    pub fn endpoint(&self) -> &str {
+        self.connection.endpoint()
+    }
+
+    /// Signs and sends `request`; checks the response's signer and counter.
+    pub async fn call(&mut self, request: &Request) -> Result<Exchange, NetError> {
+        self.counter = now_counter(self.counter);
+        let counter = self.counter;
+        let frame = Envelope::seal_request(&self.key, counter, request);
+        let sent = frame.len();
+        let answer = self.connection.request(frame).await?;
+        let received = answer.len();
+        let endpoint = || self.connection.endpoint().to_string();
+        let (signer, echoed, response) =
+            Envelope::open_response(&answer).map_err(|source| NetError::Protocol {
+                endpoint: endpoint(),
+                source,
+            })?;
+        if let Some(edge) = &self.edge {
+            if &signer != edge {
+                return Err(NetError::Untrusted {
+                    endpoint: endpoint(),
+                    reason: "signed by another identity than the configured edge",
+                });
+            }
+        }
+        if echoed != counter {
+            return Err(NetError::Untrusted {
+                endpoint: endpoint(),
+                reason: "answers another request",
+            });
+        }
+        Ok(Exchange {
+            response,
+            sent,
+            received,
+        })
+    }
+}

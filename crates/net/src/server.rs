@@ -1,0 +1,138 @@
+//! A ROUTER server feeding a synchronous handler.
+
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+
+use bytes::Bytes;
+use pb_protocol::MAX_FRAME;
+use tokio::runtime::Handle;
+use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
+use zeromq::{RouterSocket, Socket, SocketRecv, SocketSend, ZmqMessage};
+
+use crate::{MAX_PARTS, NetError};
+
+/// How many requests may wait for the handler before new ones are dropped
+/// (their senders time out and retry).
+pub const QUEUE_DEPTH: usize = 4096;
+
+/// One request as received.
+#[derive(Debug)]
+pub struct Incoming {
+    route: Vec<Bytes>,
+    /// The request's last frame (the payload), empty when refused early.
+    pub payload: Bytes,
+    /// Set when the request was refused before decoding: too many frames or
+    /// more than `MAX_FRAME` bytes. The payload is then empty.
+    pub oversized: Option<usize>,
+    replies: UnboundedSender<ZmqMessage>,
+}
+
+impl Incoming {
+    /// Answers the request (at most once; dropping it answers nothing and
+    /// the client times out).
+    pub fn reply(self, payload: Vec<u8>) {
+        let mut frames = self.route;
+        frames.push(Bytes::from(payload));
+        if let Ok(message) = ZmqMessage::try_from(frames) {
+            // The sender task is gone only when the server shuts down.
+            let _ = self.replies.send(message);
+        }
+    }
+}
+
+/// A bound ROUTER socket whose requests arrive on [`Server::requests`].
+#[derive(Debug)]
+pub struct Server {
+    endpoint: String,
+    requests: Receiver<Incoming>,
+}
+
+impl Server {
+    /// Binds `endpoint` (e.g. `tcp://127.0.0.1:5555`; port 0 picks one) on
+    /// the runtime of `rt` and starts receiving.
+    pub fn bind(rt: &Handle, endpoint: &str) -> Result<Server, NetError> {
+        let mut socket = RouterSocket::new();
+        let bound = rt
+            .block_on(socket.bind(endpoint))
+            .map_err(|e| NetError::Connect {
+                endpoint: endpoint.to_string(),
+                reason: e.to_string(),
+            })?;
+        let (to_handler, requests) = sync_channel(QUEUE_DEPTH);
+        let (replies, mut outgoing) = unbounded_channel::<ZmqMessage>();
+        rt.spawn(async move {
+            loop {
+                tokio::select! {
+                    received = socket.recv() => match received {
+                        Ok(message) => admit(message, &to_handler, &replies),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "receive failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        }
+                    },
+                    Some(message) = outgoing.recv() => {
+                        if let Err(e) = socket.send(message).await {
+                            tracing::debug!(error = %e, "reply not delivered (peer gone)");
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Server {
+            endpoint: bound.to_string(),
+            requests,
+        })
+    }
+
+    /// The bound endpoint, with the port resolved.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The queue of requests for the handler thread.
+    pub fn requests(&self) -> &Receiver<Incoming> {
+        &self.requests
+    }
+}
+
+fn admit(
+    message: ZmqMessage,
+    to_handler: &SyncSender<Incoming>,
+    replies: &UnboundedSender<ZmqMessage>,
+) {
+    let parts = message.len();
+    let size: usize = message.iter().map(|f| f.len()).sum();
+    let mut frames = message.into_vec();
+    // frames[0] is the peer identity the ROUTER added; a REQ peer then
+    // sends an empty delimiter and the payload.
+    let payload = if frames.len() >= 2 {
+        frames.pop().unwrap_or_default()
+    } else {
+        Bytes::new()
+    };
+    let (payload, oversized) = if parts > MAX_PARTS || size > MAX_FRAME {
+        // Keep the identity and, for a REQ peer, its empty delimiter.
+        let keep = if frames.len() >= 2 && frames[1].is_empty() {
+            2
+        } else {
+            1
+        };
+        frames.truncate(keep);
+        (Bytes::new(), Some(size))
+    } else {
+        (payload, None)
+    };
+    if frames.is_empty() {
+        return;
+    }
+    let incoming = Incoming {
+        route: frames,
+        payload,
+        oversized,
+        replies: replies.clone(),
+    };
+    match to_handler.try_send(incoming) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) => tracing::warn!("request queue full, request dropped"),
+        Err(TrySendError::Disconnected(_)) => {}
+    }
+}
