@@ -364,8 +364,20 @@ pub fn run(args: &DemoArgs) -> Result<bool, String> {
                 let endpoint = endpoints[i].clone();
                 let request = serde_json::json!({"submit": {"cycle_id": file.cycle_id, "promises_kwh": h.promises_kwh, "actual_kwh": h.actual_kwh}});
                 set.spawn(async move {
+                    // What household software should do: retry while the
+                    // edge is unavailable (the core stores nothing then).
                     let mut conn = Connection::new(endpoint, Duration::from_secs(60));
-                    (i, api(&mut conn, request).await)
+                    let mut attempts = 0;
+                    loop {
+                        let r = api(&mut conn, request.clone()).await;
+                        attempts += 1;
+                        match &r {
+                            Ok(ApiResponse::Error(e)) if e.code == "edge_unavailable" && attempts < 60 => {
+                                tokio::time::sleep(Duration::from_millis(500)).await;
+                            }
+                            _ => return (i, r),
+                        }
+                    }
                 });
                 // Bound the concurrency.
                 while set.len() >= 16 {

@@ -86,9 +86,18 @@ impl Node {
         })
     }
 
+    /// One request to the edge. A connection broken by an edge restart
+    /// fails the first request on it, so a transport failure is retried
+    /// once on a fresh connection (a retried request is either new to the
+    /// edge or refused as already done: every request is idempotent).
     fn call(&self, request: &Request) -> Result<Exchange, NetError> {
         let mut edge = self.edge.lock().unwrap_or_else(|p| p.into_inner());
-        self.rt.block_on(edge.call(request))
+        match self.rt.block_on(edge.call(request)) {
+            Err(NetError::Transport { .. } | NetError::Connect { .. }) => {
+                self.rt.block_on(edge.call(request))
+            }
+            other => other,
+        }
     }
 
     /// Answers one household request (JSON in, JSON out).
@@ -119,7 +128,7 @@ impl Node {
         let exchange = self.call(&Request::GetCycle { cycle }).map_err(|e| {
             ApiResponse::error(
                 "edge_unavailable",
-                format!("cannot fetch cycle {cycle} from the edge: {e}; try again later"),
+                format!("cannot fetch {cycle} from the edge: {e}; try again later"),
             )
         })?;
         match exchange.response {
@@ -135,7 +144,7 @@ impl Node {
                 if !members.iter().any(|m| m.member == self.checked.member) {
                     return Err(ApiResponse::error(
                         "not_member",
-                        format!("{} is not a member of cycle {cycle}", self.checked.member),
+                        format!("{} is not a member of {cycle}", self.checked.member),
                     ));
                 }
                 let entry = CycleEntry { context, members };
@@ -178,7 +187,7 @@ impl Node {
             &self.secrets.przs,
             &members,
         )
-        .map_err(|e| CoreError::Protocol(format!("cycle {cycle}: {e}")))?;
+        .map_err(|e| CoreError::Protocol(format!("{cycle}: {e}")))?;
         let h = Arc::new(HidingContext::new(keys, self.secrets.glwe.clone()));
         cache.insert(cycle, h.clone());
         Ok(h)
@@ -205,7 +214,7 @@ impl Node {
                 Err(ApiResponse::error(
                     "conflict",
                     format!(
-                        "cycle {cycle} already has other data at this core; submitted data cannot change"
+                        "{cycle} already has other data at this core; submitted data cannot change"
                     ),
                 ))
             };
@@ -235,7 +244,7 @@ impl Node {
         let state = self.store.state(cycle).map_err(internal)?.ok_or_else(|| {
             ApiResponse::error(
                 "unknown_cycle",
-                format!("no data was submitted for cycle {cycle} at this core"),
+                format!("no data was submitted for {cycle} at this core"),
             )
         })?;
         let billed = self.store.bill(cycle).map_err(internal)?.is_some();

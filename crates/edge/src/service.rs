@@ -150,7 +150,7 @@ impl Service {
                 let again = self.billing.declare_dropouts(cycle).map_err(restored)?;
                 if again != dropped {
                     return Err(EdgeError::Store(format!(
-                        "cycle {cycle}: stored dropouts do not match its submissions"
+                        "{cycle}: stored dropouts do not match its submissions"
                     )));
                 }
                 self.dropped.insert(cycle, dropped);
@@ -374,7 +374,7 @@ impl Service {
         let rec = self.cycles.get(&cycle).ok_or_else(|| {
             refuse(
                 ErrorCode::UnknownCycle,
-                format!("cycle {cycle} has no context yet"),
+                format!("{cycle} has no context yet"),
             )
         })?;
         if let Role::Member(me) = role {
@@ -382,7 +382,7 @@ impl Service {
                 return Err(refuse(
                     ErrorCode::Forbidden,
                     format!(
-                        "{me} is not a member of cycle {cycle} (it joined after the cycle's context)"
+                        "{me} is not a member of {cycle} (it joined after the cycle's context)"
                     ),
                 ));
             }
@@ -402,7 +402,7 @@ impl Service {
             } else {
                 Err(refuse(
                     ErrorCode::AlreadyDone,
-                    format!("cycle {cycle} already has a different context"),
+                    format!("{cycle} already has a different context"),
                 ))
             };
         }
@@ -449,7 +449,7 @@ impl Service {
         if self.billed.contains_key(&cycle) {
             return Err(refuse(
                 ErrorCode::AlreadyDone,
-                format!("cycle {cycle} is already billed"),
+                format!("{cycle} is already billed"),
             ));
         }
         self.cycle_for(&Role::Member(me.clone()), cycle)?;
@@ -481,7 +481,7 @@ impl Service {
         if self.billed.contains_key(&cycle) {
             return Err(refuse(
                 ErrorCode::AlreadyDone,
-                format!("cycle {cycle} is already billed"),
+                format!("{cycle} is already billed"),
             ));
         }
         self.cycle_for(&Role::Member(me.clone()), cycle)?;
@@ -507,7 +507,7 @@ impl Service {
                 .ok_or_else(|| {
                     refuse(
                         ErrorCode::Rejected,
-                        format!("{me} was declared dropped out of cycle {cycle}: it has no bill"),
+                        format!("{me} was declared dropped out of {cycle}: it has no bill"),
                     )
                 })?;
             if let Ok(true) = self.store.mark_delivered(cycle, me, now_secs()) {
@@ -518,7 +518,7 @@ impl Service {
         if self.dropped.get(&cycle).is_some_and(|d| d.contains(me)) {
             return Err(refuse(
                 ErrorCode::Rejected,
-                format!("{me} was declared dropped out of cycle {cycle}: it has no bill"),
+                format!("{me} was declared dropped out of {cycle}: it has no bill"),
             ));
         }
         let waiting = match self.billing.status(cycle) {

@@ -1,0 +1,165 @@
+//! The household API against hostile or mistaken input, over real
+//! sockets: every bad request gets a clear JSON error naming the problem,
+//! and nothing is stored.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use pb_core::CoreConfig;
+use pb_edge::{EdgeConfig, Enrollment};
+use pb_model::{BillingModel, CycleContext};
+use pb_net::{Connection, EdgeClient};
+use pb_protocol::{NodeKey, Request, Response};
+use pb_shared_billing::CpuBackend;
+use pb_units::{CycleId, PriceUnits};
+use serde_json::{Value, json};
+
+#[test]
+fn bad_household_requests_get_clear_errors_and_store_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let edge_key = NodeKey::from_bytes([9; 32]);
+    edge_key.write_new(&d.join("edge.key")).unwrap();
+    let operator = NodeKey::from_bytes([8; 32]);
+    let names = ["a", "b", "c"];
+    for (i, n) in names.iter().enumerate() {
+        NodeKey::from_bytes([i as u8 + 1; 32])
+            .write_new(&d.join(format!("{n}.key")))
+            .unwrap();
+    }
+    let edge_config = EdgeConfig {
+        community: "api".into(),
+        listen: "tcp://127.0.0.1:0".into(),
+        data_dir: d.join("edge"),
+        key_file: d.join("edge.key"),
+        min_members: 3,
+        dropout_deadline_secs: 3600,
+        operators: vec![operator.id().to_hex()],
+        members: names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| Enrollment {
+                member: n.to_string(),
+                node: NodeKey::from_bytes([i as u8 + 1; 32]).id().to_hex(),
+            })
+            .collect(),
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let edge = pb_edge::spawn(
+        rt.handle(),
+        &edge_config,
+        Box::new(CpuBackend::new()),
+        stop.clone(),
+    )
+    .unwrap();
+    let mut cores = Vec::new();
+    for n in names {
+        let config = CoreConfig {
+            member: n.into(),
+            community: "api".into(),
+            edge: edge.endpoint.clone(),
+            edge_node: edge_key.id().to_hex(),
+            listen: "tcp://127.0.0.1:0".into(),
+            data_dir: d.join(format!("{n}-data")),
+            key_file: d.join(format!("{n}.key")),
+            poll_millis: 50,
+            request_timeout_millis: 10_000,
+        };
+        cores.push(pb_core::spawn(rt.handle(), &config, stop.clone()).unwrap());
+    }
+    let mut conn = Connection::new(cores[0].endpoint.clone(), Duration::from_secs(20));
+    let mut ask = |v: Value| -> Value { rt.block_on(conn.json(&v)).unwrap() };
+    // Wait for the joins, then post a 4-slot context.
+    let start = Instant::now();
+    let mut op = EdgeClient::new(
+        Connection::new(edge.endpoint.clone(), Duration::from_secs(20)),
+        operator,
+        Some(edge_key.id()),
+    );
+    let ctx = CycleContext::new(
+        CycleId(1),
+        BillingModel::Ucs,
+        vec![PriceUnits(100_000); 4],
+        vec![PriceUnits(200_000); 4],
+        vec![PriceUnits(50_000); 4],
+    )
+    .unwrap();
+    loop {
+        if rt
+            .block_on(op.call(&Request::PutContext(ctx.clone())))
+            .unwrap()
+            .response
+            == Response::Ok
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "cores did not join"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status_before = ask(json!({"status": {}}));
+    assert_eq!(status_before["status"]["joined"], json!(true));
+    assert_eq!(status_before["status"]["cycles"], json!([]));
+
+    let code = |v: &Value| v["error"]["code"].as_str().unwrap_or("").to_string();
+    let message = |v: &Value| v["error"]["message"].as_str().unwrap_or("").to_string();
+    // Not JSON, not an object, unknown request, extra fields.
+    let mut raw = Connection::new(cores[0].endpoint.clone(), Duration::from_secs(20));
+    let answer: Value =
+        serde_json::from_slice(&rt.block_on(raw.request(vec![0xff, 0x00, 0x13])).unwrap()).unwrap();
+    assert_eq!(code(&answer), "bad_request");
+    for bad in [
+        json!([1, 2]),
+        json!({"delete": {}}),
+        json!({"get_bill": {"cycle_id": 1, "x": 2}}),
+        json!({"submit": {"cycle_id": "one"}}),
+    ] {
+        assert_eq!(code(&ask(bad.clone())), "bad_request", "{bad}");
+    }
+    // Oversized.
+    let big = vec![b' '; 2 << 20];
+    let answer: Value = serde_json::from_slice(&rt.block_on(raw.request(big)).unwrap()).unwrap();
+    assert_eq!(code(&answer), "bad_request");
+    // Wrong lengths, out-of-range values, unknown cycle: named.
+    let r = ask(
+        json!({"submit": {"cycle_id": 1, "promises_kwh": [1, 1, 1], "actual_kwh": [1, 1, 1, 1]}}),
+    );
+    assert_eq!(code(&r), "bad_request");
+    assert!(
+        message(&r).contains("promises_kwh has 3 values, expected 4"),
+        "{r}"
+    );
+    let r = ask(
+        json!({"submit": {"cycle_id": 1, "promises_kwh": [1, 1, 1, 1], "actual_kwh": [1, 1, 1e9, 1]}}),
+    );
+    assert!(message(&r).starts_with("actual_kwh[2]"), "{r}");
+    let r = ask(
+        json!({"submit": {"cycle_id": 7, "promises_kwh": [1, 1, 1, 1], "actual_kwh": [1, 1, 1, 1]}}),
+    );
+    assert_eq!(code(&r), "unknown_cycle", "{r}");
+    assert_eq!(
+        code(&ask(json!({"get_bill": {"cycle_id": 1}}))),
+        "unknown_cycle"
+    );
+    // Nothing stored.
+    assert_eq!(ask(json!({"status": {}})), status_before);
+
+    // Good data; the same again is fine; other data for the cycle conflicts.
+    let good = json!({"submit": {"cycle_id": 1, "promises_kwh": [1, 0.5, -1, 0], "actual_kwh": [1.2, 0.5, -0.8, 0.1]}});
+    assert_eq!(ask(good.clone())["accepted"]["slots"], json!(4));
+    assert!(ask(good.clone())["accepted"].is_object());
+    let r = ask(
+        json!({"submit": {"cycle_id": 1, "promises_kwh": [1, 0.5, -1, 0], "actual_kwh": [1.2, 0.5, -0.8, 0.2]}}),
+    );
+    assert_eq!(code(&r), "conflict", "{r}");
+    assert!(ask(json!({"get_bill": {"cycle_id": 1}}))["pending"].is_object());
+    stop.store(true, Ordering::Relaxed);
+    for c in cores {
+        c.join();
+    }
+    edge.join();
+}

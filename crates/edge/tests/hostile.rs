@@ -1,0 +1,316 @@
+//! Hostile input against a running edge over real sockets: every bad
+//! request gets a clear signed error (or is dropped), nothing changes, and
+//! the edge goes on to bill the honest members exactly.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use pb_edge::{EdgeConfig, Enrollment};
+use pb_glwe::SecretKey;
+use pb_glwe::seeding::deterministic;
+use pb_hiding::HidingContext;
+use pb_model::{BillingModel, CycleContext, Data, reference};
+use pb_net::{Connection, EdgeClient};
+use pb_protocol::{Envelope, ErrorCode, NodeKey, Request, Response};
+use pb_przs::{IdentityKey, PairwiseKeys};
+use pb_shared_billing::CpuBackend;
+use pb_units::{CommunityId, CycleId, MemberId, PriceUnits, Wh};
+
+const SLOTS: usize = 8;
+
+struct Member {
+    key: NodeKey,
+    hiding: Option<HidingContext>,
+    przs: IdentityKey,
+    glwe: SecretKey,
+    id: MemberId,
+}
+
+fn context(cycle: u64) -> CycleContext {
+    CycleContext::new(
+        CycleId(cycle),
+        BillingModel::Ucs,
+        (0..SLOTS)
+            .map(|t| PriceUnits(200_000 + 1000 * t as i64))
+            .collect(),
+        vec![PriceUnits(300_000); SLOTS],
+        vec![PriceUnits(50_000); SLOTS],
+    )
+    .unwrap()
+}
+
+fn data(m: &MemberId, i: i64) -> Data {
+    Data::new(
+        m.clone(),
+        CycleId(1),
+        (0..SLOTS as i64).map(|t| Wh(500 * i - 300 * t)).collect(),
+        (0..SLOTS as i64)
+            .map(|t| Wh(450 * i - 280 * t + 17 * i * t))
+            .collect(),
+    )
+    .unwrap()
+}
+
+fn error_code(r: &Response) -> Option<ErrorCode> {
+    match r {
+        Response::Error { code, .. } => Some(*code),
+        _ => None,
+    }
+}
+
+#[test]
+fn hostile_requests_are_refused_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let edge_key = NodeKey::from_bytes([9; 32]);
+    edge_key.write_new(&dir.path().join("edge.key")).unwrap();
+    let operator = NodeKey::from_bytes([8; 32]);
+    let stranger = NodeKey::from_bytes([7; 32]);
+    let mut members: Vec<Member> = (0..3u8)
+        .map(|i| {
+            let mut seeder = deterministic(i as u128);
+            Member {
+                key: NodeKey::from_bytes([i + 1; 32]),
+                hiding: None,
+                przs: IdentityKey::from_bytes([i + 20; 32]),
+                glwe: SecretKey::generate(&mut seeder),
+                id: MemberId::new(format!("m{i}")).unwrap(),
+            }
+        })
+        .collect();
+    let config = EdgeConfig {
+        community: "hostile".into(),
+        listen: "tcp://127.0.0.1:0".into(),
+        data_dir: dir.path().join("data"),
+        key_file: dir.path().join("edge.key"),
+        min_members: 3,
+        dropout_deadline_secs: 3600,
+        operators: vec![operator.id().to_hex()],
+        members: members
+            .iter()
+            .map(|m| Enrollment {
+                member: m.id.to_string(),
+                node: m.key.id().to_hex(),
+            })
+            .collect(),
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let edge = pb_edge::spawn(
+        rt.handle(),
+        &config,
+        Box::new(CpuBackend::new()),
+        stop.clone(),
+    )
+    .unwrap();
+    let ep = edge.endpoint.clone();
+    let timeout = Duration::from_secs(20);
+    let client = |key: &NodeKey| {
+        EdgeClient::new(
+            Connection::new(ep.clone(), timeout),
+            key.clone(),
+            Some(edge_key.id()),
+        )
+    };
+    let call = |c: &mut EdgeClient, r: &Request| rt.block_on(c.call(r)).unwrap().response;
+    // Raw bytes: the answer must still be a signed response from the edge.
+    let raw = |bytes: Vec<u8>| -> Response {
+        let mut conn = Connection::new(ep.clone(), timeout);
+        let answer = rt.block_on(conn.request(bytes)).unwrap();
+        let (signer, _, r) = Envelope::open_response(&answer).unwrap();
+        assert_eq!(signer, edge_key.id());
+        r
+    };
+
+    // Members join.
+    let mut clients: Vec<EdgeClient> = members.iter().map(|m| client(&m.key)).collect();
+    for (m, c) in members.iter().zip(clients.iter_mut()) {
+        let mut seeder = deterministic(99);
+        let join = Request::Join {
+            member: m.id.clone(),
+            przs: m.przs.public(),
+            public_key: m.glwe.public_key(&mut seeder),
+        };
+        assert_eq!(call(c, &join), Response::Ok);
+    }
+    // A member may not post a context; the operator may.
+    assert_eq!(
+        error_code(&call(&mut clients[0], &Request::PutContext(context(1)))),
+        Some(ErrorCode::Forbidden)
+    );
+    let mut op = client(&operator);
+    assert_eq!(
+        call(&mut op, &Request::PutContext(context(1))),
+        Response::Ok
+    );
+    let cycle_state = |c: &mut EdgeClient| match call(c, &Request::GetCycle { cycle: CycleId(1) }) {
+        Response::Cycle {
+            members,
+            dropped,
+            waiting,
+            billed,
+            ..
+        } => (members.len(), dropped.len(), waiting, billed),
+        other => panic!("{other:?}"),
+    };
+    let before = cycle_state(&mut op);
+    assert_eq!(before, (3, 0, 3, false));
+
+    let roster: Vec<(MemberId, pb_przs::IdentityPublic)> = members
+        .iter()
+        .map(|m| (m.id.clone(), m.przs.public()))
+        .collect();
+    for m in members.iter_mut() {
+        let keys =
+            PairwiseKeys::derive(&CommunityId("hostile".into()), &m.id, &m.przs, &roster).unwrap();
+        m.hiding = Some(HidingContext::new(keys, m.glwe.clone()));
+    }
+    let hidden = |i: usize, d: &Data, ctx: &CycleContext| {
+        let mut seeder = deterministic(1000 + i as u128);
+        members[i]
+            .hiding
+            .as_ref()
+            .unwrap()
+            .hide(d, ctx, &mut seeder)
+            .unwrap()
+    };
+    let good0 = hidden(0, &data(&members[0].id, 1), &context(1));
+
+    // 1. Random bytes, truncated frames, bit flips, wrong signature.
+    assert_eq!(
+        error_code(&raw(b"hello edge".to_vec())),
+        Some(ErrorCode::BadFrame)
+    );
+    let frame = Envelope::seal_request(
+        &members[0].key,
+        pb_net::now_counter(0),
+        &Request::Submit(good0.clone()),
+    );
+    assert_eq!(
+        error_code(&raw(frame[..frame.len() / 2].to_vec())),
+        Some(ErrorCode::BadFrame)
+    );
+    let mut forged = frame.clone();
+    let last = forged.len() - 1;
+    forged[last] ^= 1; // inside the signature
+    assert_eq!(error_code(&raw(forged)), Some(ErrorCode::BadSignature));
+    let mut flipped = frame.clone();
+    flipped[200] ^= 0x10; // inside the payload
+    assert!(matches!(
+        error_code(&raw(flipped)),
+        Some(ErrorCode::BadSignature | ErrorCode::BadFrame)
+    ));
+    // 2. Oversized frame: refused before decoding.
+    assert_eq!(
+        error_code(&raw(vec![0u8; 2 << 20])),
+        Some(ErrorCode::BadFrame)
+    );
+    // 3. Unknown identity.
+    let mut s = client(&stranger);
+    assert_eq!(
+        error_code(&call(&mut s, &Request::Submit(good0.clone()))),
+        Some(ErrorCode::NotEnrolled)
+    );
+    // 4. Someone else's data; an operator submitting.
+    assert_eq!(
+        error_code(&call(&mut clients[1], &Request::Submit(good0.clone()))),
+        Some(ErrorCode::Forbidden)
+    );
+    assert_eq!(
+        error_code(&call(&mut op, &Request::Submit(good0.clone()))),
+        Some(ErrorCode::Forbidden)
+    );
+    // 5. Wrong vector lengths (a context of another size) and wrong cycle.
+    let short_ctx = CycleContext::new(
+        CycleId(1),
+        BillingModel::Ucs,
+        vec![PriceUnits(1); 4],
+        vec![PriceUnits(1); 4],
+        vec![PriceUnits(1); 4],
+    )
+    .unwrap();
+    let short = Data::new(
+        members[0].id.clone(),
+        CycleId(1),
+        vec![Wh(1); 4],
+        vec![Wh(1); 4],
+    )
+    .unwrap();
+    let bad_len = hidden(0, &short, &short_ctx);
+    assert_eq!(
+        error_code(&call(&mut clients[0], &Request::Submit(bad_len))),
+        Some(ErrorCode::Rejected)
+    );
+    let other_cycle = hidden(
+        0,
+        &Data::new(
+            members[0].id.clone(),
+            CycleId(5),
+            vec![Wh(1); SLOTS],
+            vec![Wh(1); SLOTS],
+        )
+        .unwrap(),
+        &context(5),
+    );
+    assert_eq!(
+        error_code(&call(&mut clients[0], &Request::Submit(other_cycle))),
+        Some(ErrorCode::UnknownCycle)
+    );
+    assert_eq!(
+        error_code(&call(
+            &mut clients[0],
+            &Request::GetBill { cycle: CycleId(5) }
+        )),
+        Some(ErrorCode::UnknownCycle)
+    );
+    // Nothing changed so far.
+    assert_eq!(cycle_state(&mut op), before);
+
+    // 6. A valid submission, then its replay: the replay is refused.
+    let frame = Envelope::seal_request(
+        &members[0].key,
+        pb_net::now_counter(0),
+        &Request::Submit(good0.clone()),
+    );
+    assert_eq!(raw(frame.clone()), Response::Ok);
+    assert_eq!(error_code(&raw(frame)), Some(ErrorCode::Replay));
+    // A second submission with a fresh counter is "already done".
+    assert_eq!(
+        error_code(&call(&mut clients[0], &Request::Submit(good0.clone()))),
+        Some(ErrorCode::AlreadyDone)
+    );
+    assert_eq!(cycle_state(&mut op), (3, 0, 2, false));
+    assert_eq!(
+        call(&mut clients[0], &Request::GetBill { cycle: CycleId(1) }),
+        Response::Pending { waiting: 2 }
+    );
+
+    // The edge still serves: the others submit and everyone is billed exactly.
+    let all: Vec<Data> = (0..3).map(|i| data(&members[i].id, i as i64 + 1)).collect();
+    for i in 1..3 {
+        let h = hidden(i, &all[i], &context(1));
+        assert_eq!(call(&mut clients[i], &Request::Submit(h)), Response::Ok);
+    }
+    let want = reference::bills(&context(1), &all).unwrap();
+    for i in 0..3 {
+        let bill = match call(&mut clients[i], &Request::GetBill { cycle: CycleId(1) }) {
+            Response::Bill(b) => b,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            members[i].hiding.as_ref().unwrap().decrypt(&bill).unwrap(),
+            want[i]
+        );
+    }
+    // Data for a billed cycle is refused.
+    let again = hidden(1, &all[1], &context(1));
+    assert_eq!(
+        error_code(&call(&mut clients[1], &Request::Submit(again))),
+        Some(ErrorCode::AlreadyDone)
+    );
+    drop(good0);
+    stop.store(true, Ordering::Relaxed);
+    let counters = edge.join();
+    assert_eq!(counters.billed, 1);
+    assert!(counters.refused >= 14, "{counters:?}");
+}
