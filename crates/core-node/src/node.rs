@@ -396,7 +396,9 @@ impl Node {
                     Err(e) => self.fail(cycle, state, format!("the bill does not decrypt: {e}"))?,
                 }
             }
-            Response::Pending { .. } if !state.corrected => self.maybe_correct(cycle, state)?,
+            Response::Pending { dropouts: true, .. } if !state.corrected => {
+                self.maybe_correct(cycle, state)?
+            }
             Response::Pending { .. } => {}
             Response::Error { code, message } if is_final(code) => {
                 self.fail(cycle, state, message)?

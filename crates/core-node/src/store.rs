@@ -91,7 +91,11 @@ impl CoreStore {
     pub fn open(dir: &Path) -> Result<CoreStore, CoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| CoreError::Store(format!("{}: {e}", dir.display())))?;
-        let db = Database::create(dir.join("core.redb")).map_err(err)?;
+        // A small page cache: a core stores a few hundred KiB per cycle.
+        let db = redb::Builder::new()
+            .set_cache_size(8 << 20)
+            .create(dir.join("core.redb"))
+            .map_err(err)?;
         let txn = db.begin_write().map_err(err)?;
         {
             txn.open_table(SECRETS).map_err(err)?;

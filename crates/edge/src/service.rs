@@ -525,7 +525,10 @@ impl Service {
             Ok(pb_shared_billing::CycleStatus::Collecting { waiting }) => waiting,
             _ => 0,
         };
-        Ok(Response::Pending { waiting })
+        Ok(Response::Pending {
+            waiting,
+            dropouts: self.dropped.contains_key(&cycle),
+        })
     }
 
     /// Declares dropouts past the deadline and bills every ready cycle.

@@ -96,7 +96,11 @@ impl EdgeStore {
     pub fn open(dir: &Path) -> Result<EdgeStore, EdgeError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| EdgeError::Store(format!("{}: {e}", dir.display())))?;
-        let db = Database::create(dir.join("edge.redb")).map_err(err)?;
+        // Submissions are read back only on restart: a modest page cache.
+        let db = redb::Builder::new()
+            .set_cache_size(128 << 20)
+            .create(dir.join("edge.redb"))
+            .map_err(err)?;
         let txn = db.begin_write().map_err(err)?;
         {
             txn.open_table(MEMBERS).map_err(err)?;

@@ -282,7 +282,10 @@ fn hostile_requests_are_refused_and_change_nothing() {
     assert_eq!(cycle_state(&mut op), (3, 0, 2, false));
     assert_eq!(
         call(&mut clients[0], &Request::GetBill { cycle: CycleId(1) }),
-        Response::Pending { waiting: 2 }
+        Response::Pending {
+            waiting: 2,
+            dropouts: false
+        }
     );
 
     // The edge still serves: the others submit and everyone is billed exactly.

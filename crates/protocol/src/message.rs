@@ -133,6 +133,9 @@ pub enum Response {
     Pending {
         /// Members waited for.
         waiting: usize,
+        /// Members were declared dropped out: survivors must send their
+        /// dropout corrections (the list comes with `GetCycle`).
+        dropouts: bool,
     },
     /// Refused; nothing changed.
     Error {
