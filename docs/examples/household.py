@@ -31,7 +31,8 @@ class Core:
             self.socket = zmq.Context.instance().socket(zmq.REQ)
             self.socket.setsockopt(zmq.LINGER, 0)
             self.socket.connect(self.endpoint)
-        wait = min(30.0, max(0.1, deadline - time.monotonic()))
+        # An answer can take ~40 s while the core cannot reach the edge.
+        wait = min(60.0, max(0.1, deadline - time.monotonic()))
         self.socket.setsockopt(zmq.RCVTIMEO, int(wait * 1000))
         self.socket.send(json.dumps(request).encode())
         try:
