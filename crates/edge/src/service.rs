@@ -308,10 +308,8 @@ impl Service {
                 self.billing
                     .register_member(member.clone(), record.public_key.clone())
                     .map_err(billing_refusal)?;
-                if let Err(e) = self.store.put_member(stamp, &member, &record) {
-                    self.resync();
-                    return Err(refuse(ErrorCode::Internal, e.to_string()));
-                }
+                let stored = self.store.put_member(stamp, &member, &record);
+                self.committed(stored)?;
                 tracing::info!(%member, node = %sender, "member joined");
                 self.members.insert(member, record);
                 Ok(Response::Ok)
@@ -390,6 +388,37 @@ impl Service {
         Ok(rec)
     }
 
+    /// A failed commit leaves memory ahead of the store: rebuild memory
+    /// from the store (the truth) and refuse the request.
+    fn committed(&mut self, stored: Result<(), EdgeError>) -> Result<(), Refusal> {
+        stored.map_err(|e| {
+            self.resync();
+            refuse(ErrorCode::Internal, e.to_string())
+        })
+    }
+
+    /// Whether `me` may send data or a correction for `member` in `cycle`.
+    fn may_contribute(
+        &self,
+        me: &MemberId,
+        member: &MemberId,
+        cycle: CycleId,
+    ) -> Result<(), Refusal> {
+        if member != me {
+            return Err(refuse(
+                ErrorCode::Forbidden,
+                format!("this node speaks for {me}, not {member}"),
+            ));
+        }
+        if self.billed.contains_key(&cycle) {
+            return Err(refuse(
+                ErrorCode::AlreadyDone,
+                format!("{cycle} is already billed"),
+            ));
+        }
+        self.cycle_for(&Role::Member(me.clone()), cycle).map(|_| ())
+    }
+
     fn put_context(
         &mut self,
         stamp: (&NodeId, u64),
@@ -424,10 +453,8 @@ impl Service {
         self.billing
             .record_context_with(context, rec.members.iter().map(|m| m.member.clone()))
             .map_err(billing_refusal)?;
-        if let Err(e) = self.store.put_cycle(stamp, &rec) {
-            self.resync();
-            return Err(refuse(ErrorCode::Internal, e.to_string()));
-        }
+        let stored = self.store.put_cycle(stamp, &rec);
+        self.committed(stored)?;
         tracing::info!(%cycle, members = rec.members.len(), slots = rec.context.slots(), model = %rec.context.model(), "cycle context recorded");
         self.cycles.insert(cycle, rec);
         Ok(Response::Ok)
@@ -439,27 +466,13 @@ impl Service {
         me: &MemberId,
         data: HiddenData,
     ) -> Result<Response, Refusal> {
-        if &data.member != me {
-            return Err(refuse(
-                ErrorCode::Forbidden,
-                format!("this node speaks for {me}, not {}", data.member),
-            ));
-        }
         let cycle = data.cycle;
-        if self.billed.contains_key(&cycle) {
-            return Err(refuse(
-                ErrorCode::AlreadyDone,
-                format!("{cycle} is already billed"),
-            ));
-        }
-        self.cycle_for(&Role::Member(me.clone()), cycle)?;
+        self.may_contribute(me, &data.member, cycle)?;
         self.billing
             .record_data(data.clone())
             .map_err(billing_refusal)?;
-        if let Err(e) = self.store.put_submission(stamp, &data) {
-            self.resync();
-            return Err(refuse(ErrorCode::Internal, e.to_string()));
-        }
+        let stored = self.store.put_submission(stamp, &data);
+        self.committed(stored)?;
         tracing::debug!(%cycle, member = %me, "submission accepted");
         self.tick();
         Ok(Response::Ok)
@@ -471,27 +484,13 @@ impl Service {
         me: &MemberId,
         c: DropoutCorrection,
     ) -> Result<Response, Refusal> {
-        if &c.member != me {
-            return Err(refuse(
-                ErrorCode::Forbidden,
-                format!("this node speaks for {me}, not {}", c.member),
-            ));
-        }
         let cycle = c.cycle;
-        if self.billed.contains_key(&cycle) {
-            return Err(refuse(
-                ErrorCode::AlreadyDone,
-                format!("{cycle} is already billed"),
-            ));
-        }
-        self.cycle_for(&Role::Member(me.clone()), cycle)?;
+        self.may_contribute(me, &c.member, cycle)?;
         self.billing
             .record_correction(c.clone())
             .map_err(billing_refusal)?;
-        if let Err(e) = self.store.put_correction(stamp, &c) {
-            self.resync();
-            return Err(refuse(ErrorCode::Internal, e.to_string()));
-        }
+        let stored = self.store.put_correction(stamp, &c);
+        self.committed(stored)?;
         tracing::debug!(%cycle, member = %me, "dropout correction accepted");
         self.tick();
         Ok(Response::Ok)
