@@ -83,7 +83,13 @@ impl Drop for Proc {
     }
 }
 
-fn start(exe: &Path, role: &str, config: &Path, log: &Path) -> Result<Proc, String> {
+fn start(
+    exe: &Path,
+    role: &str,
+    extra: &[String],
+    config: &Path,
+    log: &Path,
+) -> Result<Proc, String> {
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -94,6 +100,7 @@ fn start(exe: &Path, role: &str, config: &Path, log: &Path) -> Result<Proc, Stri
         .arg("--config")
         .arg(config)
         .args(["--log-level", "info"])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log_file)
@@ -185,11 +192,24 @@ pub fn run(args: &DemoArgs) -> Result<bool, String> {
     if args.kill_core && args.in_process {
         return Err("--kill-core needs core processes (drop --in-process)".into());
     }
-    args.backend.select()?;
+    // Fail here, before starting anything, if the backend cannot run; the
+    // edge process gets the same choice and logs which backend it uses.
+    let (_, said) = args.backend.select()?;
+    eprintln!("edge {said}");
+    let edge_extra = vec!["--backend".to_string(), args.backend.to_string()];
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     let tmp;
     let dir = match &args.dir {
         Some(d) => {
+            // Stores of an earlier run hold other keys: the new cores could
+            // never join. Refuse rather than hang.
+            let used = std::fs::read_dir(d).is_ok_and(|mut entries| entries.next().is_some());
+            if used {
+                return Err(format!(
+                    "--dir {}: not empty (a demo needs a fresh directory for its keys and stores)",
+                    d.display()
+                ));
+            }
             std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
             d.clone()
         }
@@ -243,7 +263,7 @@ pub fn run(args: &DemoArgs) -> Result<bool, String> {
     let edge_toml = dir.join("edge.toml");
     write_toml(&edge_toml, &edge_config)?;
     let edge_log = dir.join("edge.log");
-    let mut edge = start(&exe, "edge", &edge_toml, &edge_log)?;
+    let mut edge = start(&exe, "edge", &edge_extra, &edge_toml, &edge_log)?;
     // Pin the port so that a restarted edge is found at the same place.
     edge_config.listen = edge.endpoint.clone();
     write_toml(&edge_toml, &edge_config)?;
@@ -279,7 +299,7 @@ pub fn run(args: &DemoArgs) -> Result<bool, String> {
             threads.push(running);
         } else {
             write_toml(&core_toml(i), &cfg)?;
-            let p = start(&exe, "core", &core_toml(i), &core_log(i))?;
+            let p = start(&exe, "core", &[], &core_toml(i), &core_log(i))?;
             // Pin the API port for restarts.
             cfg.listen = p.endpoint.clone();
             write_toml(&core_toml(i), &cfg)?;
@@ -401,7 +421,7 @@ pub fn run(args: &DemoArgs) -> Result<bool, String> {
         pb.suspend(|| eprintln!("drill: killing the edge (SIGKILL) with {half} of {submitters} submissions made; restarting it"));
         let _ = edge.child.kill();
         let _ = edge.child.wait();
-        edge = start(&exe, "edge", &edge_toml, &edge_log)?;
+        edge = start(&exe, "edge", &edge_extra, &edge_toml, &edge_log)?;
     }
     if args.kill_core {
         if let Some(CoreProc::Process(p)) = cores.get_mut(0) {
@@ -413,7 +433,7 @@ pub fn run(args: &DemoArgs) -> Result<bool, String> {
             });
             let _ = p.child.kill();
             let _ = p.child.wait();
-            *p = start(&exe, "core", &core_toml(0), &core_log(0))?;
+            *p = start(&exe, "core", &[], &core_toml(0), &core_log(0))?;
         }
     }
     submit(half..submitters)?;

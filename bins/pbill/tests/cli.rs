@@ -172,3 +172,112 @@ fn bad_inputs_are_refused_with_the_field_named_and_nothing_written() {
     let (ok, stderr) = pbill(&["simulate", "-i", "x", "-o", "y", "--model", "fair"]);
     assert!(!ok && stderr.contains("fair"));
 }
+
+/// The network commands check their input before sending anything (no
+/// server listens at the addresses used here) and name what is wrong;
+/// `keygen` never overwrites a key; the daemons refuse bad configuration.
+#[test]
+fn network_commands_refuse_bad_input_before_sending() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let path = |n: &str| d.join(n).to_str().unwrap().to_string();
+    let key = path("op.key");
+    assert!(pbill(&["keygen", "--out", &key]).0);
+    let before = std::fs::read(&key).unwrap();
+    let (ok, err) = pbill(&["keygen", "--out", &key]);
+    assert!(!ok && err.contains("op.key"), "{err}");
+    assert_eq!(
+        std::fs::read(&key).unwrap(),
+        before,
+        "keygen overwrote a key"
+    );
+
+    let nowhere = "tcp://127.0.0.1:1";
+    let context = |file: &str, text: &str, extra: &[&str]| {
+        std::fs::write(d.join(file), text).unwrap();
+        let f = path(file);
+        let mut args = vec!["context", "--edge", nowhere, "--key", &key, "--file", &f];
+        args.extend_from_slice(extra);
+        pbill(&args)
+    };
+    for (file, text, extra, expect) in [
+        (
+            "p.csv",
+            "trading,retail\n0.1,0.2\n",
+            &["--cycle", "1"][..],
+            "missing column \"feed_in\"",
+        ),
+        (
+            "p.csv",
+            "trading,retail,feed_in\n0.1,0.2,0.05\n0.1,x,0.05\n",
+            &["--cycle", "1"][..],
+            "row 3, column retail",
+        ),
+        (
+            "p.csv",
+            "trading,retail,feed_in\n0.1,0.2,0.05\n",
+            &[][..],
+            "no cycle",
+        ),
+        (
+            "p.csv",
+            "trading,retail,feed_in\n1e9,0.2,0.05\n",
+            &["--cycle", "1"][..],
+            "trading[0]",
+        ),
+        (
+            "p.json",
+            r#"{"cycle_id": 1, "prices": {"trading": [0.1], "retail": [0.2]}}"#,
+            &[][..],
+            "feed_in",
+        ),
+        (
+            "p.json",
+            r#"{"cycle_id": 1, "model": "cheap", "prices": {"trading": [0.1], "retail": [0.2], "feed_in": [0.1]}}"#,
+            &[][..],
+            "model",
+        ),
+    ] {
+        let (ok, err) = context(file, text, extra);
+        assert!(!ok && err.contains(expect), "{text}: {err}");
+    }
+
+    let submit = |text: &str| {
+        std::fs::write(d.join("h.csv"), text).unwrap();
+        let f = path("h.csv");
+        pbill(&["submit", "--core", nowhere, "--cycle", "1", "--file", &f])
+    };
+    for (text, expect) in [
+        ("promise_kwh\n1\n", "missing column \"actual_kwh\""),
+        ("promise_kwh,actual_kwh\n1,abc\n", "not a number"),
+        ("promise_kwh,actual_kwh\n1e9,1\n", "promises_kwh[0]"),
+        ("promise_kwh,actual_kwh\n1,1\n2\n", "h.csv"),
+    ] {
+        let (ok, err) = submit(text);
+        assert!(!ok && err.contains(expect), "{text}: {err}");
+    }
+
+    std::fs::write(
+        d.join("edge.toml"),
+        "community = \"c\"\ndata_dir = \"x\"\nkey_file = \"k\"\nmin_members = 1\n",
+    )
+    .unwrap();
+    let (ok, err) = pbill(&["edge", "--config", &path("edge.toml")]);
+    assert!(!ok && err.contains("min_members"), "{err}");
+    std::fs::write(
+        d.join("core.toml"),
+        "member = \"a\"\ncommunity = \"c\"\nedge = \"tcp://127.0.0.1:1\"\nedge_node = \"00\"\ndata_dir = \"x\"\nkey_file = \"k\"\n",
+    )
+    .unwrap();
+    let (ok, err) = pbill(&["core", "--config", &path("core.toml")]);
+    assert!(!ok && err.contains("edge_node"), "{err}");
+    assert!(
+        !d.join("x").exists(),
+        "a refused daemon created its data directory"
+    );
+
+    let (ok, err) = pbill(&["demo", "--households", "2"]);
+    assert!(!ok && err.contains("--households"), "{err}");
+    let (ok, err) = pbill(&["demo", "--dir", d.to_str().unwrap()]);
+    assert!(!ok && err.contains("not empty"), "{err}");
+}
