@@ -391,6 +391,11 @@ impl Node {
                         state.decrypt_micros = start.elapsed().as_micros() as u64;
                         state.download_bytes = exchange.received as u64;
                         self.store.put_bill(cycle, &bill, state)?;
+                        // The cycle's keys are no longer needed in memory.
+                        self.hiding
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&cycle);
                         tracing::info!(%cycle, total = %bill.total().to_decimal_string(), "bill decrypted");
                     }
                     Err(e) => self.fail(cycle, state, format!("the bill does not decrypt: {e}"))?,

@@ -47,11 +47,13 @@ fn bad_household_requests_get_clear_errors_and_store_nothing() {
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
+    // The edge stops after the cores, so no core waits on a stopped edge.
+    let edge_stop = Arc::new(AtomicBool::new(false));
     let edge = pb_edge::spawn(
         rt.handle(),
         &edge_config,
         Box::new(CpuBackend::new()),
-        stop.clone(),
+        edge_stop.clone(),
     )
     .unwrap();
     let mut cores = Vec::new();
@@ -161,5 +163,6 @@ fn bad_household_requests_get_clear_errors_and_store_nothing() {
     for c in cores {
         c.join();
     }
+    edge_stop.store(true, Ordering::Relaxed);
     edge.join();
 }
