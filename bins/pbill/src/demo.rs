@@ -194,7 +194,7 @@ pub fn run(args: &DemoArgs) -> Result<bool, String> {
     }
     // Fail here, before starting anything, if the backend cannot run; the
     // edge process gets the same choice and logs which backend it uses.
-    let (_, said) = args.backend.select()?;
+    let (_, said) = pb_cuda::select_backend(args.backend)?;
     eprintln!("edge {said}");
     let edge_extra = vec!["--backend".to_string(), args.backend.to_string()];
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use pb_model::{Bill, BillingModel, reference};
-use pb_shared_billing::CpuBackend;
+use pb_shared_billing::BackendChoice;
 use pb_shared_billing::community::run_local;
 use pb_units::limits::DEFAULT_MIN_MEMBERS;
 use serde::Serialize;
@@ -53,6 +53,10 @@ enum Command {
         /// Smallest community that may be billed.
         #[arg(long, default_value_t = DEFAULT_MIN_MEMBERS)]
         min_members: usize,
+        /// Where the billing authority's vector work runs: `auto` (CUDA when
+        /// a GPU is usable, else CPU), `cpu` or `cuda`. The choice is printed.
+        #[arg(long, default_value_t = BackendChoice::Auto)]
+        backend: BackendChoice,
     },
     /// Write a synthetic community file (daily load shapes, some households
     /// with PV, forecasts with noise) for `simulate`.
@@ -169,7 +173,8 @@ fn main() -> ExitCode {
             model,
             plaintext,
             min_members,
-        } => simulate(&input, &output, model, plaintext, min_members),
+            backend,
+        } => simulate(&input, &output, model, plaintext, min_members, backend),
         Command::Generate {
             households,
             slots,
@@ -216,6 +221,7 @@ fn simulate(
     model: BillingModel,
     plaintext: bool,
     min_members: usize,
+    backend: BackendChoice,
 ) -> Result<(), String> {
     let text = std::fs::read_to_string(input).map_err(|e| format!("{}: {e}", input.display()))?;
     let community = input::parse(&text, model, min_members)?;
@@ -224,13 +230,15 @@ fn simulate(
     let bills: Vec<Bill> = if plaintext {
         reference::bills(&community.context, &community.households).map_err(|e| e.to_string())?
     } else {
+        let (backend, said) = pb_cuda::select_backend(backend)?;
+        eprintln!("{said}");
         eprintln!(
             "billing {n} households x {slots} slots ({model}) with the encrypted pipeline..."
         );
         let run = run_local(
             &community.context,
             &community.households,
-            Box::new(CpuBackend::new()),
+            backend,
             min_members,
             None,
         )

@@ -64,7 +64,7 @@ pub fn main(args: EdgeArgs) -> ExitCode {
     if let Some(d) = args.data_dir {
         config.data_dir = d;
     }
-    let (backend, said) = match args.backend.select() {
+    let (backend, said) = match pb_cuda::select_backend(args.backend) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("pbill-edge: {e}");

@@ -100,7 +100,8 @@ impl ComputeBackend for CpuBackend {
     }
 }
 
-/// Which compute backend to run SharedBilling on (`--backend`).
+/// Which compute backend to run SharedBilling on (`--backend`); the
+/// `pb-cuda` crate's `select_backend` turns it into a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BackendChoice {
     /// The fastest usable backend.
@@ -133,28 +134,5 @@ impl std::fmt::Display for BackendChoice {
             BackendChoice::Cpu => "cpu",
             BackendChoice::Cuda => "cuda",
         })
-    }
-}
-
-impl BackendChoice {
-    /// The backend, and a sentence saying which was chosen and why. `cuda`
-    /// fails with a clear message where no CUDA backend can run.
-    pub fn select(self) -> Result<(Box<dyn ComputeBackend>, String), String> {
-        match self {
-            BackendChoice::Cpu => Ok((
-                Box::new(CpuBackend::new()),
-                format!("backend: cpu ({} threads)", rayon::current_num_threads()),
-            )),
-            BackendChoice::Auto => Ok((
-                Box::new(CpuBackend::new()),
-                format!(
-                    "backend: cpu ({} threads; auto: this build has no CUDA backend)",
-                    rayon::current_num_threads()
-                ),
-            )),
-            BackendChoice::Cuda => Err(
-                "backend cuda: this build has no CUDA backend (use --backend cpu or auto)".into(),
-            ),
-        }
     }
 }
