@@ -281,3 +281,38 @@ fn network_commands_refuse_bad_input_before_sending() {
     let (ok, err) = pbill(&["demo", "--dir", d.to_str().unwrap()]);
     assert!(!ok && err.contains("not empty"), "{err}");
 }
+
+#[test]
+fn backend_choice_is_said_and_cuda_without_a_device_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // Explicit CPU: same bills as the plaintext model, and the choice said.
+    let (ok, err, cpu) = simulate(dir.path(), &community(), &["--backend", "cpu"]);
+    assert!(ok, "{err}");
+    assert!(err.contains("backend: cpu"), "{err}");
+    let (_, _, plain) = simulate(dir.path(), &community(), &["--plaintext"]);
+    assert_eq!(cpu, plain);
+    // auto says what it chose and why.
+    let (ok, err, auto) = simulate(dir.path(), &community(), &[]);
+    assert!(ok, "{err}");
+    assert!(err.contains("backend: "), "{err}");
+    assert_eq!(auto, plain);
+    // cuda: works where a device is usable, else a clear error and no output.
+    let (ok, err, written) = simulate(dir.path(), &community(), &["--backend", "cuda"]);
+    match pb_cuda::CudaBackend::new() {
+        Ok(_) => {
+            assert!(ok, "{err}");
+            assert_eq!(written, plain);
+        }
+        Err(reason) => {
+            assert!(!ok);
+            assert!(err.contains("backend cuda:"), "{err}");
+            assert!(err.contains(&reason.to_string()), "{err}");
+            assert!(written.is_none(), "nothing may be written");
+            eprintln!("no CUDA device here; checked the refusal: {err}");
+        }
+    }
+    // A misspelt backend is a usage error naming the choices.
+    let (ok, err, _) = simulate(dir.path(), &community(), &["--backend", "gpu"]);
+    assert!(!ok);
+    assert!(err.contains("auto, cpu or cuda"), "{err}");
+}
