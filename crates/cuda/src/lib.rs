@@ -148,6 +148,12 @@ impl<E: exec::Exec> DeviceBackend<E> {
         let mut pipeline = self.pipeline.lock().unwrap_or_else(|p| p.into_inner());
         guarded(|| pipeline.evaluate(weights, jobs))
     }
+
+    /// Sums on the device only, reporting device errors.
+    fn sum_masked_strict(&self, len: usize, vectors: &[&[u64]]) -> Result<Vec<u64>, CudaError> {
+        let mut pipeline = self.pipeline.lock().unwrap_or_else(|p| p.into_inner());
+        guarded(|| pipeline.sum_masked(len, vectors))
+    }
 }
 
 impl<E: exec::Exec> ComputeBackend for DeviceBackend<E> {
@@ -171,6 +177,49 @@ impl<E: exec::Exec> ComputeBackend for DeviceBackend<E> {
             None => self.cpu.evaluate(weights, jobs),
         }
     }
+}
+
+/// The device-only entry points (no CPU fallback, errors reported) and the
+/// [`ComputeBackend`] implementation of a wrapper around a `DeviceBackend`.
+macro_rules! device_backend_api {
+    ($backend:ty) => {
+        impl $backend {
+            /// Evaluates on the device only (no CPU fallback), reporting
+            /// device errors: for exactness tests and benchmarks.
+            pub fn evaluate_on_device(
+                &self,
+                weights: &PreparedWeights,
+                jobs: &[EvalJob<'_>],
+            ) -> Result<Vec<HiddenTotals>, CudaError> {
+                self.inner.evaluate_strict(weights, jobs)
+            }
+
+            /// Sums on the device only, reporting device errors.
+            pub fn sum_masked_on_device(
+                &self,
+                len: usize,
+                vectors: &[&[u64]],
+            ) -> Result<Vec<u64>, CudaError> {
+                self.inner.sum_masked_strict(len, vectors)
+            }
+        }
+
+        impl ComputeBackend for $backend {
+            fn name(&self) -> &'static str {
+                self.inner.name()
+            }
+            fn sum_masked(&self, len: usize, vectors: &[&[u64]]) -> Vec<u64> {
+                self.inner.sum_masked(len, vectors)
+            }
+            fn evaluate(
+                &self,
+                weights: &PreparedWeights,
+                jobs: &[EvalJob<'_>],
+            ) -> Result<Vec<HiddenTotals>, EvalError> {
+                self.inner.evaluate(weights, jobs)
+            }
+        }
+    };
 }
 
 /// The CUDA backend: SharedBilling's vector work on GPU 0.
@@ -200,33 +249,9 @@ impl CudaBackend {
     pub fn info(&self) -> &DeviceInfo {
         &self.info
     }
-
-    /// Evaluates on the device only (no CPU fallback), e.g. for exactness
-    /// tests and benchmarks.
-    pub fn evaluate_on_device(
-        &self,
-        weights: &PreparedWeights,
-        jobs: &[EvalJob<'_>],
-    ) -> Result<Vec<HiddenTotals>, CudaError> {
-        self.inner.evaluate_strict(weights, jobs)
-    }
 }
 
-impl ComputeBackend for CudaBackend {
-    fn name(&self) -> &'static str {
-        self.inner.name()
-    }
-    fn sum_masked(&self, len: usize, vectors: &[&[u64]]) -> Vec<u64> {
-        self.inner.sum_masked(len, vectors)
-    }
-    fn evaluate(
-        &self,
-        weights: &PreparedWeights,
-        jobs: &[EvalJob<'_>],
-    ) -> Result<Vec<HiddenTotals>, EvalError> {
-        self.inner.evaluate(weights, jobs)
-    }
-}
+device_backend_api!(CudaBackend);
 
 /// The CUDA kernels and device pipeline run on the CPU by the C++ emulator
 /// (`kernels/emu`): for testing the GPU code path bit for bit on machines
@@ -245,46 +270,9 @@ impl EmulatedBackend {
             inner: DeviceBackend::new("cuda-emulator", Emulator::new(threads), max_batch)?,
         })
     }
-
-    /// Evaluates on the emulated device only, reporting its errors.
-    pub fn evaluate_on_device(
-        &self,
-        weights: &PreparedWeights,
-        jobs: &[EvalJob<'_>],
-    ) -> Result<Vec<HiddenTotals>, CudaError> {
-        self.inner.evaluate_strict(weights, jobs)
-    }
-
-    /// Sums on the emulated device.
-    pub fn sum_masked_on_device(
-        &self,
-        len: usize,
-        vectors: &[&[u64]],
-    ) -> Result<Vec<u64>, CudaError> {
-        let mut pipeline = self
-            .inner
-            .pipeline
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        pipeline.sum_masked(len, vectors)
-    }
 }
 
-impl ComputeBackend for EmulatedBackend {
-    fn name(&self) -> &'static str {
-        self.inner.name()
-    }
-    fn sum_masked(&self, len: usize, vectors: &[&[u64]]) -> Vec<u64> {
-        self.inner.sum_masked(len, vectors)
-    }
-    fn evaluate(
-        &self,
-        weights: &PreparedWeights,
-        jobs: &[EvalJob<'_>],
-    ) -> Result<Vec<HiddenTotals>, EvalError> {
-        self.inner.evaluate(weights, jobs)
-    }
-}
+device_backend_api!(EmulatedBackend);
 
 /// A one-household known-answer test: the device must reproduce the CPU
 /// backend bit for bit, or it is not used.
@@ -299,8 +287,7 @@ fn self_test<E: exec::Exec>(backend: &DeviceBackend<E>) -> Result<(), CudaError>
         return Err(CudaError::SelfTest);
     }
     let vectors: Vec<&[u64]> = sample.masked.iter().map(Vec::as_slice).collect();
-    let mut pipeline = backend.pipeline.lock().unwrap_or_else(|p| p.into_inner());
-    if pipeline.sum_masked(672, &vectors)? != CpuBackend::new().sum_masked(672, &vectors) {
+    if backend.sum_masked_strict(672, &vectors)? != CpuBackend::new().sum_masked(672, &vectors) {
         return Err(CudaError::SelfTest);
     }
     Ok(())
