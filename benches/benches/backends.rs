@@ -37,7 +37,16 @@ static MEASURED: Mutex<BTreeMap<(&'static str, usize), (Duration, u64)>> =
 fn sizes() -> Vec<usize> {
     std::env::var("PB_BENCH_HOUSEHOLDS")
         .ok()
-        .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .map(|v| {
+            v.split(',')
+                .map(|x| match x.trim().parse() {
+                    Ok(n) if n > 0 => n,
+                    _ => panic!(
+                        "PB_BENCH_HOUSEHOLDS={v:?}: expected positive numbers, e.g. 1000,10000"
+                    ),
+                })
+                .collect()
+        })
         .unwrap_or_else(|| vec![1_000, 10_000, 100_000])
 }
 

@@ -234,7 +234,7 @@ impl Exec for Driver {
         // SAFETY: every word is written by an upload or a kernel before it
         // is read.
         let slice = unsafe { stream.alloc::<u64>(words.max(1)) }
-            .map_err(|_| CudaError::OutOfMemory { free: 0 })?;
+            .map_err(|e| driver_error("allocation", e))?;
         stream
             .synchronize()
             .map_err(|e| driver_error("allocation", e))?;

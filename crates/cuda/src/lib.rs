@@ -85,9 +85,26 @@ pub enum CudaError {
     /// The device computed something other than the CPU reference.
     #[error("self-test failed: the device's result differs from the CPU backend's")]
     SelfTest,
+    /// A setting (environment variable) has an invalid value.
+    #[error("{0}")]
+    Config(String),
     /// The CUDA libraries panicked (e.g. a missing symbol).
     #[error("CUDA library failure: {0}")]
     Panicked(String),
+}
+
+/// Households per batch at most: `PB_CUDA_BATCH` if set (a positive
+/// integer), else 4,096.
+fn batch_cap(value: Option<&str>) -> Result<usize, CudaError> {
+    match value {
+        None => Ok(4096),
+        Some(v) => match v.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(CudaError::Config(format!(
+                "PB_CUDA_BATCH={v:?}: expected a positive number of households"
+            ))),
+        },
+    }
 }
 
 /// Runs `f`, turning a panic inside the CUDA libraries into an error.
@@ -235,10 +252,7 @@ impl CudaBackend {
         guarded(|| {
             let driver = Driver::open()?;
             let info = driver.info.clone();
-            let max_batch = std::env::var("PB_CUDA_BATCH")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(4096);
+            let max_batch = batch_cap(std::env::var("PB_CUDA_BATCH").ok().as_deref())?;
             let inner = DeviceBackend::new("cuda", driver, max_batch)?;
             self_test(&inner)?;
             Ok(CudaBackend { inner, info })
@@ -411,6 +425,21 @@ pub mod testdata {
                     rerandomizer: *seed,
                 })
                 .collect()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_cap_takes_positive_integers_and_names_bad_values() {
+        assert_eq!(batch_cap(None), Ok(4096));
+        assert_eq!(batch_cap(Some("128")), Ok(128));
+        for bad in ["0", "-3", "many", ""] {
+            let err = batch_cap(Some(bad)).unwrap_err().to_string();
+            assert!(err.contains("PB_CUDA_BATCH"), "{err}");
         }
     }
 }

@@ -3,7 +3,7 @@
 //! one batch's copies and host packing overlap another's kernels. Generic
 //! over [`Exec`], so the CPU emulator runs exactly this code.
 
-use pb_glwe::eval::EvalError;
+use pb_glwe::eval::{EvalError, check_inputs};
 use pb_glwe::layout::REWARD_COEFF;
 use pb_glwe::params::POLYNOMIAL_SIZE;
 use pb_glwe::{HiddenTotals, PreparedWeights, SeededGlwe};
@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use crate::CudaError;
 use crate::consts::{STREAM_WORDS, Tables};
-use crate::exec::{Arg, DeviceBuffer, Exec, HostBuffer};
+use crate::exec::{Arg, Blocks, DeviceBuffer, Exec, HostBuffer};
 
 const N: usize = POLYNOMIAL_SIZE;
 /// Dynamic shared memory of an NTT block: one polynomial of residues.
@@ -33,6 +33,13 @@ fn device_words_per_household(chunks: usize) -> usize {
 fn host_words_per_household(chunks: usize) -> (usize, usize) {
     let polys = chunks + 1;
     (2 * polys + 4 + 2 * N * polys, 2 * N + 4)
+}
+
+/// Blocks for a grid-stride kernel over `items` items.
+fn grid(blocks: Blocks, items: usize) -> u32 {
+    items
+        .div_ceil(blocks.other as usize)
+        .clamp(1, blocks.max_grid as usize) as u32
 }
 
 struct Constants<B> {
@@ -98,11 +105,6 @@ impl<E: Exec> Pipeline<E> {
         })
     }
 
-    fn grid_for(&self, items: usize) -> u32 {
-        let b = self.exec.blocks();
-        (items.div_ceil(b.other as usize)).clamp(1, b.max_grid as usize) as u32
-    }
-
     /// Uploads and transforms the cycle's weights unless already there.
     fn ensure_weights(&mut self, weights: &PreparedWeights) -> Result<(), CudaError> {
         let polys = weights.polynomials();
@@ -145,7 +147,7 @@ impl<E: Exec> Pipeline<E> {
         self.exec.launch(
             0,
             "pb_scale",
-            self.grid_for(3 * N * chunks),
+            grid(blocks, 3 * N * chunks),
             blocks.other,
             0,
             &[
@@ -407,15 +409,10 @@ impl<E: Exec> Pipeline<E> {
                 Arg::U64(consts.twiddles.addr(0)),
             ],
         )?;
-        let grid = |items: usize| -> u32 {
-            items
-                .div_ceil(blocks.other as usize)
-                .clamp(1, blocks.max_grid as usize) as u32
-        };
         exec.launch(
             lane,
             "pb_pointwise",
-            grid(3 * N * count),
+            grid(blocks, 3 * N * count),
             blocks.other,
             0,
             &[
@@ -444,7 +441,7 @@ impl<E: Exec> Pipeline<E> {
         exec.launch(
             lane,
             "pb_crt_mask",
-            grid(N * count),
+            grid(blocks, N * count),
             blocks.other,
             0,
             &[
@@ -518,7 +515,7 @@ impl<E: Exec> Pipeline<E> {
             self.exec.launch(
                 0,
                 "pb_sum_columns",
-                self.grid_for(len),
+                grid(blocks, len),
                 blocks.other,
                 0,
                 &[
@@ -538,20 +535,9 @@ impl<E: Exec> Pipeline<E> {
     }
 }
 
-/// Checks jobs as the CPU backend does, so both refuse the same input.
+/// Checks jobs as the CPU backend does ([`check_inputs`]), so both refuse
+/// the same input.
 pub(crate) fn check_jobs(weights: &PreparedWeights, jobs: &[EvalJob<'_>]) -> Result<(), EvalError> {
-    for job in jobs {
-        if job.ciphertexts.len() != weights.chunk_count() {
-            return Err(EvalError::ChunkCount {
-                expected: weights.chunk_count(),
-                found: job.ciphertexts.len(),
-            });
-        }
-        if !job.ciphertexts.iter().all(SeededGlwe::is_well_formed)
-            || !job.public_key.0.is_well_formed()
-        {
-            return Err(EvalError::Malformed);
-        }
-    }
-    Ok(())
+    jobs.iter()
+        .try_for_each(|job| check_inputs(weights, job.ciphertexts, job.public_key))
 }

@@ -194,15 +194,13 @@ fn dot_taps(body: &[u128], taps: &[(u32, i64)]) -> u128 {
     })
 }
 
-/// Evaluates one household's ciphertexts against the cycle's weights.
-pub fn evaluate(
-    ntt: &CrtNtt,
+/// Checks one household's ciphertexts and public key against the cycle's
+/// weights: what [`evaluate`] refuses, for backends that evaluate elsewhere.
+pub fn check_inputs(
     weights: &PreparedWeights,
     cts: &[SeededGlwe],
     cpk: &CompactPublicKey,
-    rr: &Rerandomizer,
-    scratch: &mut EvalScratch,
-) -> Result<HiddenTotals, EvalError> {
+) -> Result<(), EvalError> {
     if cts.len() != weights.chunk_count() {
         return Err(EvalError::ChunkCount {
             expected: weights.chunk_count(),
@@ -212,6 +210,19 @@ pub fn evaluate(
     if !cts.iter().all(SeededGlwe::is_well_formed) || !cpk.0.is_well_formed() {
         return Err(EvalError::Malformed);
     }
+    Ok(())
+}
+
+/// Evaluates one household's ciphertexts against the cycle's weights.
+pub fn evaluate(
+    ntt: &CrtNtt,
+    weights: &PreparedWeights,
+    cts: &[SeededGlwe],
+    cpk: &CompactPublicKey,
+    rr: &Rerandomizer,
+    scratch: &mut EvalScratch,
+) -> Result<HiddenTotals, EvalError> {
+    check_inputs(weights, cts, cpk)?;
     let EvalScratch {
         mask_buf,
         a,
