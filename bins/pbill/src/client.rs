@@ -5,12 +5,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use pb_core::api::ApiResponse;
-use pb_model::parse::{energy_kwh, prices_per_kwh};
 use pb_model::{BillingModel, CycleContext};
 use pb_net::{Connection, EdgeClient};
 use pb_protocol::{NodeId, NodeKey, Request, Response};
-use pb_units::CycleId;
-use serde::Deserialize;
 
 /// Timeout of one request from the command line.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
@@ -34,72 +31,23 @@ pub fn keygen(out: &Path) -> Result<(), String> {
     Ok(())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PricesJson {
-    trading: Vec<f64>,
-    retail: Vec<f64>,
-    feed_in: Vec<f64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ContextJson {
-    #[serde(default)]
-    cycle_id: Option<u64>,
-    #[serde(default)]
-    model: Option<String>,
-    prices: PricesJson,
+fn read(path: &Path) -> Result<String, String> {
+    let len = std::fs::metadata(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .len();
+    if len > pb_inputs::MAX_INPUT as u64 {
+        return Err(format!(
+            "{}: {len} bytes, more than the {} bytes an input file may have",
+            path.display(),
+            pb_inputs::MAX_INPUT
+        ));
+    }
+    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn is_csv(path: &Path) -> bool {
     path.extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
-}
-
-fn read(path: &Path) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-/// Reads CSV columns by header name, every value a number.
-fn csv_columns(path: &Path, names: &[&str]) -> Result<Vec<Vec<f64>>, String> {
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .from_path(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let headers = reader
-        .headers()
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .clone();
-    let index: Vec<usize> = names
-        .iter()
-        .map(|n| {
-            headers.iter().position(|h| h == *n).ok_or_else(|| {
-                format!(
-                    "{}: missing column {n:?} (header must name {})",
-                    path.display(),
-                    names.join(", ")
-                )
-            })
-        })
-        .collect::<Result<_, _>>()?;
-    let mut columns = vec![Vec::new(); names.len()];
-    for (row, record) in reader.records().enumerate() {
-        let record = record.map_err(|e| format!("{}: {e}", path.display()))?;
-        for (c, &i) in index.iter().enumerate() {
-            let cell = record.get(i).unwrap_or("");
-            let v: f64 = cell.parse().map_err(|_| {
-                format!(
-                    "{}: row {}, column {}: {cell:?} is not a number",
-                    path.display(),
-                    row + 2,
-                    names[c]
-                )
-            })?;
-            columns[c].push(v);
-        }
-    }
-    Ok(columns)
 }
 
 /// Reads a cycle context from CSV (`trading,retail,feed_in` per slot) or
@@ -109,48 +57,14 @@ pub fn read_context(
     cycle: Option<u64>,
     model: Option<BillingModel>,
 ) -> Result<CycleContext, String> {
-    let (file_cycle, file_model, prices) = if is_csv(path) {
-        let c = csv_columns(path, &["trading", "retail", "feed_in"])?;
-        let mut it = c.into_iter();
-        let (t, r, f) = (
-            it.next().unwrap_or_default(),
-            it.next().unwrap_or_default(),
-            it.next().unwrap_or_default(),
-        );
-        (
-            None,
-            None,
-            PricesJson {
-                trading: t,
-                retail: r,
-                feed_in: f,
-            },
-        )
+    let text = read(path)?;
+    let origin = path.display().to_string();
+    let over = pb_inputs::ContextOverrides { cycle, model };
+    if is_csv(path) {
+        pb_inputs::context_csv(&origin, &text, over)
     } else {
-        let j: ContextJson =
-            serde_json::from_str(&read(path)?).map_err(|e| format!("{}: {e}", path.display()))?;
-        (j.cycle_id, j.model, j.prices)
-    };
-    let cycle = cycle
-        .or(file_cycle)
-        .ok_or("no cycle: give --cycle or cycle_id in the file")?;
-    let model = match (model, file_model) {
-        (Some(m), _) => m,
-        (None, Some(m)) => m.parse().map_err(|e| format!("model: {e}"))?,
-        (None, None) => BillingModel::Ucs,
-    };
-    let slots = prices.trading.len();
-    if slots == 0 {
-        return Err("prices: no slots".into());
+        pb_inputs::context_json(&origin, &text, over)
     }
-    CycleContext::new(
-        CycleId(cycle),
-        model,
-        prices_per_kwh("trading", &prices.trading, slots)?,
-        prices_per_kwh("retail", &prices.retail, slots)?,
-        prices_per_kwh("feed_in", &prices.feed_in, slots)?,
-    )
-    .map_err(|e| e.to_string())
 }
 
 /// `pbill context`: sends a cycle context to the edge, signed with the
@@ -182,13 +96,6 @@ pub fn context(
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DataJson {
-    promises_kwh: Vec<f64>,
-    actual_kwh: Vec<f64>,
-}
-
 /// One request to a core's household API.
 pub fn api_call(core: &str, request: &serde_json::Value) -> Result<ApiResponse, String> {
     let rt = runtime()?;
@@ -200,17 +107,15 @@ pub fn api_call(core: &str, request: &serde_json::Value) -> Result<ApiResponse, 
 /// `pbill submit`: a household's data for a cycle, from CSV
 /// (`promise_kwh,actual_kwh` per slot) or JSON.
 pub fn submit(core: &str, cycle: u64, file: &Path) -> Result<(), String> {
-    let (promises, actual) = if is_csv(file) {
-        let mut c = csv_columns(file, &["promise_kwh", "actual_kwh"])?.into_iter();
-        (c.next().unwrap_or_default(), c.next().unwrap_or_default())
-    } else {
-        let j: DataJson =
-            serde_json::from_str(&read(file)?).map_err(|e| format!("{}: {e}", file.display()))?;
-        (j.promises_kwh, j.actual_kwh)
-    };
+    let text = read(file)?;
+    let origin = file.display().to_string();
     // Check locally first for a precise message; the core checks again.
-    energy_kwh("promises_kwh", &promises, promises.len())?;
-    energy_kwh("actual_kwh", &actual, promises.len())?;
+    let data = if is_csv(file) {
+        pb_inputs::data_csv(&origin, &text)?
+    } else {
+        pb_inputs::data_json(&origin, &text)?
+    };
+    let (promises, actual) = (data.promises_kwh, data.actual_kwh);
     let request = serde_json::json!({"submit": {"cycle_id": cycle, "promises_kwh": promises, "actual_kwh": actual}});
     match api_call(core, &request)? {
         ApiResponse::Accepted(a) => {

@@ -20,7 +20,6 @@ use pb_protocol::{NodeKey, Request, Response};
 use pb_shared_billing::BackendChoice;
 use pb_units::Money;
 
-use crate::input;
 use crate::synthetic;
 
 /// Options of `pbill demo`.
@@ -255,6 +254,7 @@ pub fn run(args: &DemoArgs) -> Result<bool, String> {
         listen: "tcp://127.0.0.1:0".into(),
         data_dir: dir.join("edge-data"),
         key_file: dir.join("edge.key"),
+        limits: Default::default(),
         min_members: 3,
         dropout_deadline_secs: deadline,
         operators: vec![operator.id().to_hex()],
@@ -349,7 +349,7 @@ pub fn run(args: &DemoArgs) -> Result<bool, String> {
 
     // The community's data and the cycle context.
     let file = synthetic::generate(n, args.slots, args.seed)?;
-    let parsed = input::parse(
+    let parsed = pb_inputs::community(
         &serde_json::to_string(&file).map_err(|e| e.to_string())?,
         args.model,
         3,

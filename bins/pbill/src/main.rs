@@ -2,7 +2,6 @@
 
 mod client;
 mod demo;
-mod input;
 mod synthetic;
 
 use std::path::{Path, PathBuf};
@@ -224,7 +223,7 @@ fn simulate(
     backend: BackendChoice,
 ) -> Result<(), String> {
     let text = std::fs::read_to_string(input).map_err(|e| format!("{}: {e}", input.display()))?;
-    let community = input::parse(&text, model, min_members)?;
+    let community = pb_inputs::community(&text, model, min_members)?;
     let n = community.households.len();
     let slots = community.context.slots();
     let bills: Vec<Bill> = if plaintext {

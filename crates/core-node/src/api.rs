@@ -27,6 +27,35 @@ pub struct SubmitRequest {
     pub actual_kwh: Vec<f64>,
 }
 
+impl ApiRequest {
+    /// Decodes a request as received; the error is the answer to send.
+    pub fn from_json(bytes: &[u8]) -> Result<ApiRequest, ApiResponse> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| ApiResponse::error("bad_request", format!("invalid request: {e}")))
+    }
+}
+
+impl SubmitRequest {
+    /// The household's data in checked units, for a cycle of `slots`
+    /// slots; errors name the field and index at fault.
+    pub fn to_data(
+        &self,
+        member: &pb_units::MemberId,
+        slots: usize,
+    ) -> Result<pb_model::Data, String> {
+        use pb_model::parse::energy_kwh;
+        let promises = energy_kwh("promises_kwh", &self.promises_kwh, slots)?;
+        let actual = energy_kwh("actual_kwh", &self.actual_kwh, slots)?;
+        pb_model::Data::new(
+            member.clone(),
+            pb_units::CycleId(self.cycle_id),
+            promises,
+            actual,
+        )
+        .map_err(|e| e.to_string())
+    }
+}
+
 /// A cycle.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

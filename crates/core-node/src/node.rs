@@ -9,8 +9,6 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use pb_hiding::HidingContext;
-use pb_model::Data;
-use pb_model::parse::energy_kwh;
 use pb_net::{Connection, EdgeClient, Exchange, NetError, Server};
 use pb_protocol::{ErrorCode, NodeId, NodeKey, Request, Response};
 use pb_przs::PairwiseKeys;
@@ -106,8 +104,8 @@ impl Node {
             Some(n) => {
                 ApiResponse::error("bad_request", format!("request of {n} bytes is too large"))
             }
-            None => match serde_json::from_slice::<ApiRequest>(bytes) {
-                Err(e) => ApiResponse::error("bad_request", format!("invalid request: {e}")),
+            None => match ApiRequest::from_json(bytes) {
+                Err(answer) => answer,
                 Ok(ApiRequest::Submit(s)) => self.submit(s).unwrap_or_else(|e| e),
                 Ok(ApiRequest::GetBill(c)) => {
                     self.get_bill(CycleId(c.cycle_id)).unwrap_or_else(|e| e)
@@ -198,10 +196,7 @@ impl Node {
         let bad = |m: String| ApiResponse::error("bad_request", m);
         let entry = self.cycle_entry(cycle)?;
         let slots = entry.context.slots();
-        let promises = energy_kwh("promises_kwh", &s.promises_kwh, slots).map_err(bad)?;
-        let actual = energy_kwh("actual_kwh", &s.actual_kwh, slots).map_err(bad)?;
-        let data = Data::new(self.checked.member.clone(), cycle, promises, actual)
-            .map_err(|e| bad(e.to_string()))?;
+        let data = s.to_data(&self.checked.member, slots).map_err(bad)?;
         if let Some(existing) = self.store.data(cycle).map_err(internal)? {
             return if existing == data {
                 let state = self.report(cycle)?.state;
@@ -495,7 +490,11 @@ pub fn spawn(
     stop: Arc<AtomicBool>,
 ) -> Result<Running, CoreError> {
     let node = Arc::new(Node::open(rt.clone(), config)?);
-    let server = Server::bind(rt, &config.listen)?;
+    // The household API is the household's own: a few local clients.
+    let mut limits = pb_net::GuardLimits::new(pb_protocol::MAX_FRAME, pb_net::MAX_PARTS);
+    limits.max_connections = 64;
+    limits.max_per_address = 64;
+    let server = Server::bind(rt, &config.listen, limits)?;
     let endpoint = server.endpoint().to_string();
     tracing::info!(%endpoint, member = %node.checked.member, node = %node.node.to_hex(), "household API listening");
     let (wake, woken) = channel::<()>();

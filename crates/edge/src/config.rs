@@ -45,6 +45,79 @@ pub struct EdgeConfig {
     /// Admitted cores.
     #[serde(default)]
     pub members: Vec<Enrollment>,
+    /// Abuse limits (`[limits]`; every field optional).
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// `[limits]` of `edge.toml`: what one peer may cost the edge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Most connections at once (each costs the edge three file
+    /// descriptors: raise `ulimit -n` to match).
+    pub max_connections: usize,
+    /// Most connections at once from one IP address.
+    pub max_connections_per_address: usize,
+    /// Seconds a peer has to finish sending a request once it started one
+    /// (and to finish the connection's greeting); slower peers are cut off.
+    pub message_timeout_secs: u64,
+    /// Seconds of silence after which a connection is closed.
+    pub idle_timeout_secs: u64,
+    /// Sustained requests per second one enrolled node may send; beyond
+    /// it requests are answered `RateLimited` and change nothing.
+    pub requests_per_sec: u32,
+    /// Requests one node may send at once above the sustained rate.
+    pub request_burst: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: 4096,
+            max_connections_per_address: 256,
+            message_timeout_secs: 10,
+            idle_timeout_secs: 3600,
+            requests_per_sec: 20,
+            request_burst: 60,
+        }
+    }
+}
+
+impl Limits {
+    /// Checks that every limit is positive.
+    pub fn check(&self) -> Result<(), EdgeError> {
+        let zero = [
+            ("max_connections", self.max_connections as u64),
+            (
+                "max_connections_per_address",
+                self.max_connections_per_address as u64,
+            ),
+            ("message_timeout_secs", self.message_timeout_secs),
+            ("idle_timeout_secs", self.idle_timeout_secs),
+            ("requests_per_sec", u64::from(self.requests_per_sec)),
+            ("request_burst", u64::from(self.request_burst)),
+        ]
+        .into_iter()
+        .find(|(_, v)| *v == 0);
+        match zero {
+            Some((name, _)) => Err(EdgeError::Config(format!(
+                "limits.{name}: must be at least 1"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// The socket guard's limits for the edge's requests.
+    pub fn guard(&self) -> pb_net::GuardLimits {
+        let mut g = pb_net::GuardLimits::new(pb_protocol::MAX_FRAME, pb_net::MAX_PARTS);
+        g.max_connections = self.max_connections;
+        g.max_per_address = self.max_connections_per_address;
+        g.greeting_timeout = std::time::Duration::from_secs(self.message_timeout_secs);
+        g.message_timeout = std::time::Duration::from_secs(self.message_timeout_secs);
+        g.idle_timeout = std::time::Duration::from_secs(self.idle_timeout_secs);
+        g
+    }
 }
 
 fn default_listen() -> String {
@@ -95,6 +168,7 @@ impl EdgeConfig {
         let config: EdgeConfig = toml::from_str(&text)
             .map_err(|e| EdgeError::Config(format!("{}: {e}", path.display())))?;
         config.admission()?;
+        config.limits.check()?;
         Ok(config)
     }
 
@@ -194,5 +268,20 @@ mod tests {
         c.members[0].node = c.operators[0].clone();
         assert!(c.admission().is_err());
         assert!(toml::from_str::<EdgeConfig>("community = 1").is_err());
+        let mut c = base();
+        c.limits.requests_per_sec = 0;
+        assert!(
+            c.limits
+                .check()
+                .unwrap_err()
+                .to_string()
+                .contains("limits.requests_per_sec")
+        );
+        let c: EdgeConfig = toml::from_str(
+            "community = \"c\"\ndata_dir = \"d\"\nkey_file = \"k\"\n[limits]\nrequest_burst = 5\n",
+        )
+        .unwrap();
+        assert_eq!(c.limits.request_burst, 5);
+        assert_eq!(c.limits.requests_per_sec, 20);
     }
 }

@@ -17,6 +17,7 @@ pub mod config;
 pub mod service;
 pub mod store;
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
@@ -27,7 +28,7 @@ use pb_protocol::NodeKey;
 use pb_shared_billing::ComputeBackend;
 use thiserror::Error;
 
-pub use config::{Admission, EdgeConfig, Enrollment, Role};
+pub use config::{Admission, EdgeConfig, Enrollment, Limits, Role};
 pub use service::{Counters, Service, ServiceConfig};
 pub use store::EdgeStore;
 
@@ -70,6 +71,12 @@ pub fn open_service(
             admission: config.admission()?,
             min_members: config.min_members,
             deadline: Duration::from_secs(config.dropout_deadline_secs),
+            requests_per_sec: NonZeroU32::new(config.limits.requests_per_sec).ok_or_else(|| {
+                EdgeError::Config("limits.requests_per_sec: must be at least 1".into())
+            })?,
+            request_burst: NonZeroU32::new(config.limits.request_burst).ok_or_else(|| {
+                EdgeError::Config("limits.request_burst: must be at least 1".into())
+            })?,
         },
     )
 }
@@ -99,7 +106,7 @@ pub fn spawn(
     stop: Arc<AtomicBool>,
 ) -> Result<Running, EdgeError> {
     let mut service = open_service(config, backend)?;
-    let server = Server::bind(rt, &config.listen)?;
+    let server = Server::bind(rt, &config.listen, config.limits.guard())?;
     let endpoint = server.endpoint().to_string();
     let node = service.node();
     tracing::info!(%endpoint, node = %node.to_hex(), "edge listening");

@@ -3,6 +3,7 @@
 //! [`SharedBilling`] and the store, bill ready cycles, answer signed.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::num::NonZeroU32;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pb_hiding::{DropoutCorrection, HiddenData};
@@ -30,7 +31,15 @@ pub struct ServiceConfig {
     pub min_members: usize,
     /// Dropout deadline after a context is recorded.
     pub deadline: Duration,
+    /// Sustained requests per second per enrolled node.
+    pub requests_per_sec: NonZeroU32,
+    /// Burst above the sustained rate.
+    pub request_burst: NonZeroU32,
 }
+
+/// One token bucket per admitted node (unknown nodes never get one, so the
+/// map is bounded by the admission list).
+type RateLimiter = governor::DefaultKeyedRateLimiter<NodeId>;
 
 type Refusal = (ErrorCode, String);
 
@@ -67,6 +76,8 @@ pub struct Counters {
     pub refused: u64,
     /// Cycles billed by this process.
     pub billed: u64,
+    /// Requests refused by the per-node rate limit (part of `refused`).
+    pub rate_limited: u64,
 }
 
 /// The edge service.
@@ -81,6 +92,7 @@ pub struct Service {
     billed: BTreeMap<CycleId, BilledRecord>,
     stuck: BTreeSet<CycleId>,
     counters: Counters,
+    rate: RateLimiter,
 }
 
 impl std::fmt::Debug for Service {
@@ -105,7 +117,11 @@ impl Service {
         let mut billing = SharedBilling::new(backend);
         billing.set_min_members(config.min_members);
         let replay = ReplayGuard::from_counters(store.counters()?);
+        let rate = governor::RateLimiter::keyed(
+            governor::Quota::per_second(config.requests_per_sec).allow_burst(config.request_burst),
+        );
         let mut s = Service {
+            rate,
             store,
             billing,
             config,
@@ -255,6 +271,24 @@ impl Service {
                 )),
             );
         };
+        if let Err(not_until) = self.rate.check_key(&sender) {
+            use governor::clock::{Clock, DefaultClock};
+            self.counters.rate_limited += 1;
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            return (
+                counter,
+                Err(refuse(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "more than {} requests per second (burst {}) from node {}: retry in {} ms",
+                        self.config.requests_per_sec,
+                        self.config.request_burst,
+                        sender.to_hex(),
+                        wait.as_millis().max(1)
+                    ),
+                )),
+            );
+        }
         if let Err(r) = self.replay.check(&sender, counter) {
             return (counter, Err(refuse(ErrorCode::Replay, r.to_string())));
         }

@@ -83,6 +83,7 @@ fn hostile_requests_are_refused_and_change_nothing() {
         listen: "tcp://127.0.0.1:0".into(),
         data_dir: dir.path().join("data"),
         key_file: dir.path().join("edge.key"),
+        limits: Default::default(),
         min_members: 3,
         dropout_deadline_secs: 3600,
         operators: vec![operator.id().to_hex()],
@@ -200,11 +201,11 @@ fn hostile_requests_are_refused_and_change_nothing() {
         error_code(&raw(flipped)),
         Some(ErrorCode::BadSignature | ErrorCode::BadFrame)
     ));
-    // 2. Oversized frame: refused before decoding.
-    assert_eq!(
-        error_code(&raw(vec![0u8; 2 << 20])),
-        Some(ErrorCode::BadFrame)
-    );
+    // 2. Oversized frame: the socket guard closes the connection at the
+    // frame's header, before the edge buffers it (no answer); the edge goes
+    // on serving.
+    let mut conn = Connection::new(ep.clone(), Duration::from_secs(3));
+    assert!(rt.block_on(conn.request(vec![0u8; 2 << 20])).is_err());
     // 3. Unknown identity.
     let mut s = client(&stranger);
     assert_eq!(
@@ -266,7 +267,14 @@ fn hostile_requests_are_refused_and_change_nothing() {
     // Nothing changed so far.
     assert_eq!(cycle_state(&mut op), before);
 
-    // 6. A valid submission, then its replay: the replay is refused.
+    // 6. A valid submission, then its replay: the replay is refused. A
+    // request sealed before it but delivered after (reordered) is refused
+    // too, and changes nothing.
+    let early = Envelope::seal_request(
+        &members[0].key,
+        pb_net::now_counter(0),
+        &Request::GetBill { cycle: CycleId(1) },
+    );
     let frame = Envelope::seal_request(
         &members[0].key,
         pb_net::now_counter(0),
@@ -274,6 +282,7 @@ fn hostile_requests_are_refused_and_change_nothing() {
     );
     assert_eq!(raw(frame.clone()), Response::Ok);
     assert_eq!(error_code(&raw(frame)), Some(ErrorCode::Replay));
+    assert_eq!(error_code(&raw(early)), Some(ErrorCode::Replay));
     // A second submission with a fresh counter is "already done".
     assert_eq!(
         error_code(&call(&mut clients[0], &Request::Submit(good0.clone()))),
@@ -287,6 +296,32 @@ fn hostile_requests_are_refused_and_change_nothing() {
             dropouts: false
         }
     );
+
+    // 7. One member floods: beyond its burst it is answered RateLimited,
+    // nothing changes, and the others are served as before.
+    let limits = pb_edge::Limits::default();
+    let mut limited = 0;
+    for _ in 0..(limits.request_burst * 2) {
+        match call(&mut clients[2], &Request::GetMembers) {
+            Response::Members(_) => {}
+            r => {
+                assert_eq!(error_code(&r), Some(ErrorCode::RateLimited), "{r:?}");
+                limited += 1;
+            }
+        }
+    }
+    assert!(
+        limited > 0,
+        "a flood of {} requests was never limited",
+        limits.request_burst * 2
+    );
+    assert!(matches!(
+        call(&mut clients[1], &Request::GetMembers),
+        Response::Members(_)
+    ));
+    assert_eq!(cycle_state(&mut op), (3, 0, 2, false));
+    // The bucket refills at the sustained rate.
+    std::thread::sleep(Duration::from_millis(300));
 
     // The edge still serves: the others submit and everyone is billed exactly.
     let all: Vec<Data> = (0..3).map(|i| data(&members[i].id, i as i64 + 1)).collect();
@@ -316,4 +351,5 @@ fn hostile_requests_are_refused_and_change_nothing() {
     let counters = edge.join();
     assert_eq!(counters.billed, 1);
     assert!(counters.refused >= 14, "{counters:?}");
+    assert!(counters.rate_limited > 0, "{counters:?}");
 }

@@ -2,8 +2,10 @@
 //!
 //! * [`Server`] binds a ROUTER socket and hands every request, as raw bytes,
 //!   to a synchronous handler thread through a bounded queue; the handler
-//!   answers through [`Incoming::reply`]. Requests larger than the frame
-//!   limit are flagged before anyone decodes them.
+//!   answers through [`Incoming::reply`]. A [socket guard](guard) in front
+//!   of it enforces frame and message sizes, deadlines against half-sent
+//!   frames and connection caps before bytes reach the ZeroMQ socket;
+//!   requests larger than the frame limit are also flagged after receipt.
 //! * [`Connection`] is a REQ client that keeps one TCP connection, puts a
 //!   timeout on every request and reconnects after any failure.
 //! * [`EdgeClient`] seals [`Request`]s in signed envelopes and accepts only
@@ -13,9 +15,11 @@
 #![warn(missing_docs)]
 
 mod client;
+pub mod guard;
 mod server;
 
 pub use client::{Connection, EdgeClient, Exchange, now_counter};
+pub use guard::{GuardLimits, GuardStats};
 pub use server::{Incoming, Server};
 
 use pb_protocol::ProtocolError;

@@ -1,5 +1,7 @@
 //! A ROUTER server feeding a synchronous handler.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 
 use bytes::Bytes;
@@ -8,6 +10,7 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use zeromq::{RouterSocket, Socket, SocketRecv, SocketSend, ZmqMessage};
 
+use crate::guard::{self, GuardLimits, GuardStats};
 use crate::{MAX_PARTS, NetError};
 
 /// How many requests may wait for the handler before new ones are dropped
@@ -44,19 +47,37 @@ impl Incoming {
 pub struct Server {
     endpoint: String,
     requests: Receiver<Incoming>,
+    stats: Arc<GuardStats>,
 }
 
 impl Server {
     /// Binds `endpoint` (e.g. `tcp://127.0.0.1:5555`; port 0 picks one) on
-    /// the runtime of `rt` and starts receiving.
-    pub fn bind(rt: &Handle, endpoint: &str) -> Result<Server, NetError> {
+    /// the runtime of `rt` and starts receiving. Peers connect to the
+    /// [socket guard](crate::guard) at `endpoint`, which enforces `limits`
+    /// and forwards to the ROUTER socket on a loopback port of its own.
+    pub fn bind(rt: &Handle, endpoint: &str, limits: GuardLimits) -> Result<Server, NetError> {
+        let failed = |reason: String| NetError::Connect {
+            endpoint: endpoint.to_string(),
+            reason,
+        };
+        let address = endpoint.strip_prefix("tcp://").ok_or_else(|| {
+            failed("only tcp:// endpoints are supported (tcp://host:port)".into())
+        })?;
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind(address))
+            .map_err(|e| failed(e.to_string()))?;
+        let public = listener.local_addr().map_err(|e| failed(e.to_string()))?;
         let mut socket = RouterSocket::new();
-        let bound = rt
-            .block_on(socket.bind(endpoint))
-            .map_err(|e| NetError::Connect {
-                endpoint: endpoint.to_string(),
-                reason: e.to_string(),
-            })?;
+        let inner = rt
+            .block_on(socket.bind("tcp://127.0.0.1:0"))
+            .map_err(|e| failed(format!("inner socket: {e}")))?;
+        let upstream: SocketAddr = inner
+            .to_string()
+            .trim_start_matches("tcp://")
+            .parse()
+            .map_err(|e| failed(format!("inner socket address {inner}: {e}")))?;
+        let stats = Arc::new(GuardStats::default());
+        rt.spawn(guard::run(listener, upstream, limits, stats.clone()));
         let (to_handler, requests) = sync_channel(QUEUE_DEPTH);
         let (replies, mut outgoing) = unbounded_channel::<ZmqMessage>();
         rt.spawn(async move {
@@ -78,14 +99,26 @@ impl Server {
             }
         });
         Ok(Server {
-            endpoint: bound.to_string(),
+            endpoint: format!("tcp://{public}"),
             requests,
+            stats,
         })
     }
 
     /// The bound endpoint, with the port resolved.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// What the socket guard has refused so far.
+    pub fn guard_stats(&self) -> &GuardStats {
+        &self.stats
+    }
+
+    /// A shared handle on the guard's counters (to read after the server
+    /// moved to its handler thread).
+    pub fn guard_stats_handle(&self) -> Arc<GuardStats> {
+        self.stats.clone()
     }
 
     /// The queue of requests for the handler thread.

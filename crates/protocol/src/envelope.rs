@@ -106,10 +106,14 @@ impl Kind for Response {
 fn seal<T: Kind>(key: &NodeKey, counter: u64, body: &T) -> Vec<u8> {
     // Serialising plain data into a Vec cannot fail.
     let payload = bincode::serde::encode_to_vec(body, cfg()).unwrap_or_default();
+    seal_payload(key, counter, T::TAG, payload)
+}
+
+fn seal_payload(key: &NodeKey, counter: u64, tag: &[u8], payload: Vec<u8>) -> Vec<u8> {
     let sender = key.id();
     let signature = key
         .sign(&signing_input(
-            T::TAG,
+            tag,
             PROTOCOL_VERSION,
             &sender,
             counter,
@@ -179,6 +183,18 @@ impl Envelope {
     /// Signs a response to the request with `counter`.
     pub fn seal_response(key: &NodeKey, counter: u64, response: &Response) -> Vec<u8> {
         seal(key, counter, response)
+    }
+
+    /// Signs arbitrary payload bytes as a request (for tests and fuzzing:
+    /// what a holder of an enrolled key could send, so that the decoders
+    /// behind the signature check can be exercised).
+    pub fn seal_request_payload(key: &NodeKey, counter: u64, payload: &[u8]) -> Vec<u8> {
+        seal_payload(key, counter, Request::TAG, payload.to_vec())
+    }
+
+    /// Like [`Envelope::seal_request_payload`] for a response.
+    pub fn seal_response_payload(key: &NodeKey, counter: u64, payload: &[u8]) -> Vec<u8> {
+        seal_payload(key, counter, Response::TAG, payload.to_vec())
     }
 
     /// Checks size, version and signature of a request frame and decodes

@@ -1,0 +1,160 @@
+//! The properties fuzzed, one function per decoder of outside bytes. Each
+//! takes arbitrary bytes and must return without panicking; where a decoder
+//! accepts the input, its re-encoding must decode to the same value.
+//!
+//! `fuzz/` (cargo fuzz, libFuzzer) calls these, and `tests/corpus.rs`
+//! replays the kept corpus and every crash reproducer under
+//! `fuzz/regressions/` through them in `cargo test`.
+
+#![warn(missing_docs)]
+
+use pb_hiding::wire::Wire;
+use pb_hiding::{DropoutCorrection, HiddenBill, HiddenData};
+use pb_protocol::{Envelope, NodeKey};
+
+/// A fuzz target: its name (also its corpus directory) and its check.
+pub type Target = (&'static str, fn(&[u8]));
+
+/// Every target, by name.
+pub const TARGETS: &[Target] = &[
+    ("envelope", envelope),
+    ("signed_request", signed_request),
+    ("signed_response", signed_response),
+    ("hidden_data", hidden_data),
+    ("hidden_bill", hidden_bill),
+    ("dropout_correction", dropout_correction),
+    ("household_request", household_request),
+    ("community_file", community_file),
+    ("context_file", context_file),
+    ("data_file", data_file),
+    ("zmtp_stream", zmtp_stream),
+];
+
+/// The fixed key that signs fuzzed payloads.
+pub fn fuzz_key() -> NodeKey {
+    NodeKey::from_bytes([7; 32])
+}
+
+/// A frame as the edge or a core receives it: size, magic, envelope,
+/// version and signature are checked before any payload is decoded.
+pub fn envelope(data: &[u8]) {
+    let _ = Envelope::open_request(data);
+    let _ = Envelope::open_response(data);
+}
+
+/// The request decoder behind the signature check: arbitrary payload bytes
+/// signed by an enrolled key (what an insider could send).
+pub fn signed_request(data: &[u8]) {
+    let frame = Envelope::seal_request_payload(&fuzz_key(), 1, data);
+    if let Ok((_, _, request)) = Envelope::open_request(&frame) {
+        let again = Envelope::seal_request(&fuzz_key(), 1, &request);
+        match Envelope::open_request(&again) {
+            Ok((_, _, r)) => assert_eq!(r, request, "request re-encoding differs"),
+            Err(e) => panic!("an accepted request does not decode again: {e}"),
+        }
+    }
+}
+
+/// The response decoder behind the signature check (what a core accepts
+/// from its edge).
+pub fn signed_response(data: &[u8]) {
+    let frame = Envelope::seal_response_payload(&fuzz_key(), 1, data);
+    if let Ok((_, _, response)) = Envelope::open_response(&frame) {
+        let again = Envelope::seal_response(&fuzz_key(), 1, &response);
+        match Envelope::open_response(&again) {
+            Ok((_, _, r)) => assert_eq!(r, response, "response re-encoding differs"),
+            Err(e) => panic!("an accepted response does not decode again: {e}"),
+        }
+    }
+}
+
+fn round_trip<T: Wire + PartialEq + std::fmt::Debug>(data: &[u8]) {
+    if let Ok(v) = T::from_bytes(data) {
+        let bytes = v.to_bytes();
+        match T::from_bytes(&bytes) {
+            Ok(again) => assert_eq!(again, v, "{} re-encoding differs", T::NAME),
+            Err(e) => panic!("an accepted {} does not decode again: {e}", T::NAME),
+        }
+    }
+}
+
+/// `HiddenData` as stored and sent.
+pub fn hidden_data(data: &[u8]) {
+    round_trip::<HiddenData>(data);
+}
+
+/// `HiddenBill` as a core receives it.
+pub fn hidden_bill(data: &[u8]) {
+    round_trip::<HiddenBill>(data);
+}
+
+/// `DropoutCorrection` as the edge receives it.
+pub fn dropout_correction(data: &[u8]) {
+    round_trip::<DropoutCorrection>(data);
+}
+
+/// A household's JSON request to its core, including the unit checks of a
+/// submission.
+pub fn household_request(data: &[u8]) {
+    if let Ok(pb_core::api::ApiRequest::Submit(s)) = pb_core::api::ApiRequest::from_json(data) {
+        if let Ok(member) = pb_units::MemberId::new("fuzz") {
+            let _ = s.to_data(&member, s.promises_kwh.len());
+        }
+    }
+}
+
+fn text(data: &[u8]) -> Option<&str> {
+    std::str::from_utf8(data).ok()
+}
+
+/// The community file of `pbill simulate` / `demo`.
+pub fn community_file(data: &[u8]) {
+    if let Some(t) = text(data) {
+        let _ = pb_inputs::community(t, pb_model::BillingModel::Ucs, 3);
+        let _ = pb_inputs::community(t, pb_model::BillingModel::Proportional, 1);
+    }
+}
+
+/// An operator's prices file, as CSV and as JSON.
+pub fn context_file(data: &[u8]) {
+    if let Some(t) = text(data) {
+        let over = pb_inputs::ContextOverrides::default();
+        let _ = pb_inputs::context_csv("fuzz.csv", t, over);
+        let _ = pb_inputs::context_json("fuzz.json", t, over);
+    }
+}
+
+/// A household's data file, as CSV and as JSON.
+pub fn data_file(data: &[u8]) {
+    if let Some(t) = text(data) {
+        let _ = pb_inputs::data_csv("fuzz.csv", t);
+        let _ = pb_inputs::data_json("fuzz.json", t);
+    }
+}
+
+/// The socket guard's ZMTP scanner: whatever the bytes, it must come to
+/// the same verdict and state whether the stream arrives at once, in two
+/// pieces or byte by byte (TCP may split it anywhere).
+pub fn zmtp_stream(data: &[u8]) {
+    use pb_net::guard::{GuardLimits, ZmtpScanner};
+    let limits = GuardLimits::new(300, 3);
+    let mut whole = ZmtpScanner::new(limits);
+    let at_once = whole.feed(data);
+    let split = data
+        .first()
+        .map_or(0, |&b| usize::from(b) % (data.len() + 1));
+    let mut two = ZmtpScanner::new(limits);
+    let in_two = two
+        .feed(&data[..split])
+        .and_then(|()| two.feed(&data[split..]));
+    let mut one = ZmtpScanner::new(limits);
+    let by_byte = data
+        .iter()
+        .try_for_each(|b| one.feed(std::slice::from_ref(b)));
+    assert_eq!(at_once, in_two, "verdict depends on the split");
+    assert_eq!(at_once, by_byte, "verdict depends on the split");
+    if at_once.is_ok() {
+        assert_eq!(whole.mid_message(), one.mid_message());
+        assert_eq!(whole.greeted(), one.greeted());
+    }
+}

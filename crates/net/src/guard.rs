@@ -1,0 +1,581 @@
+//! The socket guard: a TCP front for a ZeroMQ socket that enforces, at the
+//! socket level, what the `zeromq` crate does not: a size limit on every
+//! frame and message before it is buffered, deadlines for half-sent
+//! greetings and messages (slowloris), an idle timeout and caps on
+//! connections in all and per peer address.
+//!
+//! Every accepted connection gets its own connection to the ZeroMQ socket
+//! (bound on loopback), and the guard copies bytes both ways. The bytes
+//! towards the socket go through a [`ZmtpScanner`] first, which follows
+//! the ZMTP 3 framing (greeting, then frames of `flags | size | body`)
+//! without buffering: a frame header announcing too much, a message of
+//! too many parts, a bad greeting or a frame that does not finish in time
+//! closes the connection before the offending bytes reach the socket.
+//! Other peers are not affected.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+
+/// Limits of the guard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuardLimits {
+    /// Largest message frame, and largest message (all frames), in bytes.
+    pub max_message: usize,
+    /// Most frames in one message.
+    pub max_parts: usize,
+    /// Largest ZMTP command frame (handshake, ping), in bytes.
+    pub max_command: usize,
+    /// Time for the 64-byte greeting after the connection is accepted.
+    pub greeting_timeout: Duration,
+    /// Time for a whole message (or command) once its first byte arrived.
+    pub message_timeout: Duration,
+    /// A connection with nothing sent for this long is closed.
+    pub idle_timeout: Duration,
+    /// Most connections at once.
+    pub max_connections: usize,
+    /// Most connections at once from one peer address.
+    pub max_per_address: usize,
+}
+
+impl GuardLimits {
+    /// Limits for a server whose messages are at most `max_message` bytes
+    /// in `max_parts` frames, with defaults for the rest: 5 s for the
+    /// greeting, 10 s per message, one hour idle, 4,096 connections, 256
+    /// per address.
+    pub fn new(max_message: usize, max_parts: usize) -> GuardLimits {
+        GuardLimits {
+            max_message,
+            max_parts,
+            max_command: 16 * 1024,
+            greeting_timeout: Duration::from_secs(5),
+            message_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(3600),
+            max_connections: 4096,
+            max_per_address: 256,
+        }
+    }
+}
+
+/// Why the scanner refused a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Violation {
+    /// The greeting is not ZMTP 3.
+    BadGreeting(&'static str),
+    /// A frame's reserved flag bits are set.
+    BadFlags(u8),
+    /// A frame announces more than the limit.
+    FrameTooLarge {
+        /// Announced size.
+        size: u64,
+        /// Limit.
+        limit: usize,
+    },
+    /// The message's frames add up to more than the limit.
+    MessageTooLarge {
+        /// Size so far.
+        size: u64,
+        /// Limit.
+        limit: usize,
+    },
+    /// The message has too many frames.
+    TooManyParts(usize),
+    /// A command frame claims to be followed by more frames.
+    CommandWithMore,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Violation::BadGreeting(why) => write!(f, "bad ZMTP greeting: {why}"),
+            Violation::BadFlags(b) => write!(f, "frame flags {b:#04x} have reserved bits set"),
+            Violation::FrameTooLarge { size, limit } => {
+                write!(f, "frame of {size} bytes announced, the limit is {limit}")
+            }
+            Violation::MessageTooLarge { size, limit } => {
+                write!(f, "message of {size} bytes or more, the limit is {limit}")
+            }
+            Violation::TooManyParts(n) => write!(f, "message of more than {n} frames"),
+            Violation::CommandWithMore => write!(f, "command frame with the MORE flag"),
+        }
+    }
+}
+
+const GREETING: usize = 64;
+
+#[derive(Debug, Clone, Copy)]
+enum State {
+    Greeting {
+        seen: usize,
+    },
+    Flags,
+    Size {
+        flags: u8,
+        need: usize,
+        have: usize,
+        acc: u64,
+    },
+    Body {
+        remaining: u64,
+    },
+}
+
+/// Follows the ZMTP 3 framing of one direction of a connection, checking
+/// sizes as soon as a header is complete. It keeps a few bytes of state
+/// and never buffers a frame.
+#[derive(Debug, Clone)]
+pub struct ZmtpScanner {
+    limits: GuardLimits,
+    state: State,
+    /// Frames of the current message so far (including the one in flight).
+    parts: usize,
+    /// Bytes of the current message so far (announced sizes).
+    message: u64,
+    /// Whether the frame in flight is the message's last.
+    last: bool,
+}
+
+impl ZmtpScanner {
+    /// A scanner at the start of a connection.
+    pub fn new(limits: GuardLimits) -> ZmtpScanner {
+        ZmtpScanner {
+            limits,
+            state: State::Greeting { seen: 0 },
+            parts: 0,
+            message: 0,
+            last: true,
+        }
+    }
+
+    /// Whether the 64-byte greeting is complete.
+    pub fn greeted(&self) -> bool {
+        !matches!(self.state, State::Greeting { .. })
+    }
+
+    /// Whether the stream stands inside a frame or a message (a deadline
+    /// applies) rather than between messages.
+    pub fn mid_message(&self) -> bool {
+        match self.state {
+            State::Greeting { .. } => true,
+            State::Flags => self.parts > 0,
+            State::Size { .. } | State::Body { .. } => true,
+        }
+    }
+
+    /// Consumes the next bytes of the stream. After an error the scanner
+    /// must not be used again (the connection is closed).
+    pub fn feed(&mut self, mut bytes: &[u8]) -> Result<(), Violation> {
+        while !bytes.is_empty() {
+            match self.state {
+                State::Greeting { seen } => {
+                    let take = (GREETING - seen).min(bytes.len());
+                    for (i, &b) in bytes[..take].iter().enumerate() {
+                        match seen + i {
+                            0 if b != 0xFF => return Err(Violation::BadGreeting("signature")),
+                            9 if b & 1 != 1 => return Err(Violation::BadGreeting("signature")),
+                            10 if b < 3 => {
+                                return Err(Violation::BadGreeting("version before ZMTP 3"));
+                            }
+                            _ => {}
+                        }
+                    }
+                    bytes = &bytes[take..];
+                    self.state = if seen + take == GREETING {
+                        State::Flags
+                    } else {
+                        State::Greeting { seen: seen + take }
+                    };
+                }
+                State::Flags => {
+                    let flags = bytes[0];
+                    bytes = &bytes[1..];
+                    if flags & 0xF8 != 0 {
+                        return Err(Violation::BadFlags(flags));
+                    }
+                    let need = if flags & 0x02 != 0 { 8 } else { 1 };
+                    self.state = State::Size {
+                        flags,
+                        need,
+                        have: 0,
+                        acc: 0,
+                    };
+                }
+                State::Size {
+                    flags,
+                    need,
+                    have,
+                    acc,
+                } => {
+                    let acc = (acc << 8) | u64::from(bytes[0]);
+                    bytes = &bytes[1..];
+                    if have + 1 < need {
+                        self.state = State::Size {
+                            flags,
+                            need,
+                            have: have + 1,
+                            acc,
+                        };
+                        continue;
+                    }
+                    self.header(flags, acc)?;
+                    self.state = if acc == 0 {
+                        self.frame_done();
+                        State::Flags
+                    } else {
+                        State::Body { remaining: acc }
+                    };
+                }
+                State::Body { remaining } => {
+                    let take = remaining.min(bytes.len() as u64);
+                    // take <= bytes.len(), so it fits in usize.
+                    bytes = &bytes[take as usize..];
+                    let remaining = remaining - take;
+                    if remaining == 0 {
+                        self.frame_done();
+                        self.state = State::Flags;
+                    } else {
+                        self.state = State::Body { remaining };
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn header(&mut self, flags: u8, size: u64) -> Result<(), Violation> {
+        let more = flags & 0x01 != 0;
+        if flags & 0x04 != 0 {
+            // A command: never part of a message.
+            if more {
+                return Err(Violation::CommandWithMore);
+            }
+            if self.parts > 0 {
+                return Err(Violation::BadFlags(flags));
+            }
+            if size > self.limits.max_command as u64 {
+                return Err(Violation::FrameTooLarge {
+                    size,
+                    limit: self.limits.max_command,
+                });
+            }
+            self.last = true;
+            return Ok(());
+        }
+        if size > self.limits.max_message as u64 {
+            return Err(Violation::FrameTooLarge {
+                size,
+                limit: self.limits.max_message,
+            });
+        }
+        self.parts += 1;
+        if self.parts > self.limits.max_parts {
+            return Err(Violation::TooManyParts(self.limits.max_parts));
+        }
+        self.message = self.message.saturating_add(size);
+        if self.message > self.limits.max_message as u64 {
+            return Err(Violation::MessageTooLarge {
+                size: self.message,
+                limit: self.limits.max_message,
+            });
+        }
+        self.last = !more;
+        Ok(())
+    }
+
+    fn frame_done(&mut self) {
+        if self.last {
+            self.parts = 0;
+            self.message = 0;
+        }
+    }
+}
+
+/// What the guard has done (shared with its tasks; read for logs and
+/// tests).
+#[derive(Debug, Default)]
+pub struct GuardStats {
+    /// Connections accepted and forwarded.
+    pub accepted: AtomicU64,
+    /// Connections refused at accept: too many in all or from one address.
+    pub refused: AtomicU64,
+    /// Connections closed for a size, flag or greeting violation.
+    pub violations: AtomicU64,
+    /// Connections closed because a greeting or message did not finish in
+    /// time.
+    pub too_slow: AtomicU64,
+    /// Connections closed after the idle timeout.
+    pub idle: AtomicU64,
+}
+
+impl GuardStats {
+    /// A snapshot: `(accepted, refused, violations, too_slow, idle)`.
+    pub fn snapshot(&self) -> (u64, u64, u64, u64, u64) {
+        (
+            self.accepted.load(Ordering::Relaxed),
+            self.refused.load(Ordering::Relaxed),
+            self.violations.load(Ordering::Relaxed),
+            self.too_slow.load(Ordering::Relaxed),
+            self.idle.load(Ordering::Relaxed),
+        )
+    }
+}
+
+#[derive(Debug, Default)]
+struct Slots {
+    total: usize,
+    per_address: HashMap<IpAddr, usize>,
+}
+
+/// A connection's place in the caps, given back when dropped.
+struct Slot {
+    slots: Arc<Mutex<Slots>>,
+    address: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.slots.lock() {
+            s.total = s.total.saturating_sub(1);
+            if let Some(n) = s.per_address.get_mut(&self.address) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    s.per_address.remove(&self.address);
+                }
+            }
+        }
+    }
+}
+
+fn take_slot(slots: &Arc<Mutex<Slots>>, address: IpAddr, limits: &GuardLimits) -> Option<Slot> {
+    let mut s = slots.lock().ok()?;
+    let here = s.per_address.get(&address).copied().unwrap_or(0);
+    if s.total >= limits.max_connections || here >= limits.max_per_address {
+        return None;
+    }
+    s.total += 1;
+    s.per_address.insert(address, here + 1);
+    Some(Slot {
+        slots: slots.clone(),
+        address,
+    })
+}
+
+/// Accepts connections on `listener` forever, forwarding each to
+/// `upstream` through the limits.
+pub async fn run(
+    listener: TcpListener,
+    upstream: SocketAddr,
+    limits: GuardLimits,
+    stats: Arc<GuardStats>,
+) {
+    let slots = Arc::new(Mutex::new(Slots::default()));
+    loop {
+        let (client, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of descriptors, mostly: wait rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(slot) = take_slot(&slots, peer.ip(), &limits) else {
+            stats.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%peer, "connection refused: too many connections");
+            drop(client);
+            continue;
+        };
+        stats.accepted.fetch_add(1, Ordering::Relaxed);
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            serve(client, peer, upstream, limits, &stats).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn serve(
+    client: TcpStream,
+    peer: SocketAddr,
+    upstream: SocketAddr,
+    limits: GuardLimits,
+    stats: &GuardStats,
+) {
+    let up = match TcpStream::connect(upstream).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "guard cannot reach its socket");
+            return;
+        }
+    };
+    let _ = client.set_nodelay(true);
+    let _ = up.set_nodelay(true);
+    let (mut from_client, mut to_client) = client.into_split();
+    let (mut from_up, mut to_up) = up.into_split();
+    let down = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut from_up, &mut to_client).await;
+        let _ = to_client.shutdown().await;
+    });
+    let mut scanner = ZmtpScanner::new(limits);
+    let mut buf = vec![0u8; 64 * 1024];
+    let accepted = Instant::now();
+    let mut message_start: Option<Instant> = None;
+    let mut last = accepted;
+    loop {
+        let deadline = if !scanner.greeted() {
+            accepted + limits.greeting_timeout
+        } else if let Some(start) = message_start {
+            start + limits.message_timeout
+        } else {
+            last + limits.idle_timeout
+        };
+        let n = match tokio::time::timeout_at(deadline, from_client.read(&mut buf)).await {
+            Err(_) => {
+                if scanner.mid_message() {
+                    stats.too_slow.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%peer, "connection closed: greeting or message not finished in time");
+                } else {
+                    stats.idle.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, "connection closed: idle");
+                }
+                break;
+            }
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => n,
+        };
+        let was_mid = scanner.mid_message() && scanner.greeted();
+        if let Err(v) = scanner.feed(&buf[..n]) {
+            stats.violations.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%peer, violation = %v, "connection closed");
+            break;
+        }
+        let now = Instant::now();
+        message_start = match (was_mid, scanner.greeted() && scanner.mid_message()) {
+            (_, false) => None,
+            (true, true) => message_start.or(Some(now)),
+            (false, true) => Some(now),
+        };
+        last = now;
+        if to_up.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    down.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> GuardLimits {
+        GuardLimits::new(100, 3)
+    }
+
+    fn greeting() -> Vec<u8> {
+        let mut g = vec![0u8; 64];
+        g[0] = 0xFF;
+        g[9] = 0x7F;
+        g[10] = 3;
+        g
+    }
+
+    fn frame(flags: u8, body: &[u8]) -> Vec<u8> {
+        let mut f = vec![flags];
+        if flags & 0x02 != 0 {
+            f.extend_from_slice(&(body.len() as u64).to_be_bytes());
+        } else {
+            f.push(body.len() as u8);
+        }
+        f.extend_from_slice(body);
+        f
+    }
+
+    #[test]
+    fn a_valid_stream_passes_in_any_split() {
+        let mut s = greeting();
+        s.extend(frame(0x04, b"\x05READY"));
+        s.extend(frame(0x01, b""));
+        s.extend(frame(0x02, &[1; 60]));
+        s.extend(frame(0x01, b""));
+        s.extend(frame(0x00, &[2; 90]));
+        for split in 0..s.len() {
+            let mut sc = ZmtpScanner::new(limits());
+            sc.feed(&s[..split]).unwrap();
+            sc.feed(&s[split..]).unwrap();
+            assert!(!sc.mid_message());
+        }
+        // Byte by byte.
+        let mut sc = ZmtpScanner::new(limits());
+        for b in &s {
+            sc.feed(std::slice::from_ref(b)).unwrap();
+        }
+        assert!(!sc.mid_message());
+    }
+
+    #[test]
+    fn oversize_is_refused_at_the_header() {
+        let mut sc = ZmtpScanner::new(limits());
+        sc.feed(&greeting()).unwrap();
+        // Only the header: refused before any body byte arrives.
+        let mut h = vec![0x02];
+        h.extend_from_slice(&(u64::MAX).to_be_bytes());
+        assert!(matches!(sc.feed(&h), Err(Violation::FrameTooLarge { .. })));
+
+        let mut sc = ZmtpScanner::new(limits());
+        sc.feed(&greeting()).unwrap();
+        sc.feed(&frame(0x01, &[0; 60])).unwrap();
+        assert!(matches!(
+            sc.feed(&frame(0x00, &[0; 60])),
+            Err(Violation::MessageTooLarge { .. })
+        ));
+
+        let mut sc = ZmtpScanner::new(limits());
+        sc.feed(&greeting()).unwrap();
+        for _ in 0..3 {
+            sc.feed(&frame(0x01, b"x")).unwrap();
+        }
+        assert_eq!(sc.feed(&frame(0x00, b"x")), Err(Violation::TooManyParts(3)));
+
+        let mut sc = ZmtpScanner::new(limits());
+        sc.feed(&greeting()).unwrap();
+        assert!(matches!(
+            sc.feed(&frame(0x06, &vec![0; 20_000])),
+            Err(Violation::FrameTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn bad_greetings_and_flags_are_refused() {
+        let mut sc = ZmtpScanner::new(limits());
+        assert!(sc.feed(b"GET / HTTP/1.1\r\n").is_err());
+        let mut g = greeting();
+        g[10] = 2;
+        assert!(ZmtpScanner::new(limits()).feed(&g).is_err());
+        let mut sc = ZmtpScanner::new(limits());
+        sc.feed(&greeting()).unwrap();
+        assert_eq!(sc.feed(&[0x80, 0]), Err(Violation::BadFlags(0x80)));
+        let mut sc = ZmtpScanner::new(limits());
+        sc.feed(&greeting()).unwrap();
+        assert_eq!(sc.feed(&[0x05, 0]), Err(Violation::CommandWithMore));
+    }
+
+    #[test]
+    fn mid_message_tracks_partial_frames() {
+        let mut sc = ZmtpScanner::new(limits());
+        assert!(sc.mid_message());
+        sc.feed(&greeting()).unwrap();
+        assert!(!sc.mid_message());
+        sc.feed(&[0x00, 10, 1, 2]).unwrap();
+        assert!(sc.mid_message());
+        sc.feed(&[0; 8]).unwrap();
+        assert!(!sc.mid_message());
+        sc.feed(&frame(0x01, b"")).unwrap();
+        assert!(sc.mid_message(), "between the frames of one message");
+    }
+}
