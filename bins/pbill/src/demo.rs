@@ -70,9 +70,9 @@ pub struct DemoArgs {
 }
 
 /// A child process that is killed when dropped.
-struct Proc {
-    child: Child,
-    endpoint: String,
+pub(crate) struct Proc {
+    pub(crate) child: Child,
+    pub(crate) endpoint: String,
 }
 
 impl Drop for Proc {
@@ -82,7 +82,7 @@ impl Drop for Proc {
     }
 }
 
-fn start(
+pub(crate) fn start(
     exe: &Path,
     role: &str,
     extra: &[String],
@@ -144,12 +144,12 @@ fn bar(len: usize, what: &str) -> ProgressBar {
     pb
 }
 
-fn write_toml(path: &Path, value: &impl serde::Serialize) -> Result<(), String> {
+pub(crate) fn write_toml(path: &Path, value: &impl serde::Serialize) -> Result<(), String> {
     let text = toml::to_string(value).map_err(|e| e.to_string())?;
     std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn peak_rss_kib(pid: u32) -> Option<u64> {
+pub(crate) fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
@@ -175,7 +175,10 @@ impl CoreProc {
     }
 }
 
-async fn api(conn: &mut Connection, request: serde_json::Value) -> Result<ApiResponse, String> {
+pub(crate) async fn api(
+    conn: &mut Connection,
+    request: serde_json::Value,
+) -> Result<ApiResponse, String> {
     let answer = conn.json(&request).await.map_err(|e| e.to_string())?;
     serde_json::from_value(answer).map_err(|e| format!("unexpected answer: {e}"))
 }

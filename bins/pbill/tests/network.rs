@@ -313,3 +313,42 @@ fn demo_bills_survivors_of_a_dropout() {
     assert!(out.contains("4 of 4 bills present and exact"), "{out}");
     assert!(out.contains("dropped out (no data)"), "{out}");
 }
+
+fn run_pbill(args: &[&str]) -> String {
+    let out = pbill().args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "pbill {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The crash-restart drill, short: SIGKILL of the edge and of random cores
+/// at random moments, every cycle billed exactly once with exact bills.
+/// (`.ci/run` runs it with 200 kills.)
+#[test]
+fn drill_survives_random_kills() {
+    let out = run_pbill(&["drill", "--kills", "12", "--cycles", "3", "--seed", "3"]);
+    assert!(out.contains("kills survived: 12"), "{out}");
+    assert!(out.contains("0 billed more than once"), "{out}");
+    assert!(out.contains("result: PASS"), "{out}");
+}
+
+/// The load test, small: every submission accepted, every bill exact.
+#[test]
+fn load_accepts_every_submission() {
+    let out = run_pbill(&[
+        "load",
+        "--members",
+        "40",
+        "--window-secs",
+        "2",
+        "--slots",
+        "24",
+    ]);
+    assert!(out.contains("submissions: 40 of 40 accepted"), "{out}");
+    assert!(out.contains("bills: 40 of 40"), "{out}");
+    assert!(out.contains("result: PASS"), "{out}");
+}

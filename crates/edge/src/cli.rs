@@ -29,7 +29,15 @@ use crate::EdgeConfig;
   operators = [\"<node id of the operator's key>\"]
   [[members]]
   member = \"alice\"
-  node = \"<node id printed by pbill keygen for alice's core>\"")]
+  node = \"<node id printed by pbill keygen for alice's core>\"
+
+  [limits]                                # optional; these are the defaults
+  max_connections = 4096                  # each costs 3 file descriptors
+  max_connections_per_address = 256
+  message_timeout_secs = 10               # to finish a started request
+  idle_timeout_secs = 3600
+  requests_per_sec = 20                   # per enrolled node, sustained
+  request_burst = 60")]
 pub struct EdgeArgs {
     /// Configuration file (TOML).
     #[arg(long, value_name = "FILE")]

@@ -625,7 +625,13 @@ impl Service {
                 self.billing.retire(cycle);
                 self.billed.insert(cycle, record);
                 self.counters.billed += 1;
-                tracing::info!(%cycle, bills = record.bills, millis = record.millis, backend = self.billing.backend_name(), "cycle billed");
+                tracing::info!(
+                    cycle = cycle.0,
+                    bills = record.bills,
+                    millis = record.millis,
+                    backend = self.billing.backend_name(),
+                    "cycle billed"
+                );
             }
             Err(e) => {
                 if self.stuck.insert(cycle) {

@@ -17,47 +17,9 @@ use pb_przs::{IdentityKey, PairwiseKeys};
 use pb_shared_billing::CpuBackend;
 use pb_units::{CommunityId, CycleId, MemberId, PriceUnits, Wh};
 
-const SLOTS: usize = 8;
+mod common;
 
-struct Member {
-    key: NodeKey,
-    hiding: Option<HidingContext>,
-    przs: IdentityKey,
-    glwe: SecretKey,
-    id: MemberId,
-}
-
-fn context(cycle: u64) -> CycleContext {
-    CycleContext::new(
-        CycleId(cycle),
-        BillingModel::Ucs,
-        (0..SLOTS)
-            .map(|t| PriceUnits(200_000 + 1000 * t as i64))
-            .collect(),
-        vec![PriceUnits(300_000); SLOTS],
-        vec![PriceUnits(50_000); SLOTS],
-    )
-    .unwrap()
-}
-
-fn data(m: &MemberId, i: i64) -> Data {
-    Data::new(
-        m.clone(),
-        CycleId(1),
-        (0..SLOTS as i64).map(|t| Wh(500 * i - 300 * t)).collect(),
-        (0..SLOTS as i64)
-            .map(|t| Wh(450 * i - 280 * t + 17 * i * t))
-            .collect(),
-    )
-    .unwrap()
-}
-
-fn error_code(r: &Response) -> Option<ErrorCode> {
-    match r {
-        Response::Error { code, .. } => Some(*code),
-        _ => None,
-    }
-}
+use common::{Member, SLOTS, context, data, error_code};
 
 #[test]
 fn hostile_requests_are_refused_and_change_nothing() {

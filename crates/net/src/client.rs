@@ -167,6 +167,11 @@ impl EdgeClient {
         self.connection.endpoint()
     }
 
+    /// The node id this client signs as.
+    pub fn node_id(&self) -> NodeId {
+        self.key.id()
+    }
+
     /// Signs and sends `request`; checks the response's signer and counter.
     pub async fn call(&mut self, request: &Request) -> Result<Exchange, NetError> {
         self.counter = now_counter(self.counter);

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 
 use bytes::Bytes;
@@ -17,6 +18,26 @@ use crate::{MAX_PARTS, NetError};
 /// (their senders time out and retry).
 pub const QUEUE_DEPTH: usize = 4096;
 
+/// How many bytes of requests may wait for the handler at once; beyond it
+/// new requests are dropped (their senders time out and retry). Bounds the
+/// queue's memory whatever the peers send: 4,096 frames of 1 MiB would
+/// otherwise be 4 GiB.
+pub const QUEUE_BYTES: usize = 256 << 20;
+
+/// A queued request's share of [`QUEUE_BYTES`], given back when the
+/// request is answered or dropped.
+#[derive(Debug)]
+struct Budget {
+    queued: Arc<AtomicUsize>,
+    bytes: usize,
+}
+
+impl Drop for Budget {
+    fn drop(&mut self) {
+        self.queued.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
 /// One request as received.
 #[derive(Debug)]
 pub struct Incoming {
@@ -27,6 +48,7 @@ pub struct Incoming {
     /// more than `MAX_FRAME` bytes. The payload is then empty.
     pub oversized: Option<usize>,
     replies: UnboundedSender<ZmqMessage>,
+    _budget: Budget,
 }
 
 impl Incoming {
@@ -79,12 +101,13 @@ impl Server {
         let stats = Arc::new(GuardStats::default());
         rt.spawn(guard::run(listener, upstream, limits, stats.clone()));
         let (to_handler, requests) = sync_channel(QUEUE_DEPTH);
+        let queued = Arc::new(AtomicUsize::new(0));
         let (replies, mut outgoing) = unbounded_channel::<ZmqMessage>();
         rt.spawn(async move {
             loop {
                 tokio::select! {
                     received = socket.recv() => match received {
-                        Ok(message) => admit(message, &to_handler, &replies),
+                        Ok(message) => admit(message, &to_handler, &replies, &queued),
                         Err(e) => {
                             tracing::warn!(error = %e, "receive failed");
                             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -131,6 +154,7 @@ fn admit(
     message: ZmqMessage,
     to_handler: &SyncSender<Incoming>,
     replies: &UnboundedSender<ZmqMessage>,
+    queued: &Arc<AtomicUsize>,
 ) {
     let parts = message.len();
     let size: usize = message.iter().map(|f| f.len()).sum();
@@ -157,7 +181,18 @@ fn admit(
     if frames.is_empty() {
         return;
     }
+    let bytes = payload.len() + frames.iter().map(Bytes::len).sum::<usize>();
+    if queued.fetch_add(bytes, Ordering::Relaxed) + bytes > QUEUE_BYTES {
+        queued.fetch_sub(bytes, Ordering::Relaxed);
+        tracing::warn!(bytes, "request queue over its byte budget, request dropped");
+        return;
+    }
+    let _budget = Budget {
+        queued: queued.clone(),
+        bytes,
+    };
     let incoming = Incoming {
+        _budget,
         route: frames,
         payload,
         oversized,
