@@ -262,14 +262,9 @@ fn python_household_example() {
 }
 
 fn demo(args: &[&str]) -> String {
-    let out = pbill().arg("demo").args(args).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "pbill demo {args:?} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    let mut all = vec!["demo"];
+    all.extend_from_slice(args);
+    run_pbill(&all)
 }
 
 #[test]

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Member, context, data, error_code};
-use pb_edge::{EdgeConfig, EdgeStore, Enrollment};
+use common::{Member, context, data, edge_config, error_code};
+use pb_edge::EdgeStore;
 use pb_glwe::SecretKey;
 use pb_glwe::seeding::deterministic;
 use pb_hiding::HidingContext;
@@ -42,23 +42,7 @@ fn survivors_are_billed_and_late_or_vanished_members_change_nothing() {
             id: MemberId::new(format!("d{i}")).unwrap(),
         })
         .collect();
-    let config = EdgeConfig {
-        community: "dropouts".into(),
-        listen: "tcp://127.0.0.1:0".into(),
-        data_dir: dir.path().join("data"),
-        key_file: dir.path().join("edge.key"),
-        limits: Default::default(),
-        min_members: 3,
-        dropout_deadline_secs: 2,
-        operators: vec![operator.id().to_hex()],
-        members: members
-            .iter()
-            .map(|m| Enrollment {
-                member: m.id.to_string(),
-                node: m.key.id().to_hex(),
-            })
-            .collect(),
-    };
+    let config = edge_config(dir.path(), "dropouts", &operator, &members, 2);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let edge = pb_edge::spawn(

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use pb_edge::{EdgeConfig, Enrollment};
 use pb_glwe::SecretKey;
 use pb_glwe::seeding::deterministic;
 use pb_hiding::HidingContext;
@@ -19,7 +18,7 @@ use pb_units::{CommunityId, CycleId, MemberId, PriceUnits, Wh};
 
 mod common;
 
-use common::{Member, SLOTS, context, data, error_code};
+use common::{Member, SLOTS, context, data, edge_config, error_code};
 
 #[test]
 fn hostile_requests_are_refused_and_change_nothing() {
@@ -40,23 +39,7 @@ fn hostile_requests_are_refused_and_change_nothing() {
             }
         })
         .collect();
-    let config = EdgeConfig {
-        community: "hostile".into(),
-        listen: "tcp://127.0.0.1:0".into(),
-        data_dir: dir.path().join("data"),
-        key_file: dir.path().join("edge.key"),
-        limits: Default::default(),
-        min_members: 3,
-        dropout_deadline_secs: 3600,
-        operators: vec![operator.id().to_hex()],
-        members: members
-            .iter()
-            .map(|m| Enrollment {
-                member: m.id.to_string(),
-                node: m.key.id().to_hex(),
-            })
-            .collect(),
-    };
+    let config = edge_config(dir.path(), "hostile", &operator, &members, 3600);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let edge = pb_edge::spawn(

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+use std::path::Path;
+
+use pb_edge::{EdgeConfig, Enrollment};
 use pb_glwe::SecretKey;
 use pb_hiding::HidingContext;
 use pb_model::{BillingModel, CycleContext, Data};
@@ -49,5 +52,33 @@ pub fn error_code(r: &Response) -> Option<ErrorCode> {
     match r {
         Response::Error { code, .. } => Some(*code),
         _ => None,
+    }
+}
+
+/// An edge on a loopback port with `members` enrolled and `operator`
+/// allowed to post contexts; the edge's key is `dir/edge.key`.
+pub fn edge_config(
+    dir: &Path,
+    community: &str,
+    operator: &NodeKey,
+    members: &[Member],
+    dropout_deadline_secs: u64,
+) -> EdgeConfig {
+    EdgeConfig {
+        community: community.into(),
+        listen: "tcp://127.0.0.1:0".into(),
+        data_dir: dir.join("data"),
+        key_file: dir.join("edge.key"),
+        limits: Default::default(),
+        min_members: 3,
+        dropout_deadline_secs,
+        operators: vec![operator.id().to_hex()],
+        members: members
+            .iter()
+            .map(|m| Enrollment {
+                member: m.id.to_string(),
+                node: m.key.id().to_hex(),
+            })
+            .collect(),
     }
 }
