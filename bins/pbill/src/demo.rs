@@ -149,11 +149,92 @@ pub(crate) fn write_toml(path: &Path, value: &impl serde::Serialize) -> Result<(
     std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-pub(crate) fn peak_rss_kib(pid: u32) -> Option<u64> {
+/// The directory of a loopback community: `dir` if given (it must be empty
+/// or new: stores of an earlier run hold other keys, so new cores could
+/// never join), else a temporary one, removed when the guard is dropped.
+pub(crate) fn work_dir(dir: Option<&Path>) -> Result<(PathBuf, Option<tempfile::TempDir>), String> {
+    match dir {
+        Some(d) => {
+            if std::fs::read_dir(d).is_ok_and(|mut entries| entries.next().is_some()) {
+                return Err(format!(
+                    "--dir {}: not empty (a fresh directory is needed for the keys and stores)",
+                    d.display()
+                ));
+            }
+            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+            Ok((d.to_path_buf(), None))
+        }
+        None => {
+            let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+            Ok((tmp.path().to_path_buf(), Some(tmp)))
+        }
+    }
+}
+
+/// The node keys of a loopback community, written to `dir`: the edge's
+/// (`edge.key`), the operator's and one per household core (`h0000.key`,
+/// ...).
+pub(crate) struct CommunityKeys {
+    pub(crate) edge: NodeKey,
+    pub(crate) operator: NodeKey,
+    pub(crate) ids: Vec<String>,
+    pub(crate) enrollments: Vec<Enrollment>,
+}
+
+pub(crate) fn write_keys(dir: &Path, households: usize) -> Result<CommunityKeys, String> {
+    let new_key = |name: &str| -> Result<NodeKey, String> {
+        let key = NodeKey::generate(&mut rand_core::OsRng);
+        key.write_new(&dir.join(name)).map_err(|e| e.to_string())?;
+        Ok(key)
+    };
+    let edge = new_key("edge.key")?;
+    let operator = new_key("operator.key")?;
+    let ids: Vec<String> = (0..households).map(|i| format!("h{i:04}")).collect();
+    let mut enrollments = Vec::with_capacity(households);
+    for id in &ids {
+        let key = new_key(&format!("{id}.key"))?;
+        enrollments.push(Enrollment {
+            member: id.clone(),
+            node: key.id().to_hex(),
+        });
+    }
+    Ok(CommunityKeys {
+        edge,
+        operator,
+        ids,
+        enrollments,
+    })
+}
+
+/// An edge on a loopback port of its own in `dir` (store in `edge-data`,
+/// key in `edge.key`), `operator` allowed to post contexts, `members`
+/// enrolled.
+pub(crate) fn edge_config(
+    dir: &Path,
+    community: &str,
+    operator: &NodeKey,
+    members: Vec<Enrollment>,
+    dropout_deadline_secs: u64,
+) -> EdgeConfig {
+    EdgeConfig {
+        community: community.into(),
+        listen: "tcp://127.0.0.1:0".into(),
+        data_dir: dir.join("edge-data"),
+        key_file: dir.join("edge.key"),
+        limits: Default::default(),
+        min_members: 3,
+        dropout_deadline_secs,
+        operators: vec![operator.id().to_hex()],
+        members,
+    }
+}
+
+/// A field of `/proc/<pid>/status` in KiB (`VmHWM:`, `VmRSS:`).
+pub(crate) fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
+        .find(|l| l.starts_with(field))?
         .split_whitespace()
         .nth(1)?
         .parse()
@@ -200,26 +281,7 @@ pub fn run(args: &DemoArgs) -> Result<bool, String> {
     eprintln!("edge {said}");
     let edge_extra = vec!["--backend".to_string(), args.backend.to_string()];
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-    let tmp;
-    let dir = match &args.dir {
-        Some(d) => {
-            // Stores of an earlier run hold other keys: the new cores could
-            // never join. Refuse rather than hang.
-            let used = std::fs::read_dir(d).is_ok_and(|mut entries| entries.next().is_some());
-            if used {
-                return Err(format!(
-                    "--dir {}: not empty (a demo needs a fresh directory for its keys and stores)",
-                    d.display()
-                ));
-            }
-            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
-            d.clone()
-        }
-        None => {
-            tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
-            tmp.path().to_path_buf()
-        }
-    };
+    let (dir, _tmp) = work_dir(args.dir.as_deref())?;
     let n = args.households;
     let community = "demo-community".to_string();
     eprintln!(
@@ -231,38 +293,16 @@ pub fn run(args: &DemoArgs) -> Result<bool, String> {
     let t0 = Instant::now();
 
     // Keys and configuration.
-    let new_key = |name: &str| -> Result<NodeKey, String> {
-        let key = NodeKey::generate(&mut rand_core::OsRng);
-        let path = dir.join(name);
-        let _ = std::fs::remove_file(&path);
-        key.write_new(&path).map_err(|e| e.to_string())?;
-        Ok(key)
-    };
-    let edge_key = new_key("edge.key")?;
-    let operator = new_key("operator.key")?;
-    let ids: Vec<String> = (0..n).map(|i| format!("h{i:04}")).collect();
-    let mut enrollments = Vec::new();
-    for id in &ids {
-        let key = new_key(&format!("{id}.key"))?;
-        enrollments.push(Enrollment {
-            member: id.clone(),
-            node: key.id().to_hex(),
-        });
-    }
+    let CommunityKeys {
+        edge: edge_key,
+        operator,
+        ids,
+        enrollments,
+    } = write_keys(&dir, n)?;
     let deadline = args
         .deadline_secs
         .unwrap_or(if args.dropouts > 0 { 5 } else { 600 });
-    let mut edge_config = EdgeConfig {
-        community: community.clone(),
-        listen: "tcp://127.0.0.1:0".into(),
-        data_dir: dir.join("edge-data"),
-        key_file: dir.join("edge.key"),
-        limits: Default::default(),
-        min_members: 3,
-        dropout_deadline_secs: deadline,
-        operators: vec![operator.id().to_hex()],
-        members: enrollments,
-    };
+    let mut edge_config = edge_config(&dir, &community, &operator, enrollments, deadline);
     let edge_toml = dir.join("edge.toml");
     write_toml(&edge_toml, &edge_config)?;
     let edge_log = dir.join("edge.log");
@@ -488,7 +528,7 @@ pub fn run(args: &DemoArgs) -> Result<bool, String> {
         });
     pb.finish_and_clear();
     let t_billed = t_bills.elapsed();
-    let edge_peak = peak_rss_kib(edge.child.id());
+    let edge_peak = status_kib(edge.child.id(), "VmHWM:");
 
     // Check against the plaintext model over the members billed.
     let survivors: Vec<Data> = parsed.households.iter().take(submitters).cloned().collect();

@@ -13,15 +13,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pb_core::api::ApiResponse;
-use pb_edge::{EdgeConfig, Enrollment};
 use pb_model::{BillingModel, reference};
 use pb_net::{Connection, EdgeClient};
-use pb_protocol::{NodeKey, Request, Response};
+use pb_protocol::{Request, Response};
 use pb_units::Money;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
-use crate::demo::{Proc, api, start, write_toml};
+use crate::demo::{CommunityKeys, Proc, api, edge_config, start, work_dir, write_keys, write_toml};
 use crate::synthetic;
 
 /// Options of `pbill drill`.
@@ -80,20 +79,7 @@ pub fn run(args: &DrillArgs) -> Result<bool, String> {
         return Err("--min-gap-ms must not exceed --max-gap-ms".into());
     }
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-    let tmp;
-    let dir = match &args.dir {
-        Some(d) => {
-            if std::fs::read_dir(d).is_ok_and(|mut e| e.next().is_some()) {
-                return Err(format!("--dir {}: not empty", d.display()));
-            }
-            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
-            d.clone()
-        }
-        None => {
-            tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
-            tmp.path().to_path_buf()
-        }
-    };
+    let (dir, _tmp) = work_dir(args.dir.as_deref())?;
     let n = args.households;
     eprintln!(
         "pbill drill: {n} households x {} slots, at least {} kills and {} cycles, in {}",
@@ -103,35 +89,15 @@ pub fn run(args: &DrillArgs) -> Result<bool, String> {
         dir.display()
     );
     let t0 = Instant::now();
-    let new_key = |name: &str| -> Result<NodeKey, String> {
-        let key = NodeKey::generate(&mut rand_core::OsRng);
-        key.write_new(&dir.join(name)).map_err(|e| e.to_string())?;
-        Ok(key)
-    };
-    let edge_key = new_key("edge.key")?;
-    let operator = new_key("operator.key")?;
-    let ids: Vec<String> = (0..n).map(|i| format!("h{i:04}")).collect();
-    let mut members = Vec::new();
-    for id in &ids {
-        let key = new_key(&format!("{id}.key"))?;
-        members.push(Enrollment {
-            member: id.clone(),
-            node: key.id().to_hex(),
-        });
-    }
+    let CommunityKeys {
+        edge: edge_key,
+        operator,
+        ids,
+        enrollments,
+    } = write_keys(&dir, n)?;
     let community = "drill-community".to_string();
-    let mut edge_config = EdgeConfig {
-        community: community.clone(),
-        listen: "tcp://127.0.0.1:0".into(),
-        data_dir: dir.join("edge-data"),
-        key_file: dir.join("edge.key"),
-        min_members: 3,
-        // No dropouts: every submission must make it.
-        dropout_deadline_secs: 86_400,
-        operators: vec![operator.id().to_hex()],
-        members,
-        limits: Default::default(),
-    };
+    // No dropouts: every submission must make it.
+    let mut edge_config = edge_config(&dir, &community, &operator, enrollments, 86_400);
     let edge_toml = dir.join("edge.toml");
     let edge_log = dir.join("edge.log");
     let edge_extra = vec!["--backend".to_string(), "cpu".to_string()];
@@ -249,6 +215,9 @@ pub fn run(args: &DrillArgs) -> Result<bool, String> {
     );
     let mut results: BTreeMap<u64, bool> = BTreeMap::new();
     let mut cycle = 0u64;
+    // Submissions the cores accepted, and bills the households got back:
+    // an accepted submission without a bill is lost.
+    let (mut accepted, mut billed_members) = (0u64, 0u64);
     let outcome = (|| -> Result<(), String> {
         while kills.load(Ordering::Relaxed) < args.kills || cycle < args.cycles {
             cycle += 1;
@@ -293,8 +262,8 @@ pub fn run(args: &DrillArgs) -> Result<bool, String> {
                         )))
                     }
                     _ => None,
-                })?
-                .map_err(|e: String| e)?;
+                })??;
+                accepted += 1;
             }
             phase.store(2, Ordering::Relaxed);
             let want =
@@ -306,6 +275,7 @@ pub fn run(args: &DrillArgs) -> Result<bool, String> {
                     ApiResponse::Bill(b) => Some(b.clone()),
                     _ => None,
                 })?;
+                billed_members += 1;
                 let got = (
                     Money::from_decimal_str(&bill.bill),
                     Money::from_decimal_str(&bill.reward),
@@ -338,7 +308,7 @@ pub fn run(args: &DrillArgs) -> Result<bool, String> {
     // Exactly once: the edge logs "cycle billed" after the bills are
     // committed, so a cycle billed twice would appear twice.
     let billed = billed_counts(&edge_log)?;
-    let mut ok = true;
+    let mut ok = accepted == billed_members;
     let mut unlogged = 0;
     for (&c, &exact) in &results {
         let times = billed.get(&c).copied().unwrap_or(0);
@@ -371,7 +341,7 @@ pub fn run(args: &DrillArgs) -> Result<bool, String> {
         results.len(),
         results.values().filter(|e| **e).count(),
         billed.values().filter(|t| **t > 1).count(),
-        0,
+        accepted.saturating_sub(billed_members),
         if unlogged > 0 {
             format!(" ({unlogged} billing log lines lost to a kill)")
         } else {

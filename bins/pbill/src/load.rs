@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use indicatif::ProgressBar;
-use pb_edge::{EdgeConfig, Enrollment, Limits};
+use pb_edge::{Enrollment, Limits};
 use pb_glwe::SecretKey;
 use pb_hiding::{HiddenData, HidingContext};
 use pb_model::{BillingModel, Data, reference};
@@ -24,7 +24,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use rayon::prelude::*;
 
-use crate::demo::{start, write_toml};
+use crate::demo::{edge_config, start, status_kib, write_toml};
 use crate::synthetic;
 
 /// Options of `pbill load`.
@@ -53,17 +53,6 @@ struct Member {
     key: NodeKey,
     przs: IdentityKey,
     secret: Vec<u8>,
-}
-
-fn rss_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with(field))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -123,23 +112,20 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
         max_connections_per_address: n + 64,
         ..Limits::default()
     };
-    let config = EdgeConfig {
-        community: community.clone(),
-        listen: "tcp://127.0.0.1:0".into(),
-        data_dir: dir.join("edge-data"),
-        key_file: dir.join("edge.key"),
-        min_members: 3,
-        dropout_deadline_secs: 86_400,
-        operators: vec![operator.id().to_hex()],
-        members: members
+    let mut config = edge_config(
+        dir,
+        &community,
+        &operator,
+        members
             .iter()
             .map(|m| Enrollment {
                 member: m.id.to_string(),
                 node: m.key.id().to_hex(),
             })
             .collect(),
-        limits,
-    };
+        86_400,
+    );
+    config.limits = limits;
     let toml = dir.join("edge.toml");
     write_toml(&toml, &config)?;
     let edge = start(
@@ -151,7 +137,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
     )?;
     let pid = edge.child.id();
     let endpoint = edge.endpoint.clone();
-    let rss_idle = rss_kib(pid, "VmRSS:").unwrap_or(0);
+    let rss_idle = status_kib(pid, "VmRSS:").unwrap_or(0);
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -263,7 +249,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
         let (stop, peak) = (stop_sampling.clone(), peak.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                if let Some(kib) = rss_kib(pid, "VmRSS:") {
+                if let Some(kib) = status_kib(pid, "VmRSS:") {
                     peak.fetch_max(kib, Ordering::Relaxed);
                 }
                 std::thread::sleep(Duration::from_millis(100));
@@ -355,8 +341,8 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
     let t_billed = t_bills.elapsed();
     stop_sampling.store(true, Ordering::Relaxed);
     let _ = sampler.join();
-    let hwm = rss_kib(pid, "VmHWM:").unwrap_or(0);
-    let rss_end = rss_kib(pid, "VmRSS:").unwrap_or(0);
+    let hwm = status_kib(pid, "VmHWM:").unwrap_or(0);
+    let rss_end = status_kib(pid, "VmRSS:").unwrap_or(0);
     let store_bytes = dir_size(&dir.join("edge-data"));
 
     let mib = |kib: u64| kib as f64 / 1024.0;
@@ -365,7 +351,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
         args.slots, args.window_secs
     );
     println!(
-        "submissions: {accepted} of {n} accepted, {} not ({:.1} s from the first to the last answer)",
+        "submissions: {accepted} of {n} accepted, {} not ({:.1} s from the window's start to the last answer)",
         n - accepted,
         t_window.as_secs_f64()
     );

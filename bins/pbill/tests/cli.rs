@@ -280,6 +280,25 @@ fn network_commands_refuse_bad_input_before_sending() {
     assert!(!ok && err.contains("--households"), "{err}");
     let (ok, err) = pbill(&["demo", "--dir", d.to_str().unwrap()]);
     assert!(!ok && err.contains("not empty"), "{err}");
+
+    // The drill and the load test refuse bad options before starting
+    // anything, and leave the given directory untouched.
+    let before = std::fs::read_dir(d).unwrap().count();
+    for (args, named) in [
+        (vec!["drill", "--households", "2"], "--households"),
+        (
+            vec!["drill", "--min-gap-ms", "50", "--max-gap-ms", "10"],
+            "--min-gap-ms",
+        ),
+        (vec!["drill", "--dir", d.to_str().unwrap()], "not empty"),
+        (vec!["drill", "--kills", "many"], "--kills"),
+        (vec!["load", "--members", "2"], "--members"),
+        (vec!["load", "--window-secs", "0"], "--window-secs"),
+    ] {
+        let (ok, err) = pbill(&args);
+        assert!(!ok && err.contains(named), "{args:?}: {err}");
+    }
+    assert_eq!(std::fs::read_dir(d).unwrap().count(), before);
 }
 
 #[test]

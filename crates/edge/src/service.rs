@@ -271,6 +271,11 @@ impl Service {
                 )),
             );
         };
+        // Replays first: a captured frame sent again must not spend its
+        // signer's rate budget.
+        if let Err(r) = self.replay.check(&sender, counter) {
+            return (counter, Err(refuse(ErrorCode::Replay, r.to_string())));
+        }
         if let Err(not_until) = self.rate.check_key(&sender) {
             use governor::clock::{Clock, DefaultClock};
             self.counters.rate_limited += 1;
@@ -288,9 +293,6 @@ impl Service {
                     ),
                 )),
             );
-        }
-        if let Err(r) = self.replay.check(&sender, counter) {
-            return (counter, Err(refuse(ErrorCode::Replay, r.to_string())));
         }
         let result = self.dispatch(&sender, counter, role, request);
         if result.is_ok() {

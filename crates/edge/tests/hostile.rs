@@ -226,8 +226,18 @@ fn hostile_requests_are_refused_and_change_nothing() {
         &Request::Submit(good0.clone()),
     );
     assert_eq!(raw(frame.clone()), Response::Ok);
-    assert_eq!(error_code(&raw(frame)), Some(ErrorCode::Replay));
+    assert_eq!(error_code(&raw(frame.clone())), Some(ErrorCode::Replay));
     assert_eq!(error_code(&raw(early)), Some(ErrorCode::Replay));
+    // Replays do not spend the signer's rate budget: after more replays
+    // than its burst, the member is still served.
+    let burst = pb_edge::Limits::default().request_burst;
+    for _ in 0..burst * 2 {
+        assert_eq!(error_code(&raw(frame.clone())), Some(ErrorCode::Replay));
+    }
+    assert!(matches!(
+        call(&mut clients[0], &Request::GetMembers),
+        Response::Members(_)
+    ));
     // A second submission with a fresh counter is "already done".
     assert_eq!(
         error_code(&call(&mut clients[0], &Request::Submit(good0.clone()))),

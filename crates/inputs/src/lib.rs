@@ -209,9 +209,6 @@ fn checked_context(
         (None, Some(m)) => m.parse().map_err(|e| format!("model: {e}"))?,
         (None, None) => BillingModel::Ucs,
     };
-    if prices.trading.is_empty() {
-        return Err("prices: no slots".into());
-    }
     context_from(cycle, model, prices, "")
 }
 

@@ -64,13 +64,16 @@ impl GuardLimits {
 }
 
 /// Why the scanner refused a stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Violation {
     /// The greeting is not ZMTP 3.
+    #[error("bad ZMTP greeting: {0}")]
     BadGreeting(&'static str),
     /// A frame's reserved flag bits are set.
+    #[error("frame flags {0:#04x} have reserved bits set")]
     BadFlags(u8),
     /// A frame announces more than the limit.
+    #[error("frame of {size} bytes announced, the limit is {limit}")]
     FrameTooLarge {
         /// Announced size.
         size: u64,
@@ -78,6 +81,7 @@ pub enum Violation {
         limit: usize,
     },
     /// The message's frames add up to more than the limit.
+    #[error("message of {size} bytes or more, the limit is {limit}")]
     MessageTooLarge {
         /// Size so far.
         size: u64,
@@ -85,26 +89,11 @@ pub enum Violation {
         limit: usize,
     },
     /// The message has too many frames.
+    #[error("message of more than {0} frames")]
     TooManyParts(usize),
     /// A command frame claims to be followed by more frames.
+    #[error("command frame with the MORE flag")]
     CommandWithMore,
-}
-
-impl std::fmt::Display for Violation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Violation::BadGreeting(why) => write!(f, "bad ZMTP greeting: {why}"),
-            Violation::BadFlags(b) => write!(f, "frame flags {b:#04x} have reserved bits set"),
-            Violation::FrameTooLarge { size, limit } => {
-                write!(f, "frame of {size} bytes announced, the limit is {limit}")
-            }
-            Violation::MessageTooLarge { size, limit } => {
-                write!(f, "message of {size} bytes or more, the limit is {limit}")
-            }
-            Violation::TooManyParts(n) => write!(f, "message of more than {n} frames"),
-            Violation::CommandWithMore => write!(f, "command frame with the MORE flag"),
-        }
-    }
 }
 
 const GREETING: usize = 64;

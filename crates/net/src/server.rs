@@ -133,14 +133,9 @@ impl Server {
         &self.endpoint
     }
 
-    /// What the socket guard has refused so far.
-    pub fn guard_stats(&self) -> &GuardStats {
-        &self.stats
-    }
-
-    /// A shared handle on the guard's counters (to read after the server
-    /// moved to its handler thread).
-    pub fn guard_stats_handle(&self) -> Arc<GuardStats> {
+    /// What the socket guard has accepted and refused so far (shared, to
+    /// read after the server moved to its handler thread).
+    pub fn guard_stats(&self) -> Arc<GuardStats> {
         self.stats.clone()
     }
 

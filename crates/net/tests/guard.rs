@@ -49,7 +49,7 @@ fn echo_server(limits: GuardLimits) -> Echo {
         .unwrap();
     let server = Server::bind(rt.handle(), "tcp://127.0.0.1:0", limits).unwrap();
     let server_endpoint = server.endpoint().to_string();
-    let stats = server.guard_stats_handle();
+    let stats = server.guard_stats();
     std::thread::spawn(move || {
         while let Ok(incoming) = server.requests().recv() {
             let mut answer = b"echo:".to_vec();
@@ -129,6 +129,15 @@ fn connections_beyond_the_caps_are_refused() {
     drop(held);
     std::thread::sleep(Duration::from_millis(300));
     echo.honest_request();
+}
+
+#[test]
+fn endpoints_other_than_tcp_are_refused_clearly() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for bad in ["ipc:///tmp/x", "127.0.0.1:5555", "tcp://nowhere.invalid:1"] {
+        let e = Server::bind(rt.handle(), bad, GuardLimits::new(1 << 20, 8)).unwrap_err();
+        assert!(e.to_string().contains(bad), "{bad}: {e}");
+    }
 }
 
 #[test]
