@@ -3,10 +3,21 @@
 //! the rayon backend over all cores), household decryption, and the
 //! serialized sizes (printed once).
 //!
-//! Run: `cargo bench -p pb-benches --bench pipeline`.
+//! `edge_T672/transforms_of_one_household` times only the NTTs and mask
+//! expansions that one evaluation performs (tfhe-ntt `prime64` plans and
+//! `pb_glwe::mask::expand_mask`, the crates the evaluation calls), and after
+//! the `edge_T672` group a summary times both alternately in the same run
+//! and prints their ratio (issue 17: at most 1.5).
+//!
+//! Run: `cargo bench -p pb-benches --bench pipeline` (a filter such as
+//! `-- edge_T672` runs part of it; the summary runs with `edge` or `ratio`).
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use pb_glwe::ntt::CrtNtt;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use pb_glwe::mask::expand_mask;
+use pb_glwe::ntt::{CrtNtt, primes};
 use pb_glwe::params::POLYNOMIAL_SIZE;
 use pb_glwe::seeding::deterministic;
 use pb_glwe::{EvalScratch, PreparedWeights, Rerandomizer, SecretKey, evaluate};
@@ -18,6 +29,7 @@ use pb_shared_billing::{ComputeBackend, CpuBackend, EvalJob};
 use pb_units::{CommunityId, CycleId, MemberId, PriceUnits, Wh};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
+use tfhe_ntt::prime64::Plan;
 
 const T: usize = 672;
 
@@ -135,6 +147,10 @@ fn bench_edge(c: &mut Criterion) {
     g.bench_function("rerandomizer_expand", |b| {
         b.iter(|| Rerandomizer::from_seed([2; 32]))
     });
+    let mut transforms = Transforms::new(e.weights.chunk_count());
+    g.bench_function("transforms_of_one_household", |b| {
+        b.iter(|| transforms.run())
+    });
     let backend = CpuBackend::new();
     let jobs: Vec<EvalJob<'_>> = e
         .households
@@ -156,6 +172,9 @@ fn bench_edge(c: &mut Criterion) {
         |b| b.iter(|| backend.evaluate(&e.weights, &jobs).unwrap()),
     );
     g.finish();
+    if selected(&["edge", "ratio"]) {
+        ratio_report(&e);
+    }
 
     // Decryption and sizes.
     let totals = backend.evaluate(&e.weights, &jobs[..1]).unwrap().remove(0);
@@ -206,6 +225,146 @@ fn bench_edge_batch(c: &mut Criterion) {
         |b| b.iter(|| backend.evaluate(&e.weights, &jobs).unwrap()),
     );
     g.finish();
+}
+
+/// Whether a benchmark filter given on the command line (`cargo bench
+/// --bench pipeline -- <filter>`) selects one of `names` (no filter: all).
+fn selected(names: &[&str]) -> bool {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    filters.is_empty()
+        || filters.iter().any(|f| {
+            names
+                .iter()
+                .any(|n| n.contains(f.as_str()) || f.contains(n))
+        })
+}
+
+/// The NTTs and mask expansions of one household's evaluation, on the
+/// crates the evaluation uses: per chunk one mask expansion and a forward
+/// transform per prime; the same for the public key's mask; a forward
+/// transform of the binary `r` per prime; one inverse transform per prime
+/// of the accumulated product.
+struct Transforms {
+    plans: Vec<Plan>,
+    residues: Vec<Vec<u64>>,
+    mask: Vec<u128>,
+    expansions: usize,
+    forward: usize,
+    inverse: usize,
+}
+
+impl Transforms {
+    fn new(chunks: usize) -> Transforms {
+        let plans: Vec<Plan> = primes()
+            .iter()
+            .map(|&p| Plan::try_new(POLYNOMIAL_SIZE, p).expect("the scheme's primes plan"))
+            .collect();
+        let residues = plans
+            .iter()
+            .map(|plan| {
+                (0..POLYNOMIAL_SIZE as u64)
+                    .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15) % plan.modulus())
+                    .collect()
+            })
+            .collect();
+        Transforms {
+            plans,
+            residues,
+            mask: vec![0; POLYNOMIAL_SIZE],
+            expansions: chunks + 1,
+            forward: 3 * (chunks + 2),
+            inverse: 3,
+        }
+    }
+
+    fn run(&mut self) {
+        for s in 0..self.expansions {
+            expand_mask(black_box(s as u128), &mut self.mask);
+        }
+        for f in 0..self.forward {
+            self.plans[f % 3].fwd(&mut self.residues[f % 3]);
+        }
+        for i in 0..self.inverse {
+            self.plans[i % 3].inv(&mut self.residues[i % 3]);
+        }
+        black_box(&self.mask);
+        black_box(&self.residues);
+    }
+}
+
+/// Times one household's evaluation and its transforms alternately (so
+/// that both see the same machine load) and prints the medians and ratio.
+fn ratio_report(e: &Edge) {
+    let ntt = CrtNtt::new(POLYNOMIAL_SIZE);
+    let (_, hidden, cpk) = &e.households[0];
+    let mut scratch = EvalScratch::default();
+    let mut transforms = Transforms::new(e.weights.chunk_count());
+    const ROUNDS: usize = 60;
+    const REPS: u32 = 10;
+    let time = |f: &mut dyn FnMut()| {
+        let start = Instant::now();
+        for _ in 0..REPS {
+            f();
+        }
+        start.elapsed() / REPS
+    };
+    let (mut eval, mut eval_rr, mut tr) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let rr = Rerandomizer::from_seed([round as u8; 32]);
+        eval.push(time(&mut || {
+            black_box(
+                evaluate(
+                    &ntt,
+                    &e.weights,
+                    &hidden.ciphertexts,
+                    cpk,
+                    &rr,
+                    &mut scratch,
+                )
+                .unwrap(),
+            );
+        }));
+        eval_rr.push(time(&mut || {
+            let rr = Rerandomizer::from_seed(black_box([round as u8; 32]));
+            black_box(
+                evaluate(
+                    &ntt,
+                    &e.weights,
+                    &hidden.ciphertexts,
+                    cpk,
+                    &rr,
+                    &mut scratch,
+                )
+                .unwrap(),
+            );
+        }));
+        tr.push(time(&mut || transforms.run()));
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (eval, eval_rr, tr) = (median(&mut eval), median(&mut eval_rr), median(&mut tr));
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    println!(
+        "one household at T = {T} ({} chunk(s)), one core, medians of {ROUNDS} alternating rounds of {REPS}:\n  \
+         evaluate {:.1} us, with Rerandomizer::from_seed {:.1} us\n  \
+         its transforms ({} mask expansions, {} forward and {} inverse 64-bit NTTs of size {}) {:.1} us\n  \
+         ratio evaluate / transforms = {:.2} (with from_seed {:.2}; target <= 1.5)",
+        e.weights.chunk_count(),
+        us(eval),
+        us(eval_rr),
+        transforms.expansions,
+        transforms.forward,
+        transforms.inverse,
+        POLYNOMIAL_SIZE,
+        us(tr),
+        us(eval) / us(tr),
+        us(eval_rr) / us(tr),
+    );
 }
 
 criterion_group!(benches, bench_hide, bench_edge, bench_edge_batch);

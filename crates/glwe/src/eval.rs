@@ -10,33 +10,29 @@
 //! ```
 //!
 //! of which only the two body coefficients that hold the totals travel
-//! ([`HiddenTotals`]). `(pk_a r + e1, pk_b r + e2)` is a fresh encryption of
-//! zero under the household's [`CompactPublicKey`], which makes the mask
+//! ([`HiddenTotals`](crate::HiddenTotals)). `(pk_a r + e1, pk_b r + e2)` is a fresh encryption of
+//! zero under the household's [`CompactPublicKey`](crate::CompactPublicKey), which makes the mask
 //! independent of the weights; the flooding noise hides the product noise
 //! (see [`crate::params`]). The mask is one exact product modulo `2^128`
 //! accumulated in the NTT domain ([`CrtNtt`]); the two body coefficients are
 //! sparse dot products ([`crate::layout::taps`]).
+//!
+//! Per household this costs one mask expansion and three forward NTTs per
+//! ciphertext and for the public key, three forward NTTs of `r` and three
+//! inverse NTTs; the weights are transformed (and normalised) once per
+//! cycle ([`PreparedWeights`]), masks are reduced to residues block by block
+//! as they are expanded ([`CrtNtt::forward_mask`]), `r` is normalised while
+//! it is reduced, and the conversions run on SIMD lanes ([`crate::ntt`]).
 
-use crate::keys::coefficient_of_product;
-use crate::layout::{REWARD_COEFF, taps, weight_polynomials};
-use crate::mask::expand_mask;
-use crate::ntt::{CrtNtt, MAX_TERMS, NttPoly};
-use crate::params::{BudgetError, FLOOD_LOG, POLYNOMIAL_SIZE, check_weights};
-use crate::{CompactPublicKey, SeededGlwe};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-/// The evaluated ciphertext a household receives: the full mask and the two
-/// body coefficients (bill, reward).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HiddenTotals {
-    /// Mask polynomial, `N` coefficients.
-    pub mask: Vec<u128>,
-    /// Body coefficients `0` (bill) and [`REWARD_COEFF`] (reward).
-    pub body: [u128; 2],
-}
+use crate::ciphertext::{CompactPublicKey, HiddenTotals, SeededGlwe};
+use crate::layout::{REWARD_COEFF, taps, weight_polynomials};
+use crate::noise::tuniform3;
+use crate::ntt::{CrtNtt, MAX_TERMS, NttPoly, coefficient_of_product};
+use crate::params::{BudgetError, FLOOD_LOG, POLYNOMIAL_SIZE, check_weights};
 
 /// Why a household's ciphertexts could not be evaluated.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -78,8 +74,7 @@ impl PreparedWeights {
             .iter()
             .map(|w| {
                 let mut t = NttPoly::zero(POLYNOMIAL_SIZE);
-                ntt.forward_i64(w, &mut t);
-                ntt.normalize(&mut t);
+                ntt.forward_i64_normalized(w, &mut t);
                 t
             })
             .collect();
@@ -127,18 +122,6 @@ pub struct Rerandomizer {
     pub flood: [i128; 2],
 }
 
-fn tuniform3(byte: u8) -> i64 {
-    let u = (byte & 31) as i64;
-    (u >> 1) + (u & 1) - 8
-}
-
-/// `len` TUniform(3) samples from a ChaCha20 stream.
-pub(crate) fn tuniform3_vec(seed: [u8; 32], len: usize) -> Vec<i64> {
-    let mut bytes = vec![0u8; len];
-    ChaCha20Rng::from_seed(seed).fill_bytes(&mut bytes);
-    bytes.into_iter().map(tuniform3).collect()
-}
-
 impl Rerandomizer {
     /// Expands a seed.
     pub fn from_seed(seed: [u8; 32]) -> Rerandomizer {
@@ -171,7 +154,6 @@ impl Rerandomizer {
 
 /// Reusable buffers of [`evaluate`] (one per thread).
 pub struct EvalScratch {
-    mask_buf: Vec<u128>,
     a: NttPoly,
     b: NttPoly,
     acc: NttPoly,
@@ -180,7 +162,6 @@ pub struct EvalScratch {
 impl Default for EvalScratch {
     fn default() -> Self {
         EvalScratch {
-            mask_buf: vec![0; POLYNOMIAL_SIZE],
             a: NttPoly::zero(POLYNOMIAL_SIZE),
             b: NttPoly::zero(POLYNOMIAL_SIZE),
             acc: NttPoly::zero(POLYNOMIAL_SIZE),
@@ -223,36 +204,27 @@ pub fn evaluate(
     scratch: &mut EvalScratch,
 ) -> Result<HiddenTotals, EvalError> {
     check_inputs(weights, cts, cpk)?;
-    let EvalScratch {
-        mask_buf,
-        a,
-        b,
-        acc,
-    } = scratch;
+    let EvalScratch { a, b, acc } = scratch;
     acc.clear();
     let mut body = [0u128; 2];
     for ((ct, w), taps) in cts.iter().zip(&weights.transformed).zip(&weights.taps) {
-        expand_mask(ct.seed, mask_buf);
-        ntt.forward_u128(mask_buf, a);
+        ntt.forward_mask(ct.seed, a);
         ntt.mul_accumulate(acc, a, w);
         body[0] = body[0].wrapping_add(dot_taps(&ct.body, &taps[0]));
         body[1] = body[1].wrapping_add(dot_taps(&ct.body, &taps[1]));
     }
     // Encryption of zero under the household's compact public key.
-    expand_mask(cpk.0.seed, mask_buf);
-    ntt.forward_u128(mask_buf, a);
-    ntt.forward_i64(&rr.r, b);
-    ntt.normalize(b);
+    ntt.forward_mask(cpk.0.seed, a);
+    ntt.forward_i64_normalized(&rr.r, b);
     ntt.mul_accumulate(acc, a, b);
     let mut mask = vec![0u128; POLYNOMIAL_SIZE];
     ntt.inverse_u128(acc, &mut mask);
     for (m, &e) in mask.iter_mut().zip(&rr.e1) {
         *m = m.wrapping_add(e as i128 as u128);
     }
-    let r: Vec<u128> = rr.r.iter().map(|&x| x as u128).collect();
     for (i, k) in [0, REWARD_COEFF].into_iter().enumerate() {
         body[i] = body[i]
-            .wrapping_add(coefficient_of_product(&cpk.0.body, &r, k))
+            .wrapping_add(coefficient_of_product(&cpk.0.body, &rr.r, k))
             .wrapping_add(rr.e2[i] as i128 as u128)
             .wrapping_add(rr.flood[i] as u128);
     }

@@ -1,18 +1,20 @@
 //! Keys, seeded GLWE encryption (TFHE-rs) and decryption of the two totals.
 
-use serde::{Deserialize, Serialize};
-use tfhe::core_crypto::commons::math::random::{CompressionSeed, Seed};
+use tfhe::core_crypto::commons::math::random::CompressionSeed;
 use tfhe::core_crypto::prelude::*;
 use thiserror::Error;
 
-use crate::HiddenTotals;
-use crate::eval::tuniform3_vec;
+use crate::ciphertext::{CompactPublicKey, HiddenTotals, SeededGlwe, glwe_buffer, native};
 use crate::layout::REWARD_COEFF;
-use crate::mask::expand_mask;
-use crate::ntt::{NttPoly, plan};
+use crate::noise::tuniform3_vec;
+use crate::ntt::{NttPoly, coefficient_of_product, plan};
 use crate::params::{
     DELTA_LOG, FLOOD_LOG, MAX_NOISE, NOISE_BOUND_LOG2, POLYNOMIAL_SIZE, RERANDOMISATION_NOISE,
 };
+
+fn tuniform() -> DynamicDistribution<u128> {
+    DynamicDistribution::new_t_uniform(NOISE_BOUND_LOG2)
+}
 
 /// Why a ciphertext could not be decrypted.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -36,61 +38,6 @@ pub enum DecryptError {
 #[derive(Clone)]
 pub struct SecretKey(GlweSecretKeyOwned<u128>, NttPoly);
 
-/// A seeded GLWE ciphertext: the 128-bit seed from which the mask is
-/// regenerated, and the body polynomial.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SeededGlwe {
-    /// Seed of the mask (TFHE-rs AES-CTR mask generator).
-    pub seed: u128,
-    /// Body polynomial, `N` coefficients.
-    pub body: Vec<u128>,
-}
-
-/// A household's compact public key: a seeded GLWE encryption of zero under
-/// its secret key. The billing authority uses it to re-randomise the
-/// household's bill ciphertext.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CompactPublicKey(pub SeededGlwe);
-
-fn tuniform() -> DynamicDistribution<u128> {
-    DynamicDistribution::new_t_uniform(NOISE_BOUND_LOG2)
-}
-
-fn native() -> CiphertextModulus<u128> {
-    CiphertextModulus::new_native()
-}
-
-impl SeededGlwe {
-    /// Whether the body has the expected size.
-    pub fn is_well_formed(&self) -> bool {
-        self.body.len() == POLYNOMIAL_SIZE
-    }
-
-    /// Regenerates the mask polynomial from the seed with TFHE-rs (the
-    /// definition that [`crate::mask::expand_mask`] reproduces in bulk).
-    ///
-    /// The body must be well formed (see [`SeededGlwe::is_well_formed`]).
-    pub fn expand_mask_tfhe(&self, glwe: &mut GlweCiphertextOwned<u128>) {
-        let seeded = SeededGlweCiphertext::from_container(
-            self.body.as_slice(),
-            GlweSize(2),
-            CompressionSeed::from(Seed(self.seed)),
-            native(),
-        );
-        decompress_seeded_glwe_ciphertext::<_, _, _, DefaultRandomGenerator>(glwe, &seeded);
-    }
-}
-
-/// A scratch GLWE ciphertext for [`SeededGlwe::expand_mask`].
-pub(crate) fn glwe_buffer() -> GlweCiphertextOwned<u128> {
-    GlweCiphertext::new(
-        0u128,
-        GlweSize(2),
-        PolynomialSize(POLYNOMIAL_SIZE),
-        native(),
-    )
-}
-
 impl SecretKey {
     /// Draws a fresh binary key.
     pub fn generate(seeder: &mut dyn Seeder) -> SecretKey {
@@ -106,8 +53,7 @@ impl SecretKey {
         let ntt = plan();
         let bits: Vec<i64> = key.as_ref().iter().map(|&b| b as i64).collect();
         let mut transformed = NttPoly::zero(POLYNOMIAL_SIZE);
-        ntt.forward_i64(&bits, &mut transformed);
-        ntt.normalize(&mut transformed);
+        ntt.forward_i64_normalized(&bits, &mut transformed);
         SecretKey(key, transformed)
     }
 
@@ -154,9 +100,8 @@ impl SecretKey {
         let noise = tuniform3_vec(noise_seed, POLYNOMIAL_SIZE);
         let ntt = plan();
         let mut body = vec![0u128; POLYNOMIAL_SIZE];
-        expand_mask(seed, &mut body);
         let mut a = NttPoly::zero(POLYNOMIAL_SIZE);
-        ntt.forward_u128(&body, &mut a);
+        ntt.forward_mask(seed, &mut a);
         let mut acc = NttPoly::zero(POLYNOMIAL_SIZE);
         ntt.mul_accumulate(&mut acc, &a, &self.1);
         ntt.inverse_u128(&mut acc, &mut body);
@@ -243,22 +188,6 @@ impl SecretKey {
     pub fn coefficients(&self) -> &[u128] {
         self.0.as_ref()
     }
-}
-
-/// Coefficient `k` of the negacyclic product `a * s` for a binary `s`.
-pub(crate) fn coefficient_of_product(a: &[u128], s: &[u128], k: usize) -> u128 {
-    let n = a.len();
-    let mut acc = 0u128;
-    for (j, &bit) in s.iter().enumerate() {
-        if bit != 0 {
-            acc = if j <= k {
-                acc.wrapping_add(a[k - j])
-            } else {
-                acc.wrapping_sub(a[n + k - j])
-            };
-        }
-    }
-    acc
 }
 
 /// Rounds `c = Delta * t + noise` to `t`, refusing noise that no honest

@@ -17,15 +17,21 @@
 
 #![warn(missing_docs)]
 
+// Bottom-up: parameters, layout, mask expansion, lane kernels and the NTT,
+// noise, ciphertexts, then keys and evaluation (neither uses the other).
+mod ciphertext;
 pub mod eval;
 mod keys;
 pub mod layout;
 pub mod mask;
+mod noise;
 pub mod ntt;
 pub mod params;
+mod simd;
 
-pub use eval::{EvalScratch, HiddenTotals, PreparedWeights, Rerandomizer, evaluate};
-pub use keys::{CompactPublicKey, DecryptError, SecretKey, SeededGlwe};
+pub use ciphertext::{CompactPublicKey, HiddenTotals, SeededGlwe};
+pub use eval::{EvalScratch, PreparedWeights, Rerandomizer, evaluate};
+pub use keys::{DecryptError, SecretKey};
 pub use params::BudgetError;
 
 /// Entropy sources for TFHE-rs encryption, re-exported so that callers need
