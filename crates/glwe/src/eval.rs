@@ -19,10 +19,13 @@
 //!
 //! Per household this costs one mask expansion and three forward NTTs per
 //! ciphertext and for the public key, three forward NTTs of `r` and three
-//! inverse NTTs; the weights are transformed (and normalised) once per
-//! cycle ([`PreparedWeights`]), masks are reduced to residues block by block
-//! as they are expanded ([`CrtNtt::forward_mask`]), `r` is normalised while
-//! it is reduced, and the conversions run on SIMD lanes ([`crate::ntt`]).
+//! inverse NTTs, nothing more: the weights are transformed and normalised
+//! once per cycle ([`PreparedWeights`]); masks are reduced to residues block
+//! by block as they are expanded ([`CrtNtt::forward_mask`]); `pk_a r` is
+//! normalised inside its point-wise product ([`CrtNtt::mul_normalize`]),
+//! which also starts the accumulator; `e1` is added during the CRT
+//! reconstruction ([`CrtNtt::inverse_u128_plus`]); and the conversions run
+//! on SIMD lanes ([`crate::ntt`]).
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -31,7 +34,7 @@ use thiserror::Error;
 use crate::ciphertext::{CompactPublicKey, HiddenTotals, SeededGlwe};
 use crate::layout::{REWARD_COEFF, taps, weight_polynomials};
 use crate::noise::tuniform3;
-use crate::ntt::{CrtNtt, MAX_TERMS, NttPoly, coefficient_of_product};
+use crate::ntt::{CrtNtt, MAX_TERMS, NttPoly, coefficient_of_binary_product};
 use crate::params::{BudgetError, FLOOD_LOG, POLYNOMIAL_SIZE, check_weights};
 
 /// Why a household's ciphertexts could not be evaluated.
@@ -152,10 +155,10 @@ impl Rerandomizer {
     }
 }
 
-/// Reusable buffers of [`evaluate`] (one per thread).
+/// Reusable buffers of [`evaluate`] (one per thread): two polynomials in
+/// the NTT domain, one for the masks and one for the accumulated product.
 pub struct EvalScratch {
     a: NttPoly,
-    b: NttPoly,
     acc: NttPoly,
 }
 
@@ -163,16 +166,22 @@ impl Default for EvalScratch {
     fn default() -> Self {
         EvalScratch {
             a: NttPoly::zero(POLYNOMIAL_SIZE),
-            b: NttPoly::zero(POLYNOMIAL_SIZE),
             acc: NttPoly::zero(POLYNOMIAL_SIZE),
         }
     }
 }
 
+/// `sum body_j c_j` modulo `2^128` over the taps `(j, c_j)`: the low halves'
+/// products are exact in 128 bits and the high halves' only count modulo
+/// `2^64` (two multiplications per tap instead of three).
 fn dot_taps(body: &[u128], taps: &[(u32, i64)]) -> u128 {
-    taps.iter().fold(0u128, |acc, &(j, c)| {
-        acc.wrapping_add(body[j as usize].wrapping_mul(c as i128 as u128))
-    })
+    let (mut low, mut high) = (0u128, 0u64);
+    for &(j, c) in taps {
+        let x = body[j as usize];
+        low = low.wrapping_add(((x as u64) as i128).wrapping_mul(c as i128) as u128);
+        high = high.wrapping_add(((x >> 64) as u64).wrapping_mul(c as u64));
+    }
+    low.wrapping_add((high as u128) << 64)
 }
 
 /// Checks one household's ciphertexts and public key against the cycle's
@@ -204,8 +213,13 @@ pub fn evaluate(
     scratch: &mut EvalScratch,
 ) -> Result<HiddenTotals, EvalError> {
     check_inputs(weights, cts, cpk)?;
-    let EvalScratch { a, b, acc } = scratch;
-    acc.clear();
+    let EvalScratch { a, acc } = scratch;
+    // Encryption of zero under the household's compact public key: pk_a r,
+    // normalised in the product (r is per household, the weights were
+    // normalised once per cycle).
+    ntt.forward_mask(cpk.0.seed, a);
+    ntt.forward_i64(&rr.r, acc);
+    ntt.mul_normalize(acc, a);
     let mut body = [0u128; 2];
     for ((ct, w), taps) in cts.iter().zip(&weights.transformed).zip(&weights.taps) {
         ntt.forward_mask(ct.seed, a);
@@ -213,18 +227,11 @@ pub fn evaluate(
         body[0] = body[0].wrapping_add(dot_taps(&ct.body, &taps[0]));
         body[1] = body[1].wrapping_add(dot_taps(&ct.body, &taps[1]));
     }
-    // Encryption of zero under the household's compact public key.
-    ntt.forward_mask(cpk.0.seed, a);
-    ntt.forward_i64_normalized(&rr.r, b);
-    ntt.mul_accumulate(acc, a, b);
     let mut mask = vec![0u128; POLYNOMIAL_SIZE];
-    ntt.inverse_u128(acc, &mut mask);
-    for (m, &e) in mask.iter_mut().zip(&rr.e1) {
-        *m = m.wrapping_add(e as i128 as u128);
-    }
+    ntt.inverse_u128_plus(acc, &rr.e1, &mut mask);
     for (i, k) in [0, REWARD_COEFF].into_iter().enumerate() {
         body[i] = body[i]
-            .wrapping_add(coefficient_of_product(&cpk.0.body, &rr.r, k))
+            .wrapping_add(coefficient_of_binary_product(&cpk.0.body, &rr.r, k))
             .wrapping_add(rr.e2[i] as i128 as u128)
             .wrapping_add(rr.flood[i] as u128);
     }
@@ -290,6 +297,19 @@ mod tests {
             evaluate(&ntt, &weights, &[ct], &cpk, &rr, &mut scratch),
             Err(EvalError::Malformed)
         );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn dot_taps_equal_the_u128_products(
+            body in proptest::collection::vec(proptest::prelude::any::<u128>(), 16),
+            taps in proptest::collection::vec((0u32..16, proptest::prelude::any::<i64>()), 0..40),
+        ) {
+            let want = taps.iter().fold(0u128, |acc, &(j, c)| {
+                acc.wrapping_add(body[j as usize].wrapping_mul(c as i128 as u128))
+            });
+            proptest::prop_assert_eq!(dot_taps(&body, &taps), want);
+        }
     }
 
     #[test]

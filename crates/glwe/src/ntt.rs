@@ -61,6 +61,8 @@ struct Prime {
     /// `p - (2^127 mod p)`: undoes the offset that makes a signed `u128`
     /// unsigned.
     minus_2_127: u64,
+    /// `p - (2^63 mod p)`, the same for a signed `u64`.
+    minus_2_63: u64,
     /// `n^-1 mod p` and its Shoup quotient `floor(n^-1 2^64 / p)`.
     n_inv: u64,
     n_inv_shoup: u64,
@@ -84,6 +86,7 @@ impl Prime {
             p,
             delta,
             minus_2_127: p - Div64::rem_u128(1u128 << 127, div),
+            minus_2_63: p - Div64::rem_u128(1u128 << 63, div),
             n_inv,
             n_inv_shoup: shoup(n_inv, p),
         }
@@ -260,6 +263,15 @@ impl CrtNtt {
         }
     }
 
+    /// `acc = acc * a * n^-1` point-wise: the product of two factors that
+    /// were not normalised, normalised on the way (so that neither needs a
+    /// pass of its own, and the product needs no separate accumulator).
+    pub fn mul_normalize(&self, acc: &mut NttPoly, a: &NttPoly) {
+        for k in 0..3 {
+            self.plans[k].mul_assign_normalize(&mut acc.residues[k], &a.residues[k]);
+        }
+    }
+
     /// `acc += a * b` point-wise.
     pub fn mul_accumulate(&self, acc: &mut NttPoly, a: &NttPoly, b: &NttPoly) {
         for k in 0..3 {
@@ -275,15 +287,27 @@ impl CrtNtt {
         for (plan, res) in self.plans.iter().zip(&mut acc.residues) {
             plan.inv(res);
         }
-        self.reconstruct(&acc.residues, out);
+        self.reconstruct(&acc.residues, None, out);
+    }
+
+    /// [`CrtNtt::inverse_u128`] with the signed values `addend` (e.g. noise)
+    /// added to the coefficients, in the same pass.
+    pub fn inverse_u128_plus(&self, acc: &mut NttPoly, addend: &[i64], out: &mut [u128]) {
+        assert_eq!(out.len(), self.n);
+        assert_eq!(addend.len(), self.n);
+        for (plan, res) in self.plans.iter().zip(&mut acc.residues) {
+            plan.inv(res);
+        }
+        self.reconstruct(&acc.residues, Some(addend), out);
     }
 
     /// Garner's reconstruction of the centred integers whose residues are
     /// `residues` (each below its prime), modulo `2^128`.
-    fn reconstruct(&self, residues: &[Vec<u64>; 3], out: &mut [u128]) {
+    fn reconstruct(&self, residues: &[Vec<u64>; 3], addend: Option<&[i64]>, out: &mut [u128]) {
         simd::dispatch(Reconstruct {
             crt: &self.crt,
             src: [&residues[0], &residues[1], &residues[2]],
+            addend,
             dst: out,
         });
     }
@@ -327,34 +351,40 @@ impl Kernel for Residues<'_> {
 
 /// Values that [`residues_loop`] can load as signed 128-bit lanes.
 trait Signed: Copy {
-    /// `LANES` values as (low, high) halves.
-    fn load<L: Lanes>(l: L, src: &[Self]) -> (L::V, L::V);
-    /// One value as (low, high) halves.
-    fn halves(self) -> (u64, u64);
+    /// The residues of `LANES` values.
+    fn residues<L: Lanes>(l: L, src: &[Self], primes: &[Prime; 3], normalize: bool) -> [L::V; 3];
 }
 
 impl Signed for u128 {
     #[inline(always)]
-    fn load<L: Lanes>(l: L, src: &[u128]) -> (L::V, L::V) {
-        l.load_u128(src)
-    }
-    #[inline(always)]
-    fn halves(self) -> (u64, u64) {
-        (self as u64, (self >> 64) as u64)
+    fn residues<L: Lanes>(l: L, src: &[u128], primes: &[Prime; 3], normalize: bool) -> [L::V; 3] {
+        let (lo, hi) = l.load_u128(src);
+        residues_of(l, lo, hi, primes, normalize)
     }
 }
 
 impl Signed for i64 {
     #[inline(always)]
-    fn load<L: Lanes>(l: L, src: &[i64]) -> (L::V, L::V) {
-        let lo = l.load_i64(src);
-        // sign extension: all ones for negative values
-        (lo, l.sub(l.splat(0), l.shr::<63>(lo)))
+    fn residues<L: Lanes>(l: L, src: &[i64], primes: &[Prime; 3], normalize: bool) -> [L::V; 3] {
+        // With u = x + 2^63 (the sign bit flipped) = top 2^62 + low
+        // (top < 4): x = top delta + low + (p - 2^63 mod p), below 2^63 + 4 delta.
+        let u = l.xor(l.load_i64(src), l.splat(1 << 63));
+        let low = l.and(u, l.splat(MASK_62));
+        let top = l.shr::<62>(u);
+        [
+            residue_i64_of(l, low, top, &primes[0], normalize),
+            residue_i64_of(l, low, top, &primes[1], normalize),
+            residue_i64_of(l, low, top, &primes[2], normalize),
+        ]
     }
-    #[inline(always)]
-    fn halves(self) -> (u64, u64) {
-        (self as u64, ((self as i128) >> 64) as u64)
-    }
+}
+
+/// One prime's residue for the `i64` case of [`Signed::residues`].
+#[inline(always)]
+fn residue_i64_of<L: Lanes>(l: L, low: L::V, top: L::V, q: &Prime, normalize: bool) -> L::V {
+    let (p, delta) = (l.splat(q.p), l.splat(q.delta));
+    let s = l.add(l.add(low, l.mul32(top, delta)), l.splat(q.minus_2_63));
+    finish(l, fold_reduce(l, s, p, delta), q, normalize)
 }
 
 #[inline(always)]
@@ -371,8 +401,7 @@ fn residues_loop<L: Lanes, T: Signed>(
     let whole = n - n % w;
     let mut i = 0;
     while i < whole {
-        let (lo, hi) = T::load(l, &src[i..i + w]);
-        let [r0, r1, r2] = residues_of(l, lo, hi, primes, normalize);
+        let [r0, r1, r2] = T::residues(l, &src[i..i + w], primes, normalize);
         l.store(r0, &mut d0[i..i + w]);
         l.store(r1, &mut d1[i..i + w]);
         l.store(r2, &mut d2[i..i + w]);
@@ -380,11 +409,20 @@ fn residues_loop<L: Lanes, T: Signed>(
     }
     // The tail (none at power-of-two sizes) in scalar code.
     for i in whole..n {
-        let (lo, hi) = src[i].halves();
-        let [r0, r1, r2] = residues_of(Scalar, lo, hi, primes, normalize);
+        let [r0, r1, r2] = T::residues(Scalar, &src[i..=i], primes, normalize);
         d0[i] = r0;
         d1[i] = r1;
         d2[i] = r2;
+    }
+}
+
+/// `r n^-1 mod p` if `normalize`, else `r` (for `r < p`).
+#[inline(always)]
+fn finish<L: Lanes>(l: L, r: L::V, q: &Prime, normalize: bool) -> L::V {
+    if normalize {
+        mul_shoup(l, r, l.splat(q.n_inv), l.splat(q.n_inv_shoup), l.splat(q.p))
+    } else {
+        r
     }
 }
 
@@ -422,12 +460,19 @@ fn mul_shoup<L: Lanes>(l: L, w: L::V, c: L::V, c_shoup: L::V, p: L::V) -> L::V {
 /// The residues modulo the three primes of the signed 128-bit values
 /// `(hi, lo)`, times `n^-1` if `normalize`.
 ///
-/// With `u = x + 2^127` (the sign bit flipped, so `u` is unsigned) split as
-/// `u = top 2^124 + mid 2^62 + low` (`top < 16`, `mid, low < 2^62`) and
-/// `2^62 = delta (mod p)`: `u = (mid + top delta) delta + low`, and
-/// `x = u + (p - 2^127 mod p)`. The sum stays below
-/// `2^62 + (2^62 + 2^53) + 2^62 < 2^64`; one fold and one conditional
-/// subtraction finish the reduction.
+/// With `u = x + 2^127 = hi' 2^64 + lo` (the sign bit flipped, so `u` is
+/// unsigned), `2^62 = delta` and `2^64 = 4 delta (mod p)`: `hi' 4 delta =
+/// h 2^32 + l` with `h = (hi' >> 32) 4 delta < 2^54` and `l = (hi' mod 2^32)
+/// 4 delta < 2^54`, `h 2^32 = (h >> 30) delta + (h mod 2^30) 2^32`, and
+/// `lo = (lo >> 62) delta + (lo mod 2^62)`, so
+///
+/// ```text
+/// x = (lo mod 2^62) + l + (h mod 2^30) 2^32
+///     + ((h >> 30) + (lo >> 62)) delta + (p - 2^127 mod p)   (mod p),
+/// ```
+///
+/// below `2^62 + 2^54 + 2^62 + 2^45 + 2^62 < 2^64`; one fold and one
+/// conditional subtraction finish the reduction.
 #[inline(always)]
 fn residues_of<L: Lanes>(
     l: L,
@@ -436,39 +481,48 @@ fn residues_of<L: Lanes>(
     primes: &[Prime; 3],
     normalize: bool,
 ) -> [L::V; 3] {
-    let mask62 = l.splat(MASK_62);
     let u_hi = l.xor(hi, l.splat(1 << 63));
-    let low = l.and(lo, mask62);
-    let mid = l.or(l.shr::<62>(lo), l.and(l.shl::<2>(u_hi), mask62));
-    let top = l.shr::<60>(u_hi);
+    let u_hi_high = l.shr::<32>(u_hi);
+    let low = l.and(lo, l.splat(MASK_62));
+    let lo_top = l.shr::<62>(lo);
     [
-        residue_of(l, low, mid, top, &primes[0], normalize),
-        residue_of(l, low, mid, top, &primes[1], normalize),
-        residue_of(l, low, mid, top, &primes[2], normalize),
+        residue_of(l, low, lo_top, u_hi, u_hi_high, &primes[0], normalize),
+        residue_of(l, low, lo_top, u_hi, u_hi_high, &primes[1], normalize),
+        residue_of(l, low, lo_top, u_hi, u_hi_high, &primes[2], normalize),
     ]
 }
 
 /// One prime's residue for [`residues_of`].
 #[inline(always)]
-fn residue_of<L: Lanes>(l: L, low: L::V, mid: L::V, top: L::V, q: &Prime, normalize: bool) -> L::V {
+fn residue_of<L: Lanes>(
+    l: L,
+    low: L::V,
+    lo_top: L::V,
+    u_hi: L::V,
+    u_hi_high: L::V,
+    q: &Prime,
+    normalize: bool,
+) -> L::V {
     let (p, delta) = (l.splat(q.p), l.splat(q.delta));
-    let m = l.add(mid, l.mul32(top, delta));
+    let four_delta = l.splat(4 * q.delta);
+    let h = l.mul32(u_hi_high, four_delta);
     let s = l.add(
-        l.add(low, mul_small(l, m, delta, delta)),
-        l.splat(q.minus_2_127),
+        l.add(low, l.mul32(u_hi, four_delta)),
+        l.add(
+            l.shl::<32>(l.and(h, l.splat(MASK_30))),
+            l.mul32(l.add(l.shr::<30>(h), lo_top), delta),
+        ),
     );
-    let r = fold_reduce(l, s, p, delta);
-    if normalize {
-        mul_shoup(l, r, l.splat(q.n_inv), l.splat(q.n_inv_shoup), p)
-    } else {
-        r
-    }
+    let s = l.add(s, l.splat(q.minus_2_127));
+    finish(l, fold_reduce(l, s, p, delta), q, normalize)
 }
 
 /// Garner's reconstruction of [`CrtNtt::inverse_u128`], over any lane width.
 struct Reconstruct<'a> {
     crt: &'a Crt,
     src: [&'a [u64]; 3],
+    /// Small signed values added to the result (same length), if any.
+    addend: Option<&'a [i64]>,
     dst: &'a mut [u128],
 }
 
@@ -479,29 +533,60 @@ impl Kernel for Reconstruct<'_> {
     fn run<L: Lanes>(self, l: L) {
         let Reconstruct {
             crt,
-            src: [r0, r1, r2],
+            src,
+            addend,
             dst,
         } = self;
-        let w = L::LANES;
-        let n = dst.len();
-        let whole = n - n % w;
-        let mut i = 0;
-        while i < whole {
-            let (lo, hi) = garner(
-                l,
-                crt,
-                l.load(&r0[i..i + w]),
-                l.load(&r1[i..i + w]),
-                l.load(&r2[i..i + w]),
-            );
-            l.store_u128(lo, hi, &mut dst[i..i + w]);
-            i += w;
-        }
-        for i in whole..n {
-            let (lo, hi) = garner(Scalar, crt, r0[i], r1[i], r2[i]);
-            dst[i] = (hi as u128) << 64 | lo as u128;
+        match addend {
+            Some(e) => reconstruct_loop::<L, true>(l, crt, src, e, dst),
+            None => reconstruct_loop::<L, false>(l, crt, src, &[], dst),
         }
     }
+}
+
+#[inline(always)]
+fn reconstruct_loop<L: Lanes, const ADD: bool>(
+    l: L,
+    crt: &Crt,
+    [r0, r1, r2]: [&[u64]; 3],
+    addend: &[i64],
+    dst: &mut [u128],
+) {
+    let w = L::LANES;
+    let n = dst.len();
+    assert!(r0.len() == n && r1.len() == n && r2.len() == n && (!ADD || addend.len() == n));
+    let whole = n - n % w;
+    let mut i = 0;
+    while i < whole {
+        let (mut lo, mut hi) = garner(
+            l,
+            crt,
+            l.load(&r0[i..i + w]),
+            l.load(&r1[i..i + w]),
+            l.load(&r2[i..i + w]),
+        );
+        if ADD {
+            (lo, hi) = add_i64(l, lo, hi, l.load_i64(&addend[i..i + w]));
+        }
+        l.store_u128(lo, hi, &mut dst[i..i + w]);
+        i += w;
+    }
+    for i in whole..n {
+        let (mut lo, mut hi) = garner(Scalar, crt, r0[i], r1[i], r2[i]);
+        if ADD {
+            (lo, hi) = add_i64(Scalar, lo, hi, addend[i] as u64);
+        }
+        dst[i] = (hi as u128) << 64 | lo as u128;
+    }
+}
+
+/// `(hi, lo) + e` modulo `2^128` for a signed `e` (its two's complement
+/// bits in each lane).
+#[inline(always)]
+fn add_i64<L: Lanes>(l: L, lo: L::V, hi: L::V, e: L::V) -> (L::V, L::V) {
+    let sum = l.add(lo, e);
+    let sign = l.sub(l.splat(0), l.shr::<63>(e));
+    (sum, l.add(l.add(hi, sign), l.carry(sum, e)))
 }
 
 /// Garner: `x = v0 + v1 p0 + v2 p0 p1` with digits `v_k < p_k`, then
@@ -579,6 +664,73 @@ pub(crate) fn coefficient_of_product<T: Copy + Default + PartialEq>(
         .zip(a[k + 1..].iter().rev())
         .fold(0u128, |acc, (&bit, &x)| acc.wrapping_add(x & mask(bit)));
     plus.wrapping_sub(minus)
+}
+
+/// [`coefficient_of_product`] for a binary `s` given as `i64` (the
+/// re-randomiser `r`), on SIMD lanes.
+pub(crate) fn coefficient_of_binary_product(a: &[u128], s: &[i64], k: usize) -> u128 {
+    let n = a.len();
+    assert!(s.len() == n && k < n);
+    // sum_{j <= k} s_j a_{k-j} - sum_{j > k} s_j a_{n+k-j}: each sum pairs a
+    // window of s with the same window of a, reversed.
+    let plus = simd::dispatch(ReversedMaskedSum {
+        a: &a[..=k],
+        s: &s[..=k],
+    });
+    let minus = simd::dispatch(ReversedMaskedSum {
+        a: &a[k + 1..],
+        s: &s[k + 1..],
+    });
+    plus.wrapping_sub(minus)
+}
+
+/// `sum_t [s_t != 0] a_{len-1-t}` modulo `2^128`, over any lane width.
+struct ReversedMaskedSum<'a> {
+    a: &'a [u128],
+    s: &'a [i64],
+}
+
+impl Kernel for ReversedMaskedSum<'_> {
+    type Output = u128;
+
+    #[inline(always)]
+    fn run<L: Lanes>(self, l: L) -> u128 {
+        let ReversedMaskedSum { a, s } = self;
+        let (w, len) = (L::LANES, a.len());
+        assert_eq!(s.len(), len);
+        let whole = len - len % w;
+        // Three sums of u64 lanes that cannot overflow (n / LANES terms
+        // below 2^32 each, and the high halves modulo 2^64).
+        let (zero, low32) = (l.splat(0), l.splat(0xFFFF_FFFF));
+        let (mut sum_ll, mut sum_lh, mut sum_h) = (zero, zero, zero);
+        let mut t = 0;
+        while t < whole {
+            let bits = l.reverse(l.load_i64(&s[t..t + w]));
+            let set = l.lt(zero, bits);
+            let (lo, hi) = l.load_u128(&a[len - t - w..len - t]);
+            sum_ll = l.add(sum_ll, l.select(set, l.and(lo, low32), zero));
+            sum_lh = l.add(sum_lh, l.select(set, l.shr::<32>(lo), zero));
+            sum_h = l.add(sum_h, l.select(set, hi, zero));
+            t += w;
+        }
+        let mut lanes = [[0u64; 8]; 3];
+        l.store(sum_ll, &mut lanes[0][..w]);
+        l.store(sum_lh, &mut lanes[1][..w]);
+        l.store(sum_h, &mut lanes[2][..w]);
+        let mut acc = 0u128;
+        for i in 0..w {
+            acc = acc
+                .wrapping_add(lanes[0][i] as u128)
+                .wrapping_add((lanes[1][i] as u128) << 32)
+                .wrapping_add((lanes[2][i] as u128) << 64);
+        }
+        for t in whole..len {
+            if s[t] != 0 {
+                acc = acc.wrapping_add(a[len - 1 - t]);
+            }
+        }
+        acc
+    }
 }
 
 /// Schoolbook negacyclic product modulo `2^128` (reference for tests and
@@ -698,24 +850,34 @@ mod tests {
 
     fn check_reconstruction(ntt: &CrtNtt, residues: &[[u64; 3]]) -> Result<(), TestCaseError> {
         let cols: [Vec<u64>; 3] = std::array::from_fn(|k| residues.iter().map(|r| r[k]).collect());
+        // Addends at the extremes and small noise.
+        let addend: Vec<i64> = (0..residues.len())
+            .map(|i| match i % 4 {
+                0 => i64::MIN,
+                1 => i64::MAX,
+                2 => -8 + (i % 17) as i64,
+                _ => -1,
+            })
+            .collect();
         for width in widths() {
-            let mut out = vec![0u128; residues.len()];
-            let kernel = Reconstruct {
-                crt: &ntt.crt,
-                src: [&cols[0], &cols[1], &cols[2]],
-                dst: &mut out,
-            };
-            if dispatch_width(width, kernel).is_none() {
-                continue;
-            }
-            for (r, &x) in residues.iter().zip(&out) {
-                prop_assert_eq!(
-                    x,
-                    reference_reconstruct(&ntt.crt, *r),
-                    "{:?} {:?}",
-                    width,
-                    r
-                );
+            for add in [false, true] {
+                let mut out = vec![0u128; residues.len()];
+                let kernel = Reconstruct {
+                    crt: &ntt.crt,
+                    src: [&cols[0], &cols[1], &cols[2]],
+                    addend: add.then_some(&addend[..]),
+                    dst: &mut out,
+                };
+                if dispatch_width(width, kernel).is_none() {
+                    continue;
+                }
+                for ((r, &x), &e) in residues.iter().zip(&out).zip(&addend) {
+                    let mut want = reference_reconstruct(&ntt.crt, *r);
+                    if add {
+                        want = want.wrapping_add(e as i128 as u128);
+                    }
+                    prop_assert_eq!(x, want, "{:?} add {} {:?}", width, add, r);
+                }
             }
         }
         Ok(())
@@ -827,6 +989,7 @@ mod tests {
             prop_assert_eq!(coefficient_of_product(&a, &s, k), want);
             let wide: Vec<u128> = s.iter().map(|&x| x as u128).collect();
             prop_assert_eq!(coefficient_of_product(&a, &wide, k), want);
+            prop_assert_eq!(coefficient_of_binary_product(&a, &s, k), want);
         }
 
         #[test]

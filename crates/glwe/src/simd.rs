@@ -36,6 +36,8 @@ pub(crate) trait Lanes: Copy {
     /// `a < b`, unsigned.
     fn lt(self, a: Self::V, b: Self::V) -> Self::M;
     fn select(self, m: Self::M, yes: Self::V, no: Self::V) -> Self::V;
+    /// The lanes in reverse order.
+    fn reverse(self, a: Self::V) -> Self::V;
 
     /// Loads `LANES` values (`src.len() == LANES`).
     fn load(self, src: &[u64]) -> Self::V;
@@ -211,6 +213,10 @@ impl Lanes for Scalar {
         if m { yes } else { no }
     }
     #[inline(always)]
+    fn reverse(self, a: u64) -> u64 {
+        a
+    }
+    #[inline(always)]
     fn load(self, src: &[u64]) -> u64 {
         src[0]
     }
@@ -329,6 +335,12 @@ mod x86 {
             self.0.select_u64x8(m, yes, no)
         }
         #[inline(always)]
+        fn reverse(self, a: u64x8) -> u64x8 {
+            let avx = self.0.avx512f;
+            let idx = avx._mm512_setr_epi64(7, 6, 5, 4, 3, 2, 1, 0);
+            cast(avx._mm512_permutexvar_epi64(idx, cast(a)))
+        }
+        #[inline(always)]
         fn load(self, src: &[u64]) -> u64x8 {
             cast(array::<u64, 8>(src))
         }
@@ -443,6 +455,14 @@ mod x86 {
         #[inline(always)]
         fn select(self, m: m64x4, yes: u64x4, no: u64x4) -> u64x4 {
             self.0.select_u64x4(m, yes, no)
+        }
+        #[inline(always)]
+        fn reverse(self, a: u64x4) -> u64x4 {
+            cast(
+                self.0
+                    .avx2
+                    ._mm256_permute4x64_epi64::<0b00_01_10_11>(cast(a)),
+            )
         }
         #[inline(always)]
         fn load(self, src: &[u64]) -> u64x4 {
