@@ -10,8 +10,8 @@
 //! ```
 //!
 //! of which only the two body coefficients that hold the totals travel
-//! ([`HiddenTotals`](crate::HiddenTotals)). `(pk_a r + e1, pk_b r + e2)` is a fresh encryption of
-//! zero under the household's [`CompactPublicKey`](crate::CompactPublicKey), which makes the mask
+//! ([`HiddenTotals`]). `(pk_a r + e1, pk_b r + e2)` is a fresh encryption of
+//! zero under the household's [`CompactPublicKey`], which makes the mask
 //! independent of the weights; the flooding noise hides the product noise
 //! (see [`crate::params`]). The mask is one exact product modulo `2^128`
 //! accumulated in the NTT domain ([`CrtNtt`]); the two body coefficients are

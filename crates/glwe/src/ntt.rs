@@ -643,9 +643,9 @@ fn garner<L: Lanes>(l: L, c: &Crt, r0: L::V, r1: L::V, r2: L::V) -> (L::V, L::V)
 }
 
 /// Coefficient `k` of the negacyclic product `a * s` modulo `2^128` for a
-/// binary `s` (any non-zero entry counts as 1): `sum_{j <= k} s_j a_{k-j}
-/// - sum_{j > k} s_j a_{n+k-j}`, without branches on the bits of `s` (a
-/// secret key or the re-randomiser).
+/// binary `s` (any non-zero entry counts as 1), that is
+/// `sum_{j <= k} s_j a_{k-j} - sum_{j > k} s_j a_{n+k-j}`, without branches
+/// on the bits of `s` (a secret key or the re-randomiser).
 pub(crate) fn coefficient_of_product<T: Copy + Default + PartialEq>(
     a: &[u128],
     s: &[T],
@@ -717,12 +717,13 @@ impl Kernel for ReversedMaskedSum<'_> {
         l.store(sum_ll, &mut lanes[0][..w]);
         l.store(sum_lh, &mut lanes[1][..w]);
         l.store(sum_h, &mut lanes[2][..w]);
+        let [ll, lh, h] = &lanes;
         let mut acc = 0u128;
-        for i in 0..w {
+        for ((&ll, &lh), &h) in ll.iter().zip(lh).zip(h).take(w) {
             acc = acc
-                .wrapping_add(lanes[0][i] as u128)
-                .wrapping_add((lanes[1][i] as u128) << 32)
-                .wrapping_add((lanes[2][i] as u128) << 64);
+                .wrapping_add(ll as u128)
+                .wrapping_add((lh as u128) << 32)
+                .wrapping_add((h as u128) << 64);
         }
         for t in whole..len {
             if s[t] != 0 {
