@@ -131,15 +131,21 @@ impl Rerandomizer {
         let mut rng = ChaCha20Rng::from_seed(seed);
         let mut bits = vec![0u8; POLYNOMIAL_SIZE / 8];
         rng.fill_bytes(&mut bits);
-        let r = (0..POLYNOMIAL_SIZE)
-            .map(|i| ((bits[i / 8] >> (i % 8)) & 1) as i64)
-            .collect();
+        // (Written into zeroed vectors in fixed-size chunks, which the
+        // compiler vectorises; the values are those of the bit and byte
+        // streams in order.)
+        let mut r = vec![0i64; POLYNOMIAL_SIZE];
+        for (chunk, &byte) in r.chunks_exact_mut(8).zip(&bits) {
+            for (k, x) in chunk.iter_mut().enumerate() {
+                *x = ((byte >> k) & 1) as i64;
+            }
+        }
         let mut bytes = vec![0u8; POLYNOMIAL_SIZE + 2];
         rng.fill_bytes(&mut bytes);
-        let e1 = bytes[..POLYNOMIAL_SIZE]
-            .iter()
-            .map(|&b| tuniform3(b))
-            .collect();
+        let mut e1 = vec![0i64; POLYNOMIAL_SIZE];
+        for (x, &byte) in e1.iter_mut().zip(&bytes[..POLYNOMIAL_SIZE]) {
+            *x = tuniform3(byte);
+        }
         let e2 = [
             tuniform3(bytes[POLYNOMIAL_SIZE]),
             tuniform3(bytes[POLYNOMIAL_SIZE + 1]),
@@ -310,6 +316,28 @@ mod tests {
             });
             proptest::prop_assert_eq!(dot_taps(&body, &taps), want);
         }
+    }
+
+    #[test]
+    fn rerandomizer_is_the_chacha20_stream_in_order() {
+        let seed = [5u8; 32];
+        let mut rng = ChaCha20Rng::from_seed(seed);
+        let mut bits = vec![0u8; POLYNOMIAL_SIZE / 8];
+        rng.fill_bytes(&mut bits);
+        let mut bytes = vec![0u8; POLYNOMIAL_SIZE + 2];
+        rng.fill_bytes(&mut bytes);
+        let rr = Rerandomizer::from_seed(seed);
+        for i in 0..POLYNOMIAL_SIZE {
+            assert_eq!(rr.r[i], ((bits[i / 8] >> (i % 8)) & 1) as i64);
+            assert_eq!(rr.e1[i], tuniform3(bytes[i]));
+        }
+        assert_eq!(
+            rr.e2,
+            [
+                tuniform3(bytes[POLYNOMIAL_SIZE]),
+                tuniform3(bytes[POLYNOMIAL_SIZE + 1])
+            ]
+        );
     }
 
     #[test]

@@ -598,8 +598,9 @@ fn garner<L: Lanes>(l: L, c: &Crt, r0: L::V, r1: L::V, r2: L::V) -> (L::V, L::V)
     let [q0, q1, q2] = &c.primes;
     let (p0, p1, p2) = (l.splat(q0.p), l.splat(q1.p), l.splat(q2.p));
     let v0 = r0;
-    // v1 = (r1 - v0) / p0 mod p1; v0 < p0 < 2 p1.
-    let d1 = l.reduce_once(l.sub(l.add(r1, p1), l.reduce_once(v0, p1)), p1);
+    // v1 = (r1 - v0) / p0 mod p1. v0 < p0 < 2 p1, so r1 + 2 p1 - v0 lies in
+    // (0, 3 p1), and a Shoup product takes any input below 2^64.
+    let d1 = l.sub(l.add(r1, l.splat(2 * q1.p)), v0);
     let v1 = mul_shoup(
         l,
         d1,
@@ -607,16 +608,17 @@ fn garner<L: Lanes>(l: L, c: &Crt, r0: L::V, r1: L::V, r2: L::V) -> (L::V, L::V)
         l.splat(c.inv_p0_mod_p1_shoup),
         p1,
     );
-    // v2 = (r2 - v0 - v1 p0) / (p0 p1) mod p2; v0 < p0 < 2 p2, v1 < p1 < 2^62.
+    // v2 = (r2 - v0 - v1 p0) / (p0 p1) mod p2, with p0 = p0 mod p2 < 2^20
+    // (v1 < p1 < 2^62) and v0 < p0 < 2 p2: the difference plus 3 p2 lies in
+    // (0, 4 p2), below 2^64.
     let delta2 = l.splat(q2.delta);
-    let t = l.reduce_once(l.sub(l.add(r2, p2), l.reduce_once(v0, p2)), p2);
     let v1p0 = fold_reduce(
         l,
         mul_small(l, v1, l.splat(c.p0_mod_p2), delta2),
         p2,
         delta2,
     );
-    let t = l.reduce_once(l.sub(l.add(t, p2), v1p0), p2);
+    let t = l.sub(l.sub(l.add(r2, l.splat(3 * q2.p)), v0), v1p0);
     let v2 = mul_shoup(
         l,
         t,
