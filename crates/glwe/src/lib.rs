@@ -17,8 +17,9 @@
 
 #![warn(missing_docs)]
 
-// Bottom-up: parameters, layout, mask expansion, lane kernels and the NTT,
-// noise, ciphertexts, then keys and evaluation (neither uses the other).
+// Modules depend only on those before them in this order: params, layout,
+// mask, simd, ntt, noise, ciphertext, then keys and eval (neither of which
+// uses the other).
 mod ciphertext;
 pub mod eval;
 mod keys;
