@@ -4,7 +4,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use pb_core::api::ApiResponse;
+use pb_core::api::{ApiRequest, ApiResponse, CycleRef, SubmitRequest};
+use pb_inputs::Units;
 use pb_model::{BillingModel, CycleContext};
 use pb_net::{Connection, EdgeClient};
 use pb_protocol::{NodeId, NodeKey, Request, Response};
@@ -31,18 +32,16 @@ pub fn keygen(out: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn read(path: &Path) -> Result<String, String> {
-    let len = std::fs::metadata(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .len();
-    if len > pb_inputs::MAX_INPUT as u64 {
-        return Err(format!(
-            "{}: {len} bytes, more than the {} bytes an input file may have",
-            path.display(),
-            pb_inputs::MAX_INPUT
-        ));
+/// Reads an input file within the cap of data files.
+pub fn read(path: &Path) -> Result<String, String> {
+    pb_inputs::bounded_text(path, pb_inputs::Kind::Data).map_err(|e| e.to_string())
+}
+
+/// Prints the one warning line of what rounding to the unit changed.
+pub fn warn_rounding(origin: &str, rounding: &pb_inputs::Rounding) {
+    if let Some(w) = rounding.warning() {
+        eprintln!("warning: {origin}: {w}");
     }
-    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn is_csv(path: &Path) -> bool {
@@ -56,15 +55,22 @@ pub fn read_context(
     path: &Path,
     cycle: Option<u64>,
     model: Option<BillingModel>,
+    units: Units,
 ) -> Result<CycleContext, String> {
     let text = read(path)?;
     let origin = path.display().to_string();
-    let over = pb_inputs::ContextOverrides { cycle, model };
-    if is_csv(path) {
+    let over = pb_inputs::ContextOverrides {
+        cycle,
+        model,
+        units,
+    };
+    let parsed = if is_csv(path) {
         pb_inputs::context_csv(&origin, &text, over)
     } else {
         pb_inputs::context_json(&origin, &text, over)
-    }
+    }?;
+    warn_rounding(&origin, &parsed.rounding);
+    Ok(parsed.value)
 }
 
 /// `pbill context`: sends a cycle context to the edge, signed with the
@@ -80,7 +86,9 @@ pub fn context(
         .map(|s| NodeId::from_hex(s).ok_or("--edge-id: not a node id (64 hex digits)"))
         .transpose()?;
     let rt = runtime()?;
-    let mut client = EdgeClient::new(Connection::new(edge, TIMEOUT), key, edge_id);
+    let connection = Connection::new(edge, TIMEOUT);
+    rt.block_on(connection.probe()).map_err(|e| e.to_string())?;
+    let mut client = EdgeClient::new(connection, key, edge_id);
     let cycle = ctx.cycle();
     let slots = ctx.slots();
     let exchange = rt
@@ -96,27 +104,37 @@ pub fn context(
     }
 }
 
-/// One request to a core's household API.
-pub fn api_call(core: &str, request: &serde_json::Value) -> Result<ApiResponse, String> {
+/// One request to a core's household API (JSON, sent as serialised, so
+/// decimal values keep their text).
+pub fn api_call(core: &str, request: &ApiRequest) -> Result<ApiResponse, String> {
+    let bytes = serde_json::to_vec(request).map_err(|e| e.to_string())?;
     let rt = runtime()?;
     let mut conn = Connection::new(core, TIMEOUT);
-    let answer = rt.block_on(conn.json(request)).map_err(|e| e.to_string())?;
-    serde_json::from_value(answer).map_err(|e| format!("unexpected answer from the core: {e}"))
+    rt.block_on(conn.probe()).map_err(|e| e.to_string())?;
+    let answer = rt
+        .block_on(conn.request(bytes))
+        .map_err(|e| e.to_string())?;
+    serde_json::from_slice(&answer).map_err(|e| format!("unexpected answer from the core: {e}"))
 }
 
 /// `pbill submit`: a household's data for a cycle, from CSV
 /// (`promise_kwh,actual_kwh` per slot) or JSON.
-pub fn submit(core: &str, cycle: u64, file: &Path) -> Result<(), String> {
+pub fn submit(core: &str, cycle: u64, file: &Path, units: Units) -> Result<(), String> {
     let text = read(file)?;
     let origin = file.display().to_string();
     // Check locally first for a precise message; the core checks again.
-    let data = if is_csv(file) {
-        pb_inputs::data_csv(&origin, &text)?
+    let parsed = if is_csv(file) {
+        pb_inputs::data_csv(&origin, &text, units)?
     } else {
-        pb_inputs::data_json(&origin, &text)?
+        pb_inputs::data_json(&origin, &text, units)?
     };
-    let (promises, actual) = (data.promises_kwh, data.actual_kwh);
-    let request = serde_json::json!({"submit": {"cycle_id": cycle, "promises_kwh": promises, "actual_kwh": actual}});
+    warn_rounding(&origin, &parsed.rounding);
+    let request = ApiRequest::Submit(SubmitRequest {
+        cycle_id: cycle,
+        promises_kwh: parsed.value.promises_kwh,
+        actual_kwh: parsed.value.actual_kwh,
+        strict_units: units == Units::Strict,
+    });
     match api_call(core, &request)? {
         ApiResponse::Accepted(a) => {
             println!(
@@ -140,7 +158,7 @@ pub enum BillOutcome {
 
 /// `pbill bill`: the household's bill for a cycle.
 pub fn bill(core: &str, cycle: u64, json: bool) -> Result<BillOutcome, String> {
-    let answer = api_call(core, &serde_json::json!({"get_bill": {"cycle_id": cycle}}))?;
+    let answer = api_call(core, &ApiRequest::GetBill(CycleRef { cycle_id: cycle }))?;
     if json {
         println!(
             "{}",

@@ -32,8 +32,8 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 672)]
     pub slots: usize,
     /// Billing model.
-    #[arg(long, default_value_t = BillingModel::Ucs)]
-    pub model: BillingModel,
+    #[arg(long, value_enum, default_value_t = crate::ModelArg::Ucs)]
+    pub model: crate::ModelArg,
     /// Compute backend of the edge: auto, cpu or cuda.
     #[arg(long, default_value = "auto")]
     pub backend: BackendChoice,
@@ -287,7 +287,7 @@ pub fn run(args: &DemoArgs) -> Result<bool, String> {
     eprintln!(
         "pbill demo: {n} households x {} slots, model {}, in {}",
         args.slots,
-        args.model,
+        BillingModel::from(args.model),
         dir.display()
     );
     let t0 = Instant::now();
@@ -394,8 +394,9 @@ pub fn run(args: &DemoArgs) -> Result<bool, String> {
     let file = synthetic::generate(n, args.slots, args.seed)?;
     let parsed = pb_inputs::community(
         &serde_json::to_string(&file).map_err(|e| e.to_string())?,
-        args.model,
+        BillingModel::from(args.model),
         3,
+        pb_inputs::Units::Round,
     )?;
     let ctx: CycleContext = parsed.context.clone();
     let mut operator_client = EdgeClient::new(
@@ -587,7 +588,8 @@ pub fn run(args: &DemoArgs) -> Result<bool, String> {
     println!();
     println!(
         "timing ({n} households, {} slots, {}):",
-        args.slots, args.model
+        args.slots,
+        BillingModel::from(args.model)
     );
     println!("  start + keygen + join      {:>10.2?}", t_join);
     println!(

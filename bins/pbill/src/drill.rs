@@ -227,6 +227,7 @@ pub fn run(args: &DrillArgs) -> Result<bool, String> {
                 &serde_json::to_string(&file).map_err(|e| e.to_string())?,
                 BillingModel::Ucs,
                 3,
+                pb_inputs::Units::Round,
             )?;
             phase.store(0, Ordering::Relaxed);
             loop {

@@ -189,12 +189,13 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
     // The cycle.
     let mut file = synthetic::generate(n, args.slots, args.seed)?;
     for (h, m) in file.households.iter_mut().zip(&members) {
-        h.id = m.id.to_string();
+        h.id = pb_inputs::HouseholdId::Text(m.id.to_string());
     }
     let parsed = pb_inputs::community(
         &serde_json::to_string(&file).map_err(|e| e.to_string())?,
         BillingModel::Ucs,
         3,
+        pb_inputs::Units::Round,
     )?;
     let ctx = parsed.context.clone();
     let mut op = client(&operator);

@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use pb_model::{Bill, BillingModel, reference};
+use pb_inputs::{HouseholdId, Units};
+use pb_model::{Bill, BillingModel};
 use pb_shared_billing::BackendChoice;
-use pb_shared_billing::community::run_local;
+use pb_shared_billing::community::{plaintext_bills, run_local};
 use pb_units::limits::DEFAULT_MIN_MEMBERS;
 use serde::Serialize;
 
@@ -22,6 +23,36 @@ use serde::Serialize;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// A billing model on the command line.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelArg {
+    /// Universal Cost Split: a slot's imbalance cost is shared equally by
+    /// the households that caused it (over-consumers, or over-suppliers);
+    /// cost-neutral.
+    Ucs,
+    /// The Python original's formula: as ucs, but each share is divided by
+    /// all accepted consumers (producers) of the slot.
+    UcsReference,
+    /// The imbalance cost shared in proportion to each household's
+    /// over-amount.
+    Proportional,
+}
+
+impl From<ModelArg> for BillingModel {
+    fn from(m: ModelArg) -> BillingModel {
+        match m {
+            ModelArg::Ucs => BillingModel::Ucs,
+            ModelArg::UcsReference => BillingModel::UcsReference,
+            ModelArg::Proportional => BillingModel::Proportional,
+        }
+    }
+}
+
+/// `Round` unless `--strict-units`.
+fn units(strict: bool) -> Units {
+    if strict { Units::Strict } else { Units::Round }
 }
 
 #[derive(Subcommand, Debug)]
@@ -35,25 +66,37 @@ enum Command {
     /// "actual_kwh": [..]}]} with prices in currency per kWh and energy in
     /// kWh per slot (positive = consumption, negative = supply).
     ///
+    /// Values are read exactly as written (decimal, never binary floating
+    /// point) and rounded half away from zero to 1 Wh and 0.00001
+    /// currency/kWh; a warning counts the rounded values. Ids are strings
+    /// or integers. Limits: |energy| <= 100 kWh a slot, |price| <= 100
+    /// currency/kWh, and the prices may not let a household's energy cost
+    /// over the cycle (at 100 kWh a slot) exceed 175,921.86 currency; the
+    /// encrypted and the --plaintext path refuse exactly the same inputs.
+    ///
     /// Output: {"model": "..", "bills": [{"id", "bill", "reward", "total"}]},
-    /// amounts as exact decimal strings with 8 decimals. On any error
-    /// nothing is written.
+    /// ids as given, amounts as exact decimal strings with 8 decimals. On
+    /// any error nothing is written.
     Simulate {
         /// Community file (JSON).
         #[arg(long, short)]
         input: PathBuf,
-        /// Where to write the bills (JSON).
+        /// Where to write the bills (JSON); must not be the input.
         #[arg(long, short)]
         output: PathBuf,
         /// Billing model.
-        #[arg(long, default_value_t = BillingModel::Ucs)]
-        model: BillingModel,
+        #[arg(long, value_enum, default_value_t = ModelArg::Ucs)]
+        model: ModelArg,
         /// Compute the same bills in clear, without any cryptography.
         #[arg(long)]
         plaintext: bool,
-        /// Smallest community that may be billed.
+        /// Smallest community that may be billed (never fewer than 2).
         #[arg(long, default_value_t = DEFAULT_MIN_MEMBERS)]
         min_members: usize,
+        /// Refuse values finer than the units (1 Wh, 0.00001 currency/kWh)
+        /// instead of rounding them.
+        #[arg(long)]
+        strict_units: bool,
         /// Where the billing authority's vector work runs: `auto` (CUDA when
         /// a GPU is usable, else CPU), `cpu` or `cuda`. The choice is printed.
         #[arg(long, default_value_t = BackendChoice::Auto)]
@@ -123,11 +166,15 @@ enum Command {
         #[arg(long)]
         cycle: Option<u64>,
         /// Billing model (overrides the JSON's; default ucs).
-        #[arg(long)]
-        model: Option<BillingModel>,
+        #[arg(long, value_enum)]
+        model: Option<ModelArg>,
         /// The edge's node id: refuse answers signed by anyone else.
         #[arg(long)]
         edge_id: Option<String>,
+        /// Refuse prices finer than 0.00001 currency/kWh instead of
+        /// rounding them.
+        #[arg(long)]
+        strict_units: bool,
     },
     /// Household: submit one cycle's data to the household's core.
     ///
@@ -143,6 +190,9 @@ enum Command {
         /// Data file (.csv or .json).
         #[arg(long)]
         file: PathBuf,
+        /// Refuse values finer than 1 Wh instead of rounding them.
+        #[arg(long)]
+        strict_units: bool,
     },
     /// Household: ask the core for a cycle's bill. Exit status 0 when
     /// billed, 3 when not yet, 1 on error.
@@ -167,7 +217,7 @@ enum Command {
 
 #[derive(Serialize)]
 struct BillOut {
-    id: String,
+    id: HouseholdId,
     bill: String,
     reward: String,
     total: String,
@@ -188,8 +238,17 @@ fn main() -> ExitCode {
             model,
             plaintext,
             min_members,
+            strict_units,
             backend,
-        } => simulate(&input, &output, model, plaintext, min_members, backend),
+        } => simulate(
+            &input,
+            &output,
+            model.into(),
+            plaintext,
+            min_members,
+            units(strict_units),
+            backend,
+        ),
         Command::Generate {
             households,
             slots,
@@ -220,9 +279,15 @@ fn main() -> ExitCode {
             cycle,
             model,
             edge_id,
-        } => client::read_context(&file, cycle, model)
+            strict_units,
+        } => client::read_context(&file, cycle, model.map(Into::into), units(strict_units))
             .and_then(|ctx| client::context(&edge, &key, edge_id.as_deref(), ctx)),
-        Command::Submit { core, cycle, file } => client::submit(&core, cycle, &file),
+        Command::Submit {
+            core,
+            cycle,
+            file,
+            strict_units,
+        } => client::submit(&core, cycle, &file, units(strict_units)),
         Command::Bill { core, cycle, json } => match client::bill(&core, cycle, json) {
             Ok(client::BillOutcome::Billed) => Ok(()),
             Ok(client::BillOutcome::Pending) => return ExitCode::from(3),
@@ -246,14 +311,19 @@ fn simulate(
     model: BillingModel,
     plaintext: bool,
     min_members: usize,
+    units: Units,
     backend: BackendChoice,
 ) -> Result<(), String> {
-    let text = std::fs::read_to_string(input).map_err(|e| format!("{}: {e}", input.display()))?;
-    let community = pb_inputs::community(&text, model, min_members)?;
+    refuse_same_file(input, output)?;
+    let text = client::read(input)?;
+    let community = pb_inputs::community(&text, model, min_members, units)
+        .map_err(|e| format!("{}: {e}", input.display()))?;
+    client::warn_rounding(&input.display().to_string(), &community.rounding);
     let n = community.households.len();
     let slots = community.context.slots();
     let bills: Vec<Bill> = if plaintext {
-        reference::bills(&community.context, &community.households).map_err(|e| e.to_string())?
+        plaintext_bills(&community.context, &community.households, min_members)
+            .map_err(|e| e.to_string())?
     } else {
         let (backend, said) = pb_cuda::select_backend(backend)?;
         eprintln!("{said}");
@@ -286,11 +356,11 @@ fn simulate(
     let out = BillsOut {
         model: model.to_string(),
         bills: community
-            .households
+            .ids
             .iter()
             .zip(&bills)
-            .map(|(h, b)| BillOut {
-                id: h.member().to_string(),
+            .map(|(id, b)| BillOut {
+                id: id.clone(),
                 bill: b.bill.to_decimal_string(),
                 reward: b.reward.to_decimal_string(),
                 total: b.total().to_decimal_string(),
@@ -302,14 +372,31 @@ fn simulate(
     Ok(())
 }
 
+/// Refuses an output that is the input file (it would be overwritten
+/// before anything could be checked).
+fn refuse_same_file(input: &Path, output: &Path) -> Result<(), String> {
+    let same = match (std::fs::canonicalize(input), std::fs::canonicalize(output)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same {
+        return Err(format!(
+            "--output {} is the input file: choose another path",
+            output.display()
+        ));
+    }
+    Ok(())
+}
+
 /// Writes through a temporary file and a rename, so that a failure never
-/// leaves a partial file behind.
+/// leaves a partial file behind; errors name `path`, not the temporary.
 fn write_json(path: &Path, value: &impl Serialize) -> Result<(), String> {
     let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
     let tmp = path.with_extension("tmp-pbill");
-    std::fs::write(&tmp, text + "\n").map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let fail = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    std::fs::write(&tmp, text + "\n").map_err(fail)?;
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        format!("{}: {e}", path.display())
+        fail(e)
     })
 }

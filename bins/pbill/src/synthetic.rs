@@ -4,14 +4,16 @@
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
-use pb_inputs::{CommunityFile, HouseholdFile, PricesFile};
+use pb_inputs::{CommunityFile, HouseholdFile, HouseholdId, PricesFile};
+use pb_units::Decimal;
 
 fn uniform(rng: &mut ChaCha8Rng) -> f64 {
     (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
 }
 
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
+/// `x` rounded to `10^-scale` (generated values are exact to the unit).
+fn exact(x: f64, scale: u32) -> Decimal {
+    Decimal::from_units((x * 10f64.powi(scale as i32)).round() as i64, scale)
 }
 
 /// Builds a community of `households` over `slots` 15-minute slots.
@@ -33,11 +35,11 @@ pub fn generate(households: usize, slots: usize, seed: u64) -> Result<CommunityF
         let h = hour(t);
         let peak = (-(h - 18.5).powi(2) / 6.0).exp() + 0.6 * (-(h - 8.0).powi(2) / 4.0).exp();
         let trading = 0.08 + 0.12 * peak + 0.01 * uniform(&mut rng);
-        prices.trading.push((trading * 1e5).round() / 1e5);
-        prices.retail.push(((trading + 0.11) * 1e5).round() / 1e5);
+        prices.trading.push(exact(trading, 5));
+        prices.retail.push(exact(trading + 0.11, 5));
         prices
             .feed_in
-            .push(((0.05 + 0.02 * uniform(&mut rng)) * 1e5).round() / 1e5);
+            .push(exact(0.05 + 0.02 * uniform(&mut rng), 5));
     }
     let mut out = Vec::with_capacity(households);
     for i in 0..households {
@@ -67,11 +69,11 @@ pub fn generate(households: usize, slots: usize, seed: u64) -> Result<CommunityF
             let forecast_kw = load - pv_kw * sun * cloud;
             let actual_kw =
                 forecast_kw * (0.85 + 0.3 * uniform(&mut rng)) + 0.2 * (uniform(&mut rng) - 0.5);
-            promises.push(round3(forecast_kw * 0.25));
-            actual.push(round3(actual_kw * 0.25));
+            promises.push(exact(forecast_kw * 0.25, 3));
+            actual.push(exact(actual_kw * 0.25, 3));
         }
         out.push(HouseholdFile {
-            id: format!("house-{:03}", i + 1),
+            id: HouseholdId::Text(format!("house-{:03}", i + 1)),
             promises_kwh: promises,
             actual_kwh: actual,
         });

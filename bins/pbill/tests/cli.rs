@@ -110,10 +110,13 @@ fn bad_inputs_are_refused_with_the_field_named_and_nothing_written() {
     cases.push((c, "prices.retail"));
     let mut c = community();
     c["households"][1]["actual_kwh"] = json!([0.1]);
-    cases.push((c, "households[1].actual_kwh"));
+    cases.push((c, "households[1] (b).actual_kwh"));
     let mut c = community();
     c["households"][2]["promises_kwh"][1] = json!(1000.0);
-    cases.push((c, "households[2].promises_kwh[1]"));
+    cases.push((
+        c,
+        "households[2] (c).promises_kwh[1]: 1000.0 kWh is beyond the limit of 100 kWh",
+    ));
     let mut c = community();
     c["prices"]["feed_in"][0] = json!(-1.0e6);
     cases.push((c, "prices.feed_in[0]"));
@@ -127,11 +130,11 @@ fn bad_inputs_are_refused_with_the_field_named_and_nothing_written() {
     c["households"].as_array_mut().unwrap().pop();
     cases.push((c, "households"));
     let mut c = community();
-    c["households"][0]["actual_kwh"][0] = json!("1.0");
-    cases.push((c, "invalid community file"));
+    c["households"][0]["actual_kwh"][0] = json!("one");
+    cases.push((c, "\"one\" is not a decimal number"));
     let mut c = community();
     c["extra"] = json!(1);
-    cases.push((c, "invalid community file"));
+    cases.push((c, "community file: unknown field `extra`"));
     let mut c = community();
     c["prices"]["trading"] = json!([]);
     cases.push((c, "prices.trading"));
@@ -158,7 +161,7 @@ fn bad_inputs_are_refused_with_the_field_named_and_nothing_written() {
             "-o",
             out.to_str().unwrap(),
         ]);
-        assert!(!ok && stderr.contains("invalid community file"), "{stderr}");
+        assert!(!ok && stderr.contains("community file: "), "{stderr}");
         assert!(!out.exists());
     }
     let (ok, stderr) = pbill(&[
@@ -249,7 +252,7 @@ fn network_commands_refuse_bad_input_before_sending() {
     };
     for (text, expect) in [
         ("promise_kwh\n1\n", "missing column \"actual_kwh\""),
-        ("promise_kwh,actual_kwh\n1,abc\n", "not a number"),
+        ("promise_kwh,actual_kwh\n1,abc\n", "not a decimal number"),
         ("promise_kwh,actual_kwh\n1e9,1\n", "promises_kwh[0]"),
         ("promise_kwh,actual_kwh\n1,1\n2\n", "h.csv"),
     ] {

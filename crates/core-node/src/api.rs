@@ -1,6 +1,8 @@
 //! The household API: JSON requests on a local ZeroMQ REP/ROUTER socket,
 //! one JSON object per message. See `docs/api.md`.
 
+use pb_model::parse::{Rounding, Units, energy_kwh};
+use pb_units::Decimal;
 use serde::{Deserialize, Serialize};
 
 /// A request from the household's software.
@@ -15,44 +17,69 @@ pub enum ApiRequest {
     Status(StatusRequest),
 }
 
-/// Data of one cycle, kWh per slot.
+/// Data of one cycle, kWh per slot, each value read exactly as written
+/// (a JSON number, or a string holding one).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitRequest {
     /// The cycle.
     pub cycle_id: u64,
     /// Promised energy per slot (positive: consumption, negative: feed-in).
-    pub promises_kwh: Vec<f64>,
+    pub promises_kwh: Vec<Decimal>,
     /// Metered energy per slot.
-    pub actual_kwh: Vec<f64>,
+    pub actual_kwh: Vec<Decimal>,
+    /// Refuse values finer than 1 Wh instead of rounding them (default
+    /// false: round half away from zero, and count them in the answer).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub strict_units: bool,
 }
 
 impl ApiRequest {
     /// Decodes a request as received; the error is the answer to send.
     pub fn from_json(bytes: &[u8]) -> Result<ApiRequest, ApiResponse> {
-        serde_json::from_slice(bytes)
-            .map_err(|e| ApiResponse::error("bad_request", format!("invalid request: {e}")))
+        let text = std::str::from_utf8(bytes).map_err(|e| {
+            ApiResponse::error("bad_request", format!("invalid request: not UTF-8 ({e})"))
+        })?;
+        serde_json::from_str(text).map_err(|e| {
+            ApiResponse::error(
+                "bad_request",
+                pb_inputs::json_error("invalid request", text, &e),
+            )
+        })
     }
 }
 
 impl SubmitRequest {
     /// The household's data in checked units, for a cycle of `slots`
-    /// slots; errors name the field and index at fault.
+    /// slots, and how many values were rounded to the unit; errors name
+    /// the field and index at fault.
     pub fn to_data(
         &self,
         member: &pb_units::MemberId,
         slots: usize,
-    ) -> Result<pb_model::Data, String> {
-        use pb_model::parse::energy_kwh;
-        let promises = energy_kwh("promises_kwh", &self.promises_kwh, slots)?;
-        let actual = energy_kwh("actual_kwh", &self.actual_kwh, slots)?;
-        pb_model::Data::new(
+    ) -> Result<(pb_model::Data, Rounding), String> {
+        let units = if self.strict_units {
+            Units::Strict
+        } else {
+            Units::Round
+        };
+        let mut rounding = Rounding::default();
+        let promises = energy_kwh(
+            "promises_kwh",
+            &self.promises_kwh,
+            slots,
+            units,
+            &mut rounding,
+        )?;
+        let actual = energy_kwh("actual_kwh", &self.actual_kwh, slots, units, &mut rounding)?;
+        let data = pb_model::Data::new(
             member.clone(),
             pb_units::CycleId(self.cycle_id),
             promises,
             actual,
         )
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+        Ok((data, rounding))
     }
 }
 
@@ -94,6 +121,10 @@ pub struct Accepted {
     pub slots: usize,
     /// Where the cycle stands (see [`CycleReport::state`]).
     pub state: String,
+    /// How many values were finer than 1 Wh and rounded (half away from
+    /// zero).
+    #[serde(default)]
+    pub rounded: usize,
 }
 
 /// A bill, amounts as exact decimal strings in the community's currency.
@@ -178,8 +209,9 @@ mod tests {
             r,
             ApiRequest::Submit(SubmitRequest {
                 cycle_id: 3,
-                promises_kwh: vec![0.5, -1.0],
-                actual_kwh: vec![0.4, -1.2]
+                promises_kwh: vec!["0.5".parse().unwrap(), "-1".parse().unwrap()],
+                actual_kwh: vec!["0.4".parse().unwrap(), "-1.2".parse().unwrap()],
+                strict_units: false,
             })
         );
         let r: ApiRequest = serde_json::from_str(r#"{"get_bill": {"cycle_id": 3}}"#).unwrap();
@@ -195,6 +227,38 @@ mod tests {
         ] {
             assert!(serde_json::from_str::<ApiRequest>(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn values_are_read_as_written_and_bad_ones_named() {
+        let r = ApiRequest::from_json(
+            br#"{"submit": {"cycle_id": 3, "promises_kwh": [0.5005, "0.0004"], "actual_kwh": [1, 2]}}"#,
+        )
+        .unwrap();
+        let ApiRequest::Submit(s) = r else {
+            panic!("not a submit")
+        };
+        let member = pb_units::MemberId::new("h").unwrap();
+        let (data, rounding) = s.to_data(&member, 2).unwrap();
+        assert_eq!(data.promises()[0], pb_units::Wh(501));
+        assert_eq!(rounding.count, 2);
+        let strict = SubmitRequest {
+            strict_units: true,
+            ..s
+        };
+        assert!(
+            strict
+                .to_data(&member, 2)
+                .unwrap_err()
+                .contains("finer than the unit")
+        );
+        let ApiResponse::Error(e) = ApiRequest::from_json(
+            br#"{"submit": {"cycle_id": 3, "promises_kwh": [NaN], "actual_kwh": [1]}}"#,
+        )
+        .unwrap_err() else {
+            panic!("not an error")
+        };
+        assert!(e.message.contains("NaN (not a number)"), "{}", e.message);
     }
 
     #[test]

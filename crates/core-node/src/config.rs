@@ -68,8 +68,8 @@ pub struct Checked {
 impl CoreConfig {
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<CoreConfig, CoreError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| CoreError::Config(format!("{}: {e}", path.display())))?;
+        let text = pb_inputs::bounded_text(path, pb_inputs::Kind::Config)
+            .map_err(|e| CoreError::Config(e.to_string()))?;
         let config: CoreConfig = toml::from_str(&text)
             .map_err(|e| CoreError::Config(format!("{}: {e}", path.display())))?;
         config.check()?;

@@ -196,7 +196,7 @@ impl Node {
         let bad = |m: String| ApiResponse::error("bad_request", m);
         let entry = self.cycle_entry(cycle)?;
         let slots = entry.context.slots();
-        let data = s.to_data(&self.checked.member, slots).map_err(bad)?;
+        let (data, rounding) = s.to_data(&self.checked.member, slots).map_err(bad)?;
         if let Some(existing) = self.store.data(cycle).map_err(internal)? {
             return if existing == data {
                 let state = self.report(cycle)?.state;
@@ -204,6 +204,7 @@ impl Node {
                     cycle_id: cycle.0,
                     slots,
                     state,
+                    rounded: rounding.count,
                 }))
             } else {
                 Err(ApiResponse::error(
@@ -232,6 +233,7 @@ impl Node {
             cycle_id: cycle.0,
             slots,
             state: "queued".into(),
+            rounded: rounding.count,
         }))
     }
 

@@ -163,8 +163,8 @@ impl Admission {
 impl EdgeConfig {
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<EdgeConfig, EdgeError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| EdgeError::Config(format!("{}: {e}", path.display())))?;
+        let text = pb_inputs::bounded_text(path, pb_inputs::Kind::EdgeConfig)
+            .map_err(|e| EdgeError::Config(e.to_string()))?;
         let config: EdgeConfig = toml::from_str(&text)
             .map_err(|e| EdgeError::Config(format!("{}: {e}", path.display())))?;
         config.admission()?;

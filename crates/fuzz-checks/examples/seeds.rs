@@ -10,7 +10,7 @@ use pb_glwe::SecretKey;
 use pb_glwe::seeding::deterministic;
 use pb_hiding::HidingContext;
 use pb_hiding::wire::Wire;
-use pb_inputs::{CommunityFile, HouseholdFile, PricesFile};
+use pb_inputs::{CommunityFile, HouseholdFile, HouseholdId, PricesFile, Units};
 use pb_model::BillingModel;
 use pb_protocol::{Envelope, ErrorCode, Request, Response};
 use pb_przs::{IdentityKey, PairwiseKeys};
@@ -31,25 +31,46 @@ fn payload<T: serde::Serialize>(v: &T) -> Vec<u8> {
         .expect("encodes")
 }
 
+fn decimals(texts: &[&str]) -> Vec<pb_units::Decimal> {
+    texts.iter().map(|t| t.parse().expect("decimal")).collect()
+}
+
 fn main() {
     let file = CommunityFile {
         cycle_id: 7,
         prices: PricesFile {
-            trading: vec![0.2, 0.25, 0.22, 0.3],
-            retail: vec![0.3, 0.31, 0.3, 0.35],
-            feed_in: vec![0.05, 0.04, 0.05, 0.05],
+            trading: decimals(&["0.2", "0.25", "0.22", "0.3"]),
+            retail: decimals(&["0.3", "0.31", "0.3", "0.35"]),
+            feed_in: decimals(&["0.05", "0.04", "0.05", "0.05"]),
         },
         households: (0..3)
             .map(|i| HouseholdFile {
-                id: format!("h{i}"),
-                promises_kwh: vec![0.5, -0.25, 1.0, 0.0],
-                actual_kwh: vec![0.4 + f64::from(i) / 10.0, -0.3, 1.1, 0.05],
+                id: if i == 2 {
+                    HouseholdId::Number(7.into())
+                } else {
+                    HouseholdId::Text(format!("h{i}"))
+                },
+                promises_kwh: decimals(&["0.5", "-0.25", "1.0", "0.5005"]),
+                actual_kwh: decimals(&[["0.4", "0.5", "0.6"][i], "-3e-1", "1.1", "0.05"]),
             })
             .collect(),
     };
     let json = serde_json::to_string_pretty(&file).expect("json");
     write("community_file", "three-households.json", json.as_bytes());
-    let community = pb_inputs::community(&json, BillingModel::Ucs, 3).expect("valid");
+    let community = pb_inputs::community(&json, BillingModel::Ucs, 3, Units::Round).expect("valid");
+    for (name, text) in [
+        ("tie", "0.5005"),
+        ("exponent", "-3.5E-5"),
+        (
+            "long",
+            "123456789012345678901234567890.12345678901234567890",
+        ),
+        ("huge-exponent", "1e99999999999"),
+        ("nan", "NaN"),
+        ("plain", "+.5"),
+    ] {
+        write("decimal", name, text.as_bytes());
+    }
     let ctx = community.context.clone();
 
     write(

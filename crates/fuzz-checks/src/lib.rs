@@ -27,6 +27,7 @@ pub const TARGETS: &[Target] = &[
     ("community_file", community_file),
     ("context_file", context_file),
     ("data_file", data_file),
+    ("decimal", decimal),
     ("zmtp_stream", zmtp_stream),
 ];
 
@@ -110,8 +111,13 @@ fn text(data: &[u8]) -> Option<&str> {
 /// The community file of `pbill simulate` / `demo`.
 pub fn community_file(data: &[u8]) {
     if let Some(t) = text(data) {
-        let _ = pb_inputs::community(t, pb_model::BillingModel::Ucs, 3);
-        let _ = pb_inputs::community(t, pb_model::BillingModel::Proportional, 1);
+        let _ = pb_inputs::community(t, pb_model::BillingModel::Ucs, 3, pb_inputs::Units::Round);
+        let _ = pb_inputs::community(
+            t,
+            pb_model::BillingModel::Proportional,
+            1,
+            pb_inputs::Units::Strict,
+        );
     }
 }
 
@@ -127,8 +133,30 @@ pub fn context_file(data: &[u8]) {
 /// A household's data file, as CSV and as JSON.
 pub fn data_file(data: &[u8]) {
     if let Some(t) = text(data) {
-        let _ = pb_inputs::data_csv("fuzz.csv", t);
-        let _ = pb_inputs::data_json("fuzz.json", t);
+        let _ = pb_inputs::data_csv("fuzz.csv", t, pb_inputs::Units::Round);
+        let _ = pb_inputs::data_json("fuzz.json", t, pb_inputs::Units::Strict);
+    }
+}
+
+/// The exact decimal parser: whatever the text, parsing and rounding to
+/// every unit scale end in a value or an error, never a panic; a parsed
+/// number prints as a text that parses to the same value; a rounded value
+/// stays within its limit.
+pub fn decimal(data: &[u8]) {
+    let Some(t) = text(data) else { return };
+    let Ok(d) = t.parse::<pb_units::Decimal>() else {
+        return;
+    };
+    let again: pb_units::Decimal = match d.to_string().parse() {
+        Ok(a) => a,
+        Err(e) => panic!("{d} does not parse back: {e}"),
+    };
+    for scale in [0, 3, 5, 8] {
+        let a = d.scaled(scale, 100_000);
+        assert_eq!(a, again.scaled(scale, 100_000), "{t:?} and {d} differ");
+        if let Ok(s) = a {
+            assert!(s.units.abs() <= 100_000);
+        }
     }
 }
 

@@ -15,8 +15,13 @@ use std::collections::BTreeSet;
 
 use pb_model::parse::{energy_kwh, prices_per_kwh};
 use pb_model::{BillingModel, CycleContext, Data};
-use pb_units::{CycleId, MemberId};
+use pb_units::{CycleId, Decimal, MemberId, shorten};
 use serde::{Deserialize, Serialize};
+
+pub mod read;
+
+pub use pb_model::parse::{Rounding, Units};
+pub use read::{Kind, ReadError, bounded, bounded_text};
 
 /// Largest input file accepted (64 MiB): far above a year of 15-minute
 /// slots for thousands of households, far below what would exhaust memory.
@@ -31,8 +36,83 @@ fn too_large(origin: &str, len: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// A JSON error for people: `NaN` and infinities (which JSON does not
+/// have) named as such, and any echoed input shortened.
+pub fn json_error(origin: &str, text: &str, e: &serde_json::Error) -> String {
+    if e.classify() == serde_json::error::Category::Syntax && e.line() > 0 {
+        let line = text.lines().nth(e.line() - 1).unwrap_or("");
+        let col = e.column().saturating_sub(1);
+        let from = |i: usize| line.get(i..).unwrap_or("").to_ascii_lowercase();
+        for start in [col, col.saturating_sub(1), col.saturating_sub(2)] {
+            let rest = from(start);
+            let rest = rest.trim_start_matches(['-', '+']);
+            let named = if rest.starts_with("nan") {
+                Some("NaN (not a number) is not a value")
+            } else if rest.starts_with("inf") {
+                Some("infinity is not a value")
+            } else {
+                None
+            };
+            if let Some(named) = named {
+                return format!(
+                    "{origin}: line {}, column {}: {named}; write a finite decimal number",
+                    e.line(),
+                    e.column()
+                );
+            }
+        }
+    }
+    let message = e.to_string();
+    if message.chars().count() > 200 {
+        let head: String = message.chars().take(160).collect();
+        return format!("{origin}: {head}... (message shortened)");
+    }
+    format!("{origin}: {message}")
+}
+
+fn from_json<'a, T: Deserialize<'a>>(origin: &str, text: &'a str) -> Result<T, String> {
+    too_large(origin, text.len())?;
+    serde_json::from_str(text).map_err(|e| json_error(origin, text, &e))
+}
+
+/// A household's id as the community file gives it: a string, or an
+/// integer as the Python original uses. Written back as given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum HouseholdId {
+    /// An integer id.
+    Number(serde_json::Number),
+    /// A text id.
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for HouseholdId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<HouseholdId, D::Error> {
+        use serde::de::Error;
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(s) => Ok(HouseholdId::Text(s)),
+            serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => Ok(HouseholdId::Number(n)),
+            other => Err(D::Error::custom(format!(
+                "a household id is a string or an integer, not {}",
+                shorten(&other.to_string())
+            ))),
+        }
+    }
+}
+
+impl HouseholdId {
+    /// The member id it names (an integer id becomes its decimal text).
+    pub fn member(&self) -> Result<MemberId, String> {
+        let text = match self {
+            HouseholdId::Number(n) => n.to_string(),
+            HouseholdId::Text(s) => s.clone(),
+        };
+        MemberId::new(text).map_err(|e| e.to_string())
+    }
+}
+
 /// The community file as written by people (decimal kWh and currency per
-/// kWh).
+/// kWh, kept as written).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommunityFile {
@@ -49,23 +129,23 @@ pub struct CommunityFile {
 #[serde(deny_unknown_fields)]
 pub struct PricesFile {
     /// Trading price `p`.
-    pub trading: Vec<f64>,
+    pub trading: Vec<Decimal>,
     /// Retail price `r`.
-    pub retail: Vec<f64>,
+    pub retail: Vec<Decimal>,
     /// Feed-in price `f`.
-    pub feed_in: Vec<f64>,
+    pub feed_in: Vec<Decimal>,
 }
 
 /// One household, kWh per slot.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HouseholdFile {
-    /// Household id.
-    pub id: String,
+    /// Household id (a string or an integer).
+    pub id: HouseholdId,
     /// Promised energy per slot.
-    pub promises_kwh: Vec<f64>,
+    pub promises_kwh: Vec<Decimal>,
     /// Metered energy per slot.
-    pub actual_kwh: Vec<f64>,
+    pub actual_kwh: Vec<Decimal>,
 }
 
 /// A checked community: the cycle's context and every household's data.
@@ -75,6 +155,10 @@ pub struct Community {
     pub context: CycleContext,
     /// The households, in file order.
     pub households: Vec<Data>,
+    /// The households' ids as the file gives them, in file order.
+    pub ids: Vec<HouseholdId>,
+    /// What rounding to the unit changed.
+    pub rounding: Rounding,
 }
 
 fn context_from(
@@ -82,6 +166,8 @@ fn context_from(
     model: BillingModel,
     prices: &PricesFile,
     prefix: &str,
+    units: Units,
+    rounding: &mut Rounding,
 ) -> Result<CycleContext, String> {
     let slots = prices.trading.len();
     if slots == 0 {
@@ -89,55 +175,83 @@ fn context_from(
             "{prefix}trading is empty: a cycle needs at least one slot"
         ));
     }
-    CycleContext::new(
-        CycleId(cycle),
-        model,
-        prices_per_kwh(&format!("{prefix}trading"), &prices.trading, slots)?,
-        prices_per_kwh(&format!("{prefix}retail"), &prices.retail, slots)?,
-        prices_per_kwh(&format!("{prefix}feed_in"), &prices.feed_in, slots)?,
-    )
-    .map_err(|e| format!("prices: {e}"))
+    let mut side = |name: &str, values: &[Decimal]| {
+        prices_per_kwh(&format!("{prefix}{name}"), values, slots, units, rounding)
+    };
+    let trading = side("trading", &prices.trading)?;
+    let retail = side("retail", &prices.retail)?;
+    let feed_in = side("feed_in", &prices.feed_in)?;
+    CycleContext::new(CycleId(cycle), model, trading, retail, feed_in).map_err(|e| e.to_string())
 }
 
-/// Parses and checks a community file; every error names its field.
-pub fn community(text: &str, model: BillingModel, min_members: usize) -> Result<Community, String> {
-    too_large("community file", text.len())?;
-    let file: CommunityFile =
-        serde_json::from_str(text).map_err(|e| format!("invalid community file: {e}"))?;
-    let context = context_from(file.cycle_id, model, &file.prices, "prices.")?;
+/// Parses and checks a community file; every error names its field. Fewer
+/// than `pb_units::limits::min_members(min_members)` households are
+/// refused, as the encrypted path refuses them.
+pub fn community(
+    text: &str,
+    model: BillingModel,
+    min_members: usize,
+    units: Units,
+) -> Result<Community, String> {
+    let file: CommunityFile = from_json("community file", text)?;
+    let mut rounding = Rounding::default();
+    let context = context_from(
+        file.cycle_id,
+        model,
+        &file.prices,
+        "prices.",
+        units,
+        &mut rounding,
+    )?;
     let slots = context.slots();
-    if file.households.len() < min_members {
+    let need = pb_units::limits::min_members(min_members);
+    if file.households.len() < need {
         return Err(format!(
-            "households: {} given, at least {min_members} are required (fewer would expose members to each other)",
+            "households: {} given, at least {need} are required (fewer would expose members to each other)",
             file.households.len()
         ));
     }
     let mut seen = BTreeSet::new();
     let mut households = Vec::with_capacity(file.households.len());
-    for (i, h) in file.households.iter().enumerate() {
-        let id = MemberId::new(h.id.clone()).map_err(|e| format!("households[{i}].id: {e}"))?;
+    let mut ids = Vec::with_capacity(file.households.len());
+    for (i, h) in file.households.into_iter().enumerate() {
+        let id =
+            h.id.member()
+                .map_err(|e| format!("households[{i}].id: {e}"))?;
         if !seen.insert(id.clone()) {
             return Err(format!("households[{i}].id: {id} appears twice"));
         }
+        let field = |name: &str| format!("households[{i}] ({id}).{name}");
         let promises = energy_kwh(
-            &format!("households[{i}].promises_kwh"),
+            &field("promises_kwh"),
             &h.promises_kwh,
             slots,
+            units,
+            &mut rounding,
         )?;
-        let actual = energy_kwh(&format!("households[{i}].actual_kwh"), &h.actual_kwh, slots)?;
+        let actual = energy_kwh(
+            &field("actual_kwh"),
+            &h.actual_kwh,
+            slots,
+            units,
+            &mut rounding,
+        )?;
         households.push(
-            Data::new(id, CycleId(file.cycle_id), promises, actual)
-                .map_err(|e| format!("households[{i}]: {e}"))?,
+            Data::new(id.clone(), CycleId(file.cycle_id), promises, actual)
+                .map_err(|e| format!("households[{i}] ({id}): {e}"))?,
         );
+        ids.push(h.id);
     }
     Ok(Community {
         context,
         households,
+        ids,
+        rounding,
     })
 }
 
-/// Reads CSV columns by header name, every value a number.
-fn csv_columns(origin: &str, text: &str, names: &[&str]) -> Result<Vec<Vec<f64>>, String> {
+/// Reads CSV columns by header name, every value a decimal number.
+fn csv_columns(origin: &str, text: &str, names: &[&str]) -> Result<Vec<Vec<Decimal>>, String> {
     too_large(origin, text.len())?;
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
@@ -162,20 +276,16 @@ fn csv_columns(origin: &str, text: &str, names: &[&str]) -> Result<Vec<Vec<f64>>
         let record = record.map_err(|e| format!("{origin}: {e}"))?;
         for (c, &i) in index.iter().enumerate() {
             let cell = record.get(i).unwrap_or("");
-            let v: f64 = cell.parse().map_err(|_| {
-                format!(
-                    "{origin}: row {}, column {}: {cell:?} is not a number",
-                    row + 2,
-                    names[c]
-                )
-            })?;
+            let v: Decimal = cell
+                .parse()
+                .map_err(|e| format!("{origin}: row {}, column {}: {e}", row + 2, names[c]))?;
             columns[c].push(v);
         }
     }
     Ok(columns)
 }
 
-fn three(columns: Vec<Vec<f64>>) -> [Vec<f64>; 3] {
+fn three(columns: Vec<Vec<Decimal>>) -> [Vec<Decimal>; 3] {
     let mut it = columns.into_iter();
     [
         it.next().unwrap_or_default(),
@@ -192,6 +302,17 @@ pub struct ContextOverrides {
     pub cycle: Option<u64>,
     /// Model given on the command line.
     pub model: Option<BillingModel>,
+    /// What to do with prices finer than 0.00001 currency per kWh.
+    pub units: Units,
+}
+
+/// A parsed input and what rounding changed in it.
+#[derive(Debug)]
+pub struct Parsed<T> {
+    /// The value.
+    pub value: T,
+    /// What rounding to the unit changed.
+    pub rounding: Rounding,
 }
 
 fn checked_context(
@@ -199,17 +320,21 @@ fn checked_context(
     file_model: Option<&str>,
     prices: &PricesFile,
     over: ContextOverrides,
-) -> Result<CycleContext, String> {
+) -> Result<Parsed<CycleContext>, String> {
     let cycle = over
         .cycle
         .or(file_cycle)
         .ok_or("no cycle: give --cycle or cycle_id in the file")?;
     let model = match (over.model, file_model) {
         (Some(m), _) => m,
-        (None, Some(m)) => m.parse().map_err(|e| format!("model: {e}"))?,
+        (None, Some(m)) => m
+            .parse()
+            .map_err(|e: String| format!("model: {}", shorten(&e)))?,
         (None, None) => BillingModel::Ucs,
     };
-    context_from(cycle, model, prices, "")
+    let mut rounding = Rounding::default();
+    let value = context_from(cycle, model, prices, "", over.units, &mut rounding)?;
+    Ok(Parsed { value, rounding })
 }
 
 /// A cycle context from CSV: a header naming `trading,retail,feed_in`, then
@@ -218,7 +343,7 @@ pub fn context_csv(
     origin: &str,
     text: &str,
     over: ContextOverrides,
-) -> Result<CycleContext, String> {
+) -> Result<Parsed<CycleContext>, String> {
     let [trading, retail, feed_in] = three(csv_columns(
         origin,
         text,
@@ -248,107 +373,211 @@ pub fn context_json(
     origin: &str,
     text: &str,
     over: ContextOverrides,
-) -> Result<CycleContext, String> {
-    too_large(origin, text.len())?;
-    let j: ContextJson = serde_json::from_str(text).map_err(|e| format!("{origin}: {e}"))?;
+) -> Result<Parsed<CycleContext>, String> {
+    let j: ContextJson = from_json(origin, text)?;
     checked_context(j.cycle_id, j.model.as_deref(), &j.prices, over)
 }
 
-/// One household's data for a cycle, in kWh per slot, checked to have one
-/// value per promise and finite values in range. The core checks the slot
-/// count against the cycle.
+/// One household's data for a cycle, in kWh per slot as written, checked
+/// to have one value per promise and values within range. The core checks
+/// the slot count against the cycle.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HouseholdData {
     /// Promised energy per slot (kWh).
-    pub promises_kwh: Vec<f64>,
+    pub promises_kwh: Vec<Decimal>,
     /// Metered energy per slot (kWh).
-    pub actual_kwh: Vec<f64>,
+    pub actual_kwh: Vec<Decimal>,
 }
 
-fn checked_data(promises_kwh: Vec<f64>, actual_kwh: Vec<f64>) -> Result<HouseholdData, String> {
-    energy_kwh("promises_kwh", &promises_kwh, promises_kwh.len())?;
-    energy_kwh("actual_kwh", &actual_kwh, promises_kwh.len())?;
-    Ok(HouseholdData {
-        promises_kwh,
-        actual_kwh,
+fn checked_data(
+    promises_kwh: Vec<Decimal>,
+    actual_kwh: Vec<Decimal>,
+    units: Units,
+) -> Result<Parsed<HouseholdData>, String> {
+    let mut rounding = Rounding::default();
+    let n = promises_kwh.len();
+    energy_kwh("promises_kwh", &promises_kwh, n, units, &mut rounding)?;
+    energy_kwh("actual_kwh", &actual_kwh, n, units, &mut rounding)?;
+    Ok(Parsed {
+        value: HouseholdData {
+            promises_kwh,
+            actual_kwh,
+        },
+        rounding,
     })
 }
 
 /// A household's data from CSV: a header naming `promise_kwh,actual_kwh`,
 /// then one row per slot.
-pub fn data_csv(origin: &str, text: &str) -> Result<HouseholdData, String> {
+pub fn data_csv(origin: &str, text: &str, units: Units) -> Result<Parsed<HouseholdData>, String> {
     let mut c = csv_columns(origin, text, &["promise_kwh", "actual_kwh"])?.into_iter();
-    checked_data(c.next().unwrap_or_default(), c.next().unwrap_or_default())
+    checked_data(
+        c.next().unwrap_or_default(),
+        c.next().unwrap_or_default(),
+        units,
+    )
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DataJson {
-    promises_kwh: Vec<f64>,
-    actual_kwh: Vec<f64>,
+    promises_kwh: Vec<Decimal>,
+    actual_kwh: Vec<Decimal>,
 }
 
 /// A household's data from JSON: `{"promises_kwh": [...], "actual_kwh":
 /// [...]}`.
-pub fn data_json(origin: &str, text: &str) -> Result<HouseholdData, String> {
-    too_large(origin, text.len())?;
-    let j: DataJson = serde_json::from_str(text).map_err(|e| format!("{origin}: {e}"))?;
-    checked_data(j.promises_kwh, j.actual_kwh)
+pub fn data_json(origin: &str, text: &str, units: Units) -> Result<Parsed<HouseholdData>, String> {
+    let j: DataJson = from_json(origin, text)?;
+    checked_data(j.promises_kwh, j.actual_kwh, units)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const R: Units = Units::Round;
+
+    fn over(cycle: Option<u64>) -> ContextOverrides {
+        ContextOverrides {
+            cycle,
+            ..ContextOverrides::default()
+        }
+    }
+
     #[test]
     fn csv_and_json_give_the_same_context() {
-        let over = ContextOverrides {
-            cycle: Some(4),
-            model: None,
-        };
         let a = context_csv(
             "p.csv",
             "trading,retail,feed_in\n0.2,0.3,0.05\n0.25,0.31,0.04\n",
-            over,
+            over(Some(4)),
         )
         .unwrap();
         let b = context_json(
             "p.json",
             r#"{"prices":{"trading":[0.2,0.25],"retail":[0.3,0.31],"feed_in":[0.05,0.04]}}"#,
-            over,
+            over(Some(4)),
         )
         .unwrap();
-        assert_eq!(a, b);
-        assert_eq!(a.slots(), 2);
+        assert_eq!(a.value, b.value);
+        assert_eq!(a.value.slots(), 2);
     }
 
     #[test]
     fn bad_files_name_what_is_wrong() {
-        let none = ContextOverrides::default();
-        let e = context_csv(
-            "p.csv",
-            "trading,retail\n1,2\n",
-            ContextOverrides {
-                cycle: Some(1),
-                model: None,
-            },
-        )
-        .unwrap_err();
+        let e = context_csv("p.csv", "trading,retail\n1,2\n", over(Some(1))).unwrap_err();
         assert!(e.contains("missing column \"feed_in\""), "{e}");
         let e = context_json(
             "p.json",
             r#"{"prices":{"trading":[1],"retail":[1],"feed_in":[1]}}"#,
-            none,
+            over(None),
         )
         .unwrap_err();
         assert!(e.contains("no cycle"), "{e}");
-        let e = data_csv("d.csv", "promise_kwh,actual_kwh\n1,x\n").unwrap_err();
-        assert!(e.contains("row 2, column actual_kwh"), "{e}");
-        let e = data_json("d.json", r#"{"promises_kwh":[1,2],"actual_kwh":[1]}"#).unwrap_err();
+        let e = data_csv("d.csv", "promise_kwh,actual_kwh\n1,x\n", R).unwrap_err();
+        assert!(
+            e.contains("row 2, column actual_kwh: \"x\" is not a decimal number"),
+            "{e}"
+        );
+        let e = data_csv("d.csv", "promise_kwh,actual_kwh\n1,NaN\n", R).unwrap_err();
+        assert!(e.contains("NaN (not a number) is not a value"), "{e}");
+        let e = data_json("d.json", r#"{"promises_kwh":[1,2],"actual_kwh":[1]}"#, R).unwrap_err();
         assert!(e.contains("actual_kwh has 1 values"), "{e}");
-        let e = community("{}", BillingModel::Ucs, 3).unwrap_err();
-        assert!(e.starts_with("invalid community file"), "{e}");
+        let e = community("{}", BillingModel::Ucs, 3, R).unwrap_err();
+        assert!(e.starts_with("community file: missing field"), "{e}");
         let big = " ".repeat(MAX_INPUT + 1);
-        assert!(data_json("d.json", &big).unwrap_err().contains("more than"));
+        assert!(
+            data_json("d.json", &big, R)
+                .unwrap_err()
+                .contains("more than")
+        );
+    }
+
+    #[test]
+    fn nan_and_infinity_are_named_in_json() {
+        for (bad, named) in [
+            (r#"{"promises_kwh":[1, NaN],"actual_kwh":[1,2]}"#, "NaN"),
+            (
+                r#"{"promises_kwh":[1,2],"actual_kwh":[-Infinity, 1]}"#,
+                "infinity",
+            ),
+            (
+                r#"{"promises_kwh":[Infinity],"actual_kwh":[1]}"#,
+                "infinity",
+            ),
+            (r#"{"promises_kwh":["NaN"],"actual_kwh":[1]}"#, "NaN"),
+        ] {
+            let e = data_json("d.json", bad, R).unwrap_err();
+            assert!(e.contains(named) && e.starts_with("d.json: "), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn long_values_and_ids_are_shortened_in_messages() {
+        let huge = "9".repeat(309);
+        let e = data_json(
+            "d.json",
+            &format!(r#"{{"promises_kwh":[{huge}],"actual_kwh":[1]}}"#),
+            R,
+        )
+        .unwrap_err();
+        assert!(e.len() < 200 && e.contains("309 characters"), "{e}");
+        let long_id = "x".repeat(100_000);
+        let text = format!(
+            r#"{{"cycle_id":1,"prices":{{"trading":[1],"retail":[1],"feed_in":[1]}},
+            "households":[{{"id":"{long_id}","promises_kwh":[1],"actual_kwh":[1]}},
+            {{"id":"b","promises_kwh":[1],"actual_kwh":[1]}},{{"id":"c","promises_kwh":[1],"actual_kwh":[1]}}]}}"#
+        );
+        let e = community(&text, BillingModel::Ucs, 3, R).unwrap_err();
+        assert!(e.len() < 300 && e.contains("100000 characters"), "{e}");
+        let field = "f".repeat(10_000);
+        let e = data_json("d.json", &format!(r#"{{"{field}":1}}"#), R).unwrap_err();
+        assert!(e.len() < 300, "{e}");
+    }
+
+    #[test]
+    fn integer_ids_are_accepted_and_kept_as_given() {
+        let text = r#"{"cycle_id":1,"prices":{"trading":[0.2],"retail":[0.3],"feed_in":[0.05]},
+          "households":[{"id":1,"promises_kwh":[0.5005],"actual_kwh":[1]},
+          {"id":"two","promises_kwh":[1],"actual_kwh":[1]},{"id":3,"promises_kwh":[1],"actual_kwh":[1]}]}"#;
+        let c = community(text, BillingModel::Ucs, 3, R).unwrap();
+        assert_eq!(c.households[0].member().as_str(), "1");
+        assert_eq!(c.households[0].promises()[0], pb_units::Wh(501));
+        assert_eq!(serde_json::to_string(&c.ids).unwrap(), r#"[1,"two",3]"#);
+        assert_eq!(c.rounding.count, 1);
+        assert!(
+            community(
+                &text.replace("\"id\":3", "\"id\":1.5"),
+                BillingModel::Ucs,
+                3,
+                R
+            )
+            .is_err()
+        );
+        assert!(
+            community(
+                &text.replace("\"id\":3", "\"id\":1"),
+                BillingModel::Ucs,
+                3,
+                R
+            )
+            .unwrap_err()
+            .contains("appears twice")
+        );
+        let e = community(text, BillingModel::Ucs, 3, Units::Strict).unwrap_err();
+        assert!(
+            e.starts_with("households[0] (1).promises_kwh[0]: 0.5005 kWh is finer"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn fewer_than_two_households_are_refused_whatever_the_minimum() {
+        let one = r#"{"cycle_id":1,"prices":{"trading":[1],"retail":[1],"feed_in":[1]},
+          "households":[{"id":"a","promises_kwh":[1],"actual_kwh":[1]}]}"#;
+        for min in [0, 1, 2] {
+            let e = community(one, BillingModel::Ucs, min, R).unwrap_err();
+            assert!(e.contains("at least 2 are required"), "{e}");
+        }
     }
 }

@@ -56,6 +56,27 @@ pub enum ModelError {
     /// An aggregate the model needs is missing or of the wrong length.
     #[error("aggregate {0:?} missing or of the wrong length")]
     Aggregate(Aggregate),
+    /// The prices could make a household's bill leave the encrypted range.
+    #[error(
+        "prices: with these {slots} slots a household could be billed {reach} currency \
+         for its energy alone ({side} side, largest price {price} currency/kWh at slot {slot}, \
+         at up to 100 kWh a slot), more than the {limit} currency a cycle's prices may allow; \
+         lower the prices or bill fewer slots per cycle"
+    )]
+    PriceBudget {
+        /// `retail` (bill side) or `feed_in` (reward side).
+        side: &'static str,
+        /// Slots of the cycle.
+        slots: usize,
+        /// Slot of the largest price.
+        slot: usize,
+        /// That price, currency per kWh.
+        price: String,
+        /// The energy cost a household could reach, currency.
+        reach: String,
+        /// The limit, currency.
+        limit: String,
+    },
     /// A derived weight does not fit the encrypted range.
     #[error("slot {slot}: derived rate {value} money units is too large to bill")]
     Weight {

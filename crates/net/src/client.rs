@@ -39,6 +39,32 @@ impl Connection {
         &self.endpoint
     }
 
+    /// Checks at once that something accepts TCP connections at the
+    /// endpoint, so that a command line tool reports a refused connection
+    /// as refused instead of waiting for its timeout (ZeroMQ retries
+    /// connecting silently). Only `tcp://host:port` endpoints are probed.
+    pub async fn probe(&self) -> Result<(), NetError> {
+        let Some(address) = self.endpoint.strip_prefix("tcp://") else {
+            return Ok(());
+        };
+        let refused = |reason: String| NetError::Connect {
+            endpoint: self.endpoint.clone(),
+            reason,
+        };
+        let wait = self.timeout.min(Duration::from_secs(5));
+        match tokio::time::timeout(wait, tokio::net::TcpStream::connect(address)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Err(refused(
+                "connection refused: nothing listens there (is the server running, and is the \
+                 address right?)"
+                    .into(),
+            )),
+            Ok(Err(e)) => Err(refused(e.to_string())),
+            // Slow to answer is not refused: let the request's own timeout decide.
+            Err(_) => Ok(()),
+        }
+    }
+
     /// Sends `payload` and waits for the answer's payload.
     pub async fn request(&mut self, payload: Vec<u8>) -> Result<Vec<u8>, NetError> {
         let result = tokio::time::timeout(self.timeout, self.exchange(payload)).await;

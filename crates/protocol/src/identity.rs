@@ -45,6 +45,9 @@ pub enum KeyFileError {
         /// The failure.
         source: std::io::Error,
     },
+    /// The file could not be read within its size cap.
+    #[error(transparent)]
+    Read(#[from] pb_inputs::ReadError),
     /// The file does not hold 64 hex digits.
     #[error("{0}: not a private-billing key file (expected 64 hex digits)")]
     Format(String),
@@ -53,10 +56,7 @@ pub enum KeyFileError {
 impl NodeKey {
     /// Reads a key written by [`NodeKey::write_new`].
     pub fn read_file(path: &std::path::Path) -> Result<NodeKey, KeyFileError> {
-        let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = pb_inputs::bounded_text(path, pb_inputs::Kind::Key)?;
         let bytes = NodeId::from_hex(&text)
             .ok_or_else(|| KeyFileError::Format(path.display().to_string()))?;
         Ok(NodeKey::from_bytes(bytes.0))

@@ -2,7 +2,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use pb_glwe::eval::EvalError;
 use pb_glwe::ntt::CrtNtt;
-use pb_glwe::params::{POLYNOMIAL_SIZE, check_total_bound};
+use pb_glwe::params::POLYNOMIAL_SIZE;
 use pb_glwe::{BudgetError, CompactPublicKey, PreparedWeights};
 use pb_hiding::{DropoutCorrection, HiddenBill, HiddenData};
 use pb_model::{Aggregates, CycleContext, ModelError};
@@ -103,6 +103,9 @@ pub enum BillingError {
     /// The cycle's weights exceed the noise or range budget.
     #[error(transparent)]
     Budget(#[from] BudgetError),
+    /// The cycle's aggregates give rates beyond the encrypted budget.
+    #[error(transparent)]
+    OverBudget(#[from] crate::budget::OverBudget),
     /// The backend failed.
     #[error(transparent)]
     Eval(#[from] EvalError),
@@ -195,7 +198,7 @@ impl SharedBilling {
 
     /// Sets the minimum number of members billed together (at least 2).
     pub fn set_min_members(&mut self, min: usize) {
-        self.min_members = min.max(2);
+        self.min_members = pb_units::limits::min_members(min);
     }
 
     /// Gives the backend back (to rebuild the state around it).
@@ -436,8 +439,7 @@ impl SharedBilling {
         }
         let aggregates = self.aggregates(cycle)?;
         let weights = c.ctx.model().weights(&c.ctx, &aggregates)?;
-        let (bill_bound, reward_bound) = weights.worst_case_totals();
-        check_total_bound(bill_bound.max(reward_bound))?;
+        crate::budget::check(&weights)?;
         let prepared = PreparedWeights::new(&self.ntt, &weights.bill, &weights.reward)?;
         let mut seeds = vec![[0u8; 32]; c.data.len()];
         let mut rng = self.rng.clone();

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use pb_glwe::SecretKey;
 use pb_glwe::seeding::{Seeder, deterministic, new_seeder};
 use pb_hiding::{HidingContext, HidingError};
-use pb_model::{Bill, CycleContext, Data};
+use pb_model::{Aggregates, Bill, CycleContext, Data, reference};
 use pb_przs::{IdentityKey, PairwiseKeys, PrzsError};
 use pb_units::CommunityId;
 use rand_chacha::ChaCha20Rng;
@@ -64,6 +64,30 @@ pub struct LocalRun {
     pub timings: Timings,
     /// Per-household wire sizes.
     pub sizes: WireSizes,
+}
+
+/// The same bills in clear, without any cryptography (`pbill simulate
+/// --plaintext`), refusing exactly what the encrypted path refuses: fewer
+/// than `pb_units::limits::min_members(min_members)` households, and
+/// aggregates whose weights break the encrypted budget ([`crate::budget`]).
+pub fn plaintext_bills(
+    ctx: &CycleContext,
+    households: &[Data],
+    min_members: usize,
+) -> Result<Vec<Bill>, BillingError> {
+    let need = pb_units::limits::min_members(min_members);
+    if households.len() < need {
+        return Err(BillingError::TooFewMembers {
+            cycle: ctx.cycle(),
+            have: households.len(),
+            need,
+        });
+    }
+    let vectors: Vec<_> = households.iter().map(Data::vectors).collect();
+    let aggregates = Aggregates::in_clear(ctx.model(), ctx.slots(), &vectors);
+    let weights = ctx.model().weights(ctx, &aggregates)?;
+    crate::budget::check(&weights)?;
+    Ok(reference::bills(ctx, households)?)
 }
 
 /// Runs the whole cryptographic pipeline for `households` under `ctx`.

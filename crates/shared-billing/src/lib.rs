@@ -10,6 +10,7 @@
 
 mod backend;
 mod billing;
+pub mod budget;
 pub mod community;
 
 pub use backend::{BackendChoice, ComputeBackend, CpuBackend, EvalJob};

@@ -72,10 +72,11 @@ fn flat_household(i: usize, slots: usize, wh: i64) -> Data {
 
 #[test]
 fn totals_at_the_range_bound_decrypt_exactly() {
-    // 35 slots at the largest price and energy: 3.5e13 money units, just
-    // under the decodable 2^45 - 1. Consumers pay it, producers at a negative
-    // price "earn" minus it.
-    let slots = 35;
+    // 17 slots at the largest price and energy: 1.7e13 money units, the
+    // largest energy cost the context limit allows (2^44), half the
+    // decodable 2^45 - 1, the other half being kept for imbalance charges.
+    // Consumers pay it, producers at a negative price "earn" minus it.
+    let slots = 17;
     let ctx = flat_context(BillingModel::Ucs, slots, MAX_PRICE_UNITS);
     let data = vec![
         flat_household(0, slots, MAX_SLOT_WH),
@@ -85,7 +86,7 @@ fn totals_at_the_range_bound_decrypt_exactly() {
     let run = run_local(&ctx, &data, Box::new(CpuBackend::new()), 3, Some(3)).unwrap();
     assert_eq!(
         run.bills[0].bill,
-        Money(35 * MAX_PRICE_UNITS as i128 * MAX_SLOT_WH as i128)
+        Money(17 * MAX_PRICE_UNITS as i128 * MAX_SLOT_WH as i128)
     );
     assert_eq!(run.bills, reference::bills(&ctx, &data).unwrap());
 
@@ -93,19 +94,48 @@ fn totals_at_the_range_bound_decrypt_exactly() {
     let run = run_local(&ctx, &data, Box::new(CpuBackend::new()), 3, Some(4)).unwrap();
     assert_eq!(
         run.bills[2].reward,
-        Money(-35 * MAX_PRICE_UNITS as i128 * MAX_SLOT_WH as i128)
+        Money(-17 * MAX_PRICE_UNITS as i128 * MAX_SLOT_WH as i128)
     );
     assert_eq!(run.bills, reference::bills(&ctx, &data).unwrap());
 }
 
 #[test]
 fn cycles_that_could_overflow_are_refused_before_encryption_results_leave() {
-    // One slot more and a bill could exceed 2^45 - 1: the edge refuses.
-    let slots = 36;
-    let ctx = flat_context(BillingModel::Ucs, slots, MAX_PRICE_UNITS);
-    let data: Vec<Data> = (0..3).map(|i| flat_household(i, slots, 10)).collect();
+    // One slot more and the prices alone could take a bill past the
+    // context limit: refused when the context is built, in currency.
+    let p = vec![PriceUnits(MAX_PRICE_UNITS); 18];
+    let err = CycleContext::new(CycleId(7), BillingModel::Ucs, p.clone(), p.clone(), p)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("180000.00000000 currency"), "{err}");
+    // Aggregates whose imbalance rates break the budget are refused by
+    // the edge before anything is evaluated (tests/limits.rs has more).
+    let ctx = flat_context(BillingModel::Ucs, 1, MAX_PRICE_UNITS);
+    let ctx = CycleContext::new(
+        CycleId(7),
+        BillingModel::Ucs,
+        vec![PriceUnits(0)],
+        ctx.retail().to_vec(),
+        vec![PriceUnits(0)],
+    )
+    .unwrap();
+    let h = |id: &str, u: i64, x: i64| {
+        Data::new(
+            pb_units::MemberId::new(id).unwrap(),
+            CycleId(7),
+            vec![Wh(u)],
+            vec![Wh(x)],
+        )
+        .unwrap()
+    };
+    // a over-consumes by 99 kWh: it alone pays (r - p) * 99 kWh = 9,900
+    // currency for one slot, beyond the noise budget.
+    let data = vec![h("a", 1_000, MAX_SLOT_WH), h("b", 0, 0), h("c", 0, 0)];
     let err = run_local(&ctx, &data, Box::new(CpuBackend::new()), 3, Some(5)).unwrap_err();
-    assert!(err.to_string().contains("decodable"), "{err}");
+    assert!(
+        err.to_string().starts_with("slot 0: the imbalance rate"),
+        "{err}"
+    );
 }
 
 /// A community set up by hand, for the state-machine tests.

@@ -7,7 +7,8 @@ use crate::limits::MAX_SLOTS;
 /// Why an identifier or count was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum IdError {
-    /// A member id must be 1 to 64 characters of `[A-Za-z0-9_.-]`.
+    /// A member id must be 1 to 64 characters of `[A-Za-z0-9_.-]`; the
+    /// id is kept shortened for the message.
     #[error("member id {0:?} is invalid: use 1 to 64 characters of A-Z a-z 0-9 _ . -")]
     MemberId(String),
     /// A slot count must be between 1 and [`MAX_SLOTS`].
@@ -77,7 +78,7 @@ impl MemberId {
         if ok {
             Ok(MemberId(id))
         } else {
-            Err(IdError::MemberId(id))
+            Err(IdError::MemberId(crate::shorten(&id)))
         }
     }
 

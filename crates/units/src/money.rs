@@ -2,50 +2,58 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use thiserror::Error;
 
+use crate::decimal::{Decimal, OutOfRange};
 use crate::limits::{MAX_PRICE_UNITS, MAX_SLOT_WH};
 
-/// Why a decimal input could not become an exact unit.
-#[derive(Debug, Clone, PartialEq, Error)]
-pub enum UnitError {
-    /// The input was NaN or infinite.
-    #[error("{value} is not a finite number")]
-    NotFinite {
-        /// The offending input.
-        value: f64,
-    },
-    /// The input converted to a value outside the accepted range.
-    #[error("{value} is out of range (at most {limit} in absolute value)")]
-    OutOfRange {
-        /// The offending input, as given.
-        value: f64,
-        /// The largest accepted absolute value, in the input's unit.
-        limit: f64,
-    },
+/// A decimal input outside the range of its unit.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{shown} {unit} is beyond the limit of {limit} {unit} in absolute value")]
+pub struct UnitError {
+    /// The value as written (shortened) or, for integer units, in the
+    /// input's unit.
+    pub shown: String,
+    /// The largest accepted absolute value, in the input's unit.
+    pub limit: String,
+    /// The input's unit (`kWh`, `currency/kWh`).
+    pub unit: &'static str,
 }
 
-/// Rounds `value * scale` to the nearest integer (half away from zero) and
-/// checks it against `limit`, all without any lossy cast on bad input.
-fn scaled(value: f64, scale: f64, limit: i64) -> Result<i64, UnitError> {
-    if !value.is_finite() {
-        return Err(UnitError::NotFinite { value });
-    }
-    let rounded = (value * scale).round();
-    // `limit` is far below 2^53, so the comparison is exact.
-    if rounded.abs() > limit as f64 {
-        return Err(UnitError::OutOfRange {
-            value,
-            limit: limit as f64 / scale,
-        });
-    }
-    Ok(rounded as i64)
+/// A value turned into integer units, with what rounding changed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rounded<T> {
+    /// The value in units.
+    pub value: T,
+    /// The absolute change due to rounding, in the input's unit (0 when
+    /// the input was exact to the unit).
+    pub change: f64,
 }
 
-/// Checks an integer against `|value| <= limit`.
-fn within(value: i64, limit: i64) -> Result<i64, UnitError> {
+/// Rounds `value * 10^scale` half away from zero, against `limit` units.
+fn scaled(
+    value: &Decimal,
+    scale: u32,
+    limit: i64,
+    unit: &'static str,
+) -> Result<Rounded<i64>, UnitError> {
+    match value.scaled(scale, limit) {
+        Ok(s) => Ok(Rounded {
+            value: s.units,
+            change: s
+                .change
+                .map_or(0.0, |c| c.parse::<f64>().unwrap_or(f64::MIN_POSITIVE)),
+        }),
+        Err(OutOfRange { shown, limit }) => Err(UnitError { shown, limit, unit }),
+    }
+}
+
+/// Checks an integer against `|value| <= limit`, saying both in the input's
+/// unit (`10^-scale` of it per integer unit).
+fn within(value: i64, limit: i64, scale: u32, unit: &'static str) -> Result<i64, UnitError> {
     if value.unsigned_abs() > limit as u64 {
-        return Err(UnitError::OutOfRange {
-            value: value as f64,
-            limit: limit as f64,
+        return Err(UnitError {
+            shown: Decimal::from_units(value, scale).to_string(),
+            limit: Decimal::from_units(limit, scale).to_string(),
+            unit,
         });
     }
     Ok(value)
@@ -61,26 +69,29 @@ impl Wh {
     /// Zero energy.
     pub const ZERO: Wh = Wh(0);
 
-    /// Converts kWh to the nearest Wh, refusing NaN, infinities and values
-    /// beyond [`MAX_SLOT_WH`].
+    /// Converts kWh, as written, to the nearest Wh (half away from zero),
+    /// refusing values beyond [`MAX_SLOT_WH`].
     ///
     /// ```
-    /// use pb_units::Wh;
-    /// assert_eq!(Wh::from_kwh(1.2345).unwrap(), Wh(1235));
-    /// assert!(Wh::from_kwh(f64::NAN).is_err());
+    /// use pb_units::{Decimal, Wh};
+    /// let kwh: Decimal = "0.5005".parse().unwrap();
+    /// assert_eq!(Wh::from_kwh(&kwh).unwrap().value, Wh(501));
     /// ```
-    pub fn from_kwh(kwh: f64) -> Result<Wh, UnitError> {
-        scaled(kwh, 1e3, MAX_SLOT_WH).map(Wh)
+    pub fn from_kwh(kwh: &Decimal) -> Result<Rounded<Wh>, UnitError> {
+        scaled(kwh, 3, MAX_SLOT_WH, "kWh").map(|r| Rounded {
+            value: Wh(r.value),
+            change: r.change,
+        })
     }
 
     /// Checks an integer Wh value against [`MAX_SLOT_WH`].
     pub fn checked(wh: i64) -> Result<Wh, UnitError> {
-        within(wh, MAX_SLOT_WH).map(Wh)
+        within(wh, MAX_SLOT_WH, 3, "kWh").map(Wh)
     }
 
-    /// The value in kWh, for display only.
-    pub fn kwh(self) -> f64 {
-        self.0 as f64 / 1e3
+    /// The value in kWh, as an exact decimal.
+    pub fn kwh(self) -> Decimal {
+        Decimal::from_units(self.0, 3)
     }
 }
 
@@ -91,20 +102,29 @@ impl Wh {
 pub struct PriceUnits(pub i64);
 
 impl PriceUnits {
-    /// Converts currency per kWh to the nearest price unit, refusing NaN,
-    /// infinities and values beyond [`MAX_PRICE_UNITS`].
+    /// Converts currency per kWh, as written, to the nearest price unit
+    /// (half away from zero), refusing values beyond [`MAX_PRICE_UNITS`].
     ///
     /// ```
-    /// use pb_units::PriceUnits;
-    /// assert_eq!(PriceUnits::from_currency_per_kwh(0.2512).unwrap(), PriceUnits(25_120));
+    /// use pb_units::{Decimal, PriceUnits};
+    /// let p: Decimal = "3.5e-5".parse().unwrap();
+    /// assert_eq!(PriceUnits::from_currency_per_kwh(&p).unwrap().value, PriceUnits(4));
     /// ```
-    pub fn from_currency_per_kwh(price: f64) -> Result<PriceUnits, UnitError> {
-        scaled(price, 1e5, MAX_PRICE_UNITS).map(PriceUnits)
+    pub fn from_currency_per_kwh(price: &Decimal) -> Result<Rounded<PriceUnits>, UnitError> {
+        scaled(price, 5, MAX_PRICE_UNITS, "currency/kWh").map(|r| Rounded {
+            value: PriceUnits(r.value),
+            change: r.change,
+        })
     }
 
     /// Checks an integer price against [`MAX_PRICE_UNITS`].
     pub fn checked(units: i64) -> Result<PriceUnits, UnitError> {
-        within(units, MAX_PRICE_UNITS).map(PriceUnits)
+        within(units, MAX_PRICE_UNITS, 5, "currency/kWh").map(PriceUnits)
+    }
+
+    /// The price in currency per kWh, as an exact decimal.
+    pub fn per_kwh(self) -> Decimal {
+        Decimal::from_units(self.0, 5)
     }
 
     /// The cost of `energy` at this price, exact.
@@ -204,28 +224,34 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    #[test]
-    fn kwh_rounds_half_away_from_zero() {
-        assert_eq!(Wh::from_kwh(0.0005).unwrap(), Wh(1));
-        assert_eq!(Wh::from_kwh(-0.0005).unwrap(), Wh(-1));
-        assert_eq!(Wh::from_kwh(-2.5).unwrap(), Wh(-2500));
+    fn kwh(s: &str) -> Result<Wh, UnitError> {
+        Wh::from_kwh(&s.parse().unwrap()).map(|r| r.value)
     }
 
     #[test]
-    fn non_finite_and_out_of_range_inputs_are_refused() {
-        assert!(matches!(
-            Wh::from_kwh(f64::INFINITY),
-            Err(UnitError::NotFinite { .. })
-        ));
-        assert!(matches!(
-            Wh::from_kwh(100.0005),
-            Err(UnitError::OutOfRange { .. })
-        ));
-        assert!(Wh::from_kwh(100.0).is_ok());
-        assert!(Wh::from_kwh(-100.0).is_ok());
-        assert!(PriceUnits::from_currency_per_kwh(100.00001).is_err());
-        assert!(PriceUnits::from_currency_per_kwh(f64::NAN).is_err());
-        assert!(Wh::checked(MAX_SLOT_WH + 1).is_err());
+    fn kwh_rounds_half_away_from_zero() {
+        assert_eq!(kwh("0.0005").unwrap(), Wh(1));
+        assert_eq!(kwh("-0.0005").unwrap(), Wh(-1));
+        assert_eq!(kwh("-2.5").unwrap(), Wh(-2500));
+        assert_eq!(kwh("0.5005").unwrap(), Wh(501));
+        let r = Wh::from_kwh(&"0.0004".parse().unwrap()).unwrap();
+        assert_eq!((r.value, r.change), (Wh(0), 0.0004));
+    }
+
+    #[test]
+    fn out_of_range_inputs_are_refused_in_their_unit() {
+        let e = kwh("100.0005").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "100.0005 kWh is beyond the limit of 100 kWh in absolute value"
+        );
+        assert!(kwh("100").is_ok());
+        assert!(kwh("-100.0004").is_ok());
+        let p = |s: &str| PriceUnits::from_currency_per_kwh(&s.parse().unwrap());
+        assert!(p("100.00001").is_err());
+        assert_eq!(p("3.5e-5").unwrap().value, PriceUnits(4));
+        let e = Wh::checked(MAX_SLOT_WH + 1).unwrap_err();
+        assert_eq!(e.shown, "100.001");
         assert!(PriceUnits::checked(-MAX_PRICE_UNITS).is_ok());
     }
 
@@ -242,10 +268,11 @@ mod tests {
         }
 
         #[test]
-        fn accepted_kwh_are_within_limits(kwh in -200.0f64..200.0) {
-            match Wh::from_kwh(kwh) {
-                Ok(w) => prop_assert!(w.0.abs() <= MAX_SLOT_WH),
-                Err(_) => prop_assert!((kwh * 1e3).round().abs() > MAX_SLOT_WH as f64),
+        fn accepted_kwh_are_within_limits(units in -200_000i64..200_000, extra in 0u32..3) {
+            let text = Decimal::from_units(units * 10i64.pow(extra), 3 + extra).to_string();
+            match kwh(&text) {
+                Ok(w) => prop_assert!(w.0.abs() <= MAX_SLOT_WH && w.0 == units),
+                Err(_) => prop_assert!(units.abs() > MAX_SLOT_WH),
             }
         }
     }
