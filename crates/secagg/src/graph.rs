@@ -1,0 +1,145 @@
+//! The masking graph of a cycle: a ring over a pseudo-random permutation of
+//! the roster, each member joined to the `k / 2` members on either side
+//! (the Harary graph `H(k, n)` of Bell et al., relabelled at random). The
+//! permutation comes from a hash of the roster's fingerprint, the
+//! community and the cycle: the operator signs the roster, the cycle id is
+//! the operator's, so the edge cannot steer who neighbours whom, and a
+//! member cannot either. From any one member's view its `k` neighbours are
+//! a uniformly random `k`-subset of the others. With `n <= k + 1` every
+//! member neighbours every other (the complete graph).
+
+use std::collections::BTreeMap;
+
+use pb_units::MemberId;
+
+use crate::params::GraphParams;
+use crate::{Session, hash};
+
+/// Who masks with whom in one cycle.
+#[derive(Debug, Clone)]
+pub struct Graph {
+    ring: Vec<MemberId>,
+    position: BTreeMap<MemberId, usize>,
+    half: usize,
+    complete: bool,
+}
+
+impl Graph {
+    /// The graph of `session` over `members` (the roster's ids).
+    pub fn new(session: &Session, members: &[MemberId], params: &GraphParams) -> Graph {
+        let seed = hash("pbill/secagg/graph/v1", &[&session.bytes()]);
+        let mut keyed: Vec<([u8; 32], &MemberId)> = members
+            .iter()
+            .map(|m| {
+                (
+                    hash("pbill/secagg/position/v1", &[&seed, m.as_str().as_bytes()]),
+                    m,
+                )
+            })
+            .collect();
+        keyed.sort();
+        let ring: Vec<MemberId> = keyed.into_iter().map(|(_, m)| m.clone()).collect();
+        let position = ring
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.clone(), i))
+            .collect();
+        Graph {
+            half: params.degree / 2,
+            complete: params.complete() || members.len() <= params.degree + 1,
+            ring,
+            position,
+        }
+    }
+
+    /// The neighbours of `m`, sorted; empty for a non-member.
+    pub fn neighbours(&self, m: &MemberId) -> Vec<MemberId> {
+        let Some(&p) = self.position.get(m) else {
+            return Vec::new();
+        };
+        let n = self.ring.len();
+        let mut out: Vec<MemberId> = if self.complete {
+            self.ring.iter().filter(|x| *x != m).cloned().collect()
+        } else {
+            (1..=self.half)
+                .flat_map(|d| {
+                    [
+                        self.ring[(p + d) % n].clone(),
+                        self.ring[(p + n - d) % n].clone(),
+                    ]
+                })
+                .collect()
+        };
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Whether `a` and `b` neighbour each other.
+    pub fn adjacent(&self, a: &MemberId, b: &MemberId) -> bool {
+        if a == b {
+            return false;
+        }
+        match (self.position.get(a), self.position.get(b)) {
+            (Some(&pa), Some(&pb)) => {
+                if self.complete {
+                    return true;
+                }
+                let n = self.ring.len();
+                let d = (pa + n - pb) % n;
+                d.min(n - d) <= self.half
+            }
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::Tolerance;
+
+    fn ids(n: usize) -> Vec<MemberId> {
+        (0..n)
+            .map(|i| MemberId::new(format!("m{i:05}")).unwrap())
+            .collect()
+    }
+
+    fn session(cycle: u64) -> Session {
+        Session {
+            community: "c".into(),
+            cycle,
+            roster: [1; 32],
+        }
+    }
+
+    #[test]
+    fn neighbourhoods_are_symmetric_of_degree_k() {
+        let members = ids(2_000);
+        let p = GraphParams::choose(members.len(), Tolerance::default()).unwrap();
+        let g = Graph::new(&session(1), &members, &p);
+        for m in members.iter().step_by(97) {
+            let nb = g.neighbours(m);
+            assert_eq!(nb.len(), p.degree);
+            for v in &nb {
+                assert!(g.adjacent(m, v) && g.adjacent(v, m));
+                assert!(g.neighbours(v).contains(m));
+            }
+        }
+    }
+
+    #[test]
+    fn each_cycle_draws_other_neighbours_and_small_communities_are_complete() {
+        let members = ids(2_000);
+        let p = GraphParams::choose(members.len(), Tolerance::default()).unwrap();
+        let a = Graph::new(&session(1), &members, &p).neighbours(&members[0]);
+        let b = Graph::new(&session(2), &members, &p).neighbours(&members[0]);
+        let common = a.iter().filter(|m| b.contains(m)).count();
+        assert!(common < a.len() / 2, "{common} of {}", a.len());
+        let small = ids(6);
+        let p = GraphParams::choose(6, Tolerance::default()).unwrap();
+        let g = Graph::new(&session(1), &small, &p);
+        assert_eq!(g.neighbours(&small[0]).len(), 5);
+        assert!(g.neighbours(&MemberId::new("nobody").unwrap()).is_empty());
+    }
+}
