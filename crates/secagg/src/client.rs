@@ -87,6 +87,26 @@ impl Client {
         rng: &mut R,
     ) -> Result<Client, Refusal> {
         let r = roster.verify(pinned_operator, min_members)?;
+        let session = Session {
+            community: r.community.clone(),
+            cycle,
+            roster: r.fingerprint(),
+        };
+        let graph = Graph::new(&session, &r.ids(), &r.params()?);
+        Client::with_graph(r, &graph, min_members, me, identity, rng)
+    }
+
+    /// [`Client::start`] for a roster the core verified already (a core
+    /// checks a roster once per version) and this cycle's graph (drawn for
+    /// that roster's session).
+    pub fn with_graph<R: RngCore + CryptoRng>(
+        r: &Roster,
+        graph: &Graph,
+        min_members: usize,
+        me: &MemberId,
+        identity: &SigningKey,
+        rng: &mut R,
+    ) -> Result<Client, Refusal> {
         let entry = r
             .entry(me)
             .ok_or_else(|| Refusal::NotInRoster(me.clone()))?;
@@ -95,13 +115,8 @@ impl Client {
                 "it lists another identity for {me} than this core's key"
             )));
         }
-        let session = Session {
-            community: r.community.clone(),
-            cycle,
-            roster: r.fingerprint(),
-        };
-        let params = r.params()?;
-        let graph = Graph::new(&session, &r.ids(), &params);
+        let session = graph.session().clone();
+        let params = *graph.params();
         let neighbours = graph
             .neighbours(me)
             .into_iter()

@@ -18,6 +18,8 @@ use crate::{Session, hash};
 /// Who masks with whom in one cycle.
 #[derive(Debug, Clone)]
 pub struct Graph {
+    session: Session,
+    params: GraphParams,
     ring: Vec<MemberId>,
     position: BTreeMap<MemberId, usize>,
     half: usize,
@@ -45,11 +47,23 @@ impl Graph {
             .map(|(i, m)| (m.clone(), i))
             .collect();
         Graph {
+            session: session.clone(),
+            params: *params,
             half: params.degree / 2,
             complete: params.complete() || members.len() <= params.degree + 1,
             ring,
             position,
         }
+    }
+
+    /// The session the graph is drawn for.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// The parameters it was drawn with.
+    pub fn params(&self) -> &GraphParams {
+        &self.params
     }
 
     /// The neighbours of `m`, sorted; empty for a non-member.
