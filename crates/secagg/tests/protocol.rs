@@ -107,3 +107,32 @@ proptest! {
         prop_assert_eq!(FIELDS * SLOTS, 72);
     }
 }
+
+#[test]
+fn a_wrong_share_from_one_member_is_left_out() {
+    let mut c = common::community(9, 11);
+    let (mut server, mut clients, _) = common::through_mask(&mut c, 1);
+    let set = server.close_mask().unwrap();
+    let roster = c.roster.roster.clone();
+    for (m, client) in clients.iter_mut() {
+        server
+            .confirm(client.confirm(&set, &roster, c.key_of(m)).unwrap())
+            .unwrap();
+    }
+    let ids = c.ids.clone();
+    for (i, m) in ids.iter().enumerate() {
+        let mut r = clients
+            .get_mut(m)
+            .unwrap()
+            .reveal(&set, &server.confirmations_for(m))
+            .unwrap();
+        if i == 0 {
+            // A lying member: every share it reveals is off by one bit.
+            for a in &mut r.answers {
+                a.share.y[0] ^= 1;
+            }
+        }
+        server.reveal(r).unwrap();
+    }
+    assert_eq!(server.unmask().unwrap(), c.sum(&ids));
+}
