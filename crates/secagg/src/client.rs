@@ -21,7 +21,7 @@ use rand_core::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
 
 use crate::keys::{CycleSecrets, SignedBundle};
-use crate::mask::{apply, pair_key, pair_sign, self_key};
+use crate::mask::{StreamKey, apply, pair_key, pair_sign, self_key};
 use crate::params::GraphParams;
 use crate::roster::{Roster, SignedRoster, verify_with};
 use crate::shares::{Answer, EncryptedShare, Reveal, Secret, SharePair, open, seal, split};
@@ -51,6 +51,17 @@ pub struct MaskedInput {
     pub vectors: Vec<Vec<u64>>,
 }
 
+/// The pairwise mask keys with each holder, derived when sharing (a
+/// low-order key is refused there). Zeroized on drop.
+#[derive(Default, Serialize, Deserialize, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
+struct PairKeys(Vec<(String, [u8; 32])>);
+
+impl std::fmt::Debug for PairKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PairKeys({} keys)", self.0.len())
+    }
+}
+
 /// One member's state for one cycle.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Client {
@@ -65,6 +76,7 @@ pub struct Client {
     round: Round,
     holders: Vec<Holder>,
     threshold: usize,
+    pair_keys: PairKeys,
     sent_shares: Vec<EncryptedShare>,
     held: BTreeMap<MemberId, SharePair>,
     masked: Option<MaskedInput>,
@@ -135,6 +147,7 @@ impl Client {
             round: Round::Advertise,
             holders: Vec::new(),
             threshold: 0,
+            pair_keys: PairKeys::default(),
             sent_shares: Vec::new(),
             held: BTreeMap::new(),
             masked: None,
@@ -216,6 +229,13 @@ impl Client {
                 need: self.params.min_holders(),
             });
         }
+        let mask_secret = self.secrets.mask_secret();
+        let mut pair_keys = PairKeys::default();
+        for h in &holders {
+            let key = pair_key(&mask_secret, &h.mask_pk, &self.session, &self.me, &h.member)
+                .ok_or_else(|| Refusal::WeakKey(h.member.clone()))?;
+            pair_keys.0.push((h.member.as_str().to_string(), key.0));
+        }
         let threshold = self.params.threshold(holders.len());
         let seed_shares = split(self.secrets.self_scalar(), threshold, holders.len(), rng)?;
         let mask_shares = split(self.secrets.mask_scalar(), threshold, holders.len(), rng)?;
@@ -237,6 +257,7 @@ impl Client {
         }
         self.holders = holders;
         self.threshold = threshold;
+        self.pair_keys = pair_keys;
         self.sent_shares = out.clone();
         self.round = Round::Share;
         Ok(out)
@@ -280,13 +301,15 @@ impl Client {
         }
         let mut vectors = input.to_vec();
         let self_mask = self_key(self.secrets.self_seed(), &self.session, &self.me);
-        let mask_secret = self.secrets.mask_secret();
         let mut keys = Vec::with_capacity(held.len());
         for peer in held.keys() {
-            let h = self.holders.iter().find(|h| &h.member == peer);
-            let key = h
-                .and_then(|h| pair_key(&mask_secret, &h.mask_pk, &self.session, &self.me, peer))
-                .ok_or_else(|| Refusal::WeakKey(peer.clone()))?;
+            let key = self
+                .pair_keys
+                .0
+                .iter()
+                .find(|(m, _)| m == peer.as_str())
+                .map(|(_, k)| StreamKey(*k))
+                .ok_or_else(|| Refusal::NotANeighbour(peer.clone(), self.me.clone()))?;
             keys.push((pair_sign(&self.me, peer), key));
         }
         for (field, v) in vectors.iter_mut().enumerate() {

@@ -98,8 +98,7 @@ impl CycleSecrets {
             mask_pk: mask_public(&self.mask_key),
             self_commitment: seed_commitment(session, member, &self.self_seed),
         };
-        let signature = identity.sign(&bundle.message()).to_bytes().to_vec();
-        SignedBundle { bundle, signature }
+        bundle.sign(identity)
     }
 }
 
@@ -119,6 +118,15 @@ pub struct KeyBundle {
 }
 
 impl KeyBundle {
+    /// Signs the bundle with the member's identity.
+    pub fn sign(self, identity: &SigningKey) -> SignedBundle {
+        let signature = identity.sign(&self.message()).to_bytes().to_vec();
+        SignedBundle {
+            bundle: self,
+            signature,
+        }
+    }
+
     fn message(&self) -> Vec<u8> {
         let mut m = b"pbill/secagg/bundle/v1".to_vec();
         m.extend_from_slice(&hash(
@@ -153,18 +161,25 @@ pub(crate) fn usable(pk: &[u8; 32]) -> bool {
 }
 
 impl SignedBundle {
-    /// Checks the bundle against the session and the roster: the member is
-    /// listed, the signature is its identity's, the keys are usable.
+    /// Checks the bundle against the session and the roster (the edge's
+    /// check): the member is listed, the signature is its identity's, the
+    /// keys are not low-order points.
     pub fn verify(&self, session: &Session, roster: &Roster) -> Result<(), Refusal> {
         let identity = roster
             .entry(&self.bundle.member)
             .ok_or_else(|| Refusal::NotInRoster(self.bundle.member.clone()))?
             .identity;
-        self.verify_with(session, &identity)
+        self.verify_with(session, &identity)?;
+        let b = &self.bundle;
+        if !usable(&b.share_pk) || !usable(&b.mask_pk) {
+            return Err(Refusal::WeakKey(b.member.clone()));
+        }
+        Ok(())
     }
 
-    /// The same check against a known identity (a core knows its
-    /// neighbours' identities from the roster).
+    /// The session and signature check against a known identity (a core
+    /// knows its neighbours' identities from the roster). Weak keys are
+    /// refused where they are used (`Refusal::WeakKey`).
     pub fn verify_with(&self, session: &Session, identity: &[u8; 32]) -> Result<(), Refusal> {
         let b = &self.bundle;
         if b.session.community != session.community {
@@ -176,10 +191,6 @@ impl SignedBundle {
         if b.session.roster != session.roster {
             return Err(Refusal::OtherContext("member list"));
         }
-        crate::roster::verify_with(identity, &b.member, &b.message(), &self.signature)?;
-        if !usable(&b.share_pk) || !usable(&b.mask_pk) {
-            return Err(Refusal::WeakKey(b.member.clone()));
-        }
-        Ok(())
+        crate::roster::verify_with(identity, &b.member, &b.message(), &self.signature)
     }
 }

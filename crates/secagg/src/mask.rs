@@ -14,7 +14,7 @@ use zeroize::Zeroize;
 use crate::Session;
 
 /// A 256-bit stream key; zeroized on drop.
-pub(crate) struct StreamKey([u8; 32]);
+pub(crate) struct StreamKey(pub(crate) [u8; 32]);
 
 impl Drop for StreamKey {
     fn drop(&mut self) {

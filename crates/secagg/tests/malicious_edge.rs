@@ -574,3 +574,31 @@ fn malicious_edge_with_colluding_members_still_learns_nothing() {
     let guess = best_guess(server.session(), &b, &masked[&victim], &got);
     assert_hidden(&guess, &c.inputs[&victim]);
 }
+
+#[test]
+fn a_low_order_key_is_refused_by_the_edge_and_by_the_neighbours() {
+    // A bundle with a low-order X25519 mask key (here u = 0) would make
+    // every pairwise mask with it known to all. The honest edge refuses it;
+    // forwarded by a malicious edge, the neighbour refuses to mask with it.
+    let mut c = community(5, 9);
+    let (weak, victim) = (c.ids[1].clone(), c.ids[0].clone());
+    let mut server = c.server(1);
+    let session = server.session().clone();
+    let secrets = pb_secagg::keys::CycleSecrets::generate(&mut c.rng);
+    let mut body = secrets.bundle(&session, &weak, c.key_of(&weak)).bundle;
+    body.mask_pk = [0; 32];
+    let bad = body.sign(c.key_of(&weak));
+    assert_eq!(
+        server.advertise(bad.clone()),
+        Err(Refusal::WeakKey(weak.clone()))
+    );
+    let mut v = c.client(&victim, 1);
+    let ids = c.ids.clone();
+    let mut bundles: Vec<_> = ids[2..]
+        .iter()
+        .map(|m| c.client(m, 1).bundle().clone())
+        .collect();
+    bundles.push(bad);
+    assert_eq!(v.share(&bundles, &mut c.rng), Err(Refusal::WeakKey(weak)));
+    assert_eq!(v.round(), pb_secagg::Round::Advertise, "state unchanged");
+}
