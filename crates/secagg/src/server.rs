@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use curve25519_dalek::scalar::Scalar;
 use pb_units::MemberId;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use x25519_dalek::StaticSecret;
 
@@ -441,34 +442,48 @@ impl Server {
             });
         }
         let got = self.collected();
+        // Each needed secret is recovered on its own (rayon): a recovery
+        // is O(t^2) scalar operations.
+        let needed = self.needed(&set);
+        let outcomes: Vec<Result<Option<((MemberId, Secret), [u8; 32])>, Refusal>> = needed
+            .into_par_iter()
+            .map(|(about, secret)| {
+                let t = self.threshold_of(&about);
+                let mut shares: Vec<&SecretShare> = got
+                    .get(&(about.clone(), secret))
+                    .map(|v| v.iter().map(|(_, s)| *s).collect())
+                    .unwrap_or_default();
+                if shares.len() < t {
+                    return Ok(None);
+                }
+                let bundle = &self.bundles[&about].bundle;
+                let check = |s: &Scalar| match secret {
+                    Secret::SelfSeed => {
+                        seed_commitment(&self.session, &about, &s.to_bytes())
+                            == bundle.self_commitment
+                    }
+                    Secret::MaskKey => mask_public(&s.to_bytes()) == bundle.mask_pk,
+                };
+                // Interpolation costs O(t^2): use exactly t shares, the first
+                // t by abscissa; if a member sent a wrong share, slide the
+                // window (one bad share among more than t is then always
+                // left out).
+                shares.sort_by(|a, b| a.x.cmp(&b.x));
+                let found = (0..=shares.len() - t)
+                    .find_map(|start| combine(&shares[start..start + t]).filter(check))
+                    .ok_or_else(|| Refusal::BadRecovery(about.clone()))?;
+                Ok(Some(((about, secret), found.to_bytes())))
+            })
+            .collect();
         let mut recovered: BTreeMap<(MemberId, Secret), [u8; 32]> = BTreeMap::new();
         let mut short = false;
-        for (about, secret) in self.needed(&set) {
-            let t = self.threshold_of(&about);
-            let shares: Vec<&SecretShare> = got
-                .get(&(about.clone(), secret))
-                .map(|v| v.iter().map(|(_, s)| *s).collect())
-                .unwrap_or_default();
-            if shares.len() < t {
-                short = true;
-                continue;
-            }
-            let bundle = &self.bundles[&about].bundle;
-            let check = |s: &Scalar| match secret {
-                Secret::SelfSeed => {
-                    seed_commitment(&self.session, &about, &s.to_bytes()) == bundle.self_commitment
+        for o in outcomes {
+            match o? {
+                Some((k, v)) => {
+                    recovered.insert(k, v);
                 }
-                Secret::MaskKey => mask_public(&s.to_bytes()) == bundle.mask_pk,
-            };
-            // Interpolation costs O(t^2): use exactly t shares, the first t
-            // by abscissa; if a member sent a wrong share, slide the window
-            // (one bad share among more than t is then always left out).
-            let mut shares = shares;
-            shares.sort_by(|a, b| a.x.cmp(&b.x));
-            let found = (0..=shares.len() - t)
-                .find_map(|start| combine(&shares[start..start + t]).filter(check))
-                .ok_or_else(|| Refusal::BadRecovery(about.clone()))?;
-            recovered.insert((about, secret), found.to_bytes());
+                None => short = true,
+            }
         }
         if short {
             return Err(Refusal::NotEnoughShares {
@@ -476,30 +491,40 @@ impl Server {
             });
         }
         let (fields, slots) = self.shape;
-        let mut sum = vec![vec![0u64; slots]; fields];
-        for u in &set.members {
-            let input = &self.inputs[u];
-            let seed = &recovered[&(u.clone(), Secret::SelfSeed)];
-            let self_mask = self_key(seed, &self.session, u);
-            let u_pk = self.bundles[u].bundle.mask_pk;
-            let mut removals = Vec::new();
-            for v in input.partners.iter().filter(|v| !set.contains(v)) {
-                let secret = StaticSecret::from(recovered[&(v.clone(), Secret::MaskKey)]);
-                let key = pair_key(&secret, &u_pk, &self.session, u, v)
-                    .ok_or_else(|| Refusal::WeakKey(u.clone()))?;
-                removals.push((-pair_sign(u, v), key));
-            }
-            for (f, acc) in sum.iter_mut().enumerate() {
-                let mut v = input.vectors[f].clone();
-                apply(&self_mask, f as u32, -1, &mut v);
-                for (sign, key) in &removals {
-                    apply(key, f as u32, *sign, &mut v);
-                }
-                for (a, x) in acc.iter_mut().zip(v) {
+        let zero = || vec![vec![0u64; slots]; fields];
+        let add = |mut acc: Vec<Vec<u64>>, v: Vec<Vec<u64>>| {
+            for (a, x) in acc.iter_mut().zip(v) {
+                for (a, x) in a.iter_mut().zip(x) {
                     *a = a.wrapping_add(x);
                 }
             }
-        }
+            acc
+        };
+        let sum = set
+            .members
+            .par_iter()
+            .map(|u| -> Result<Vec<Vec<u64>>, Refusal> {
+                let input = &self.inputs[u];
+                let seed = &recovered[&(u.clone(), Secret::SelfSeed)];
+                let self_mask = self_key(seed, &self.session, u);
+                let u_pk = self.bundles[u].bundle.mask_pk;
+                let mut removals = Vec::new();
+                for v in input.partners.iter().filter(|v| !set.contains(v)) {
+                    let secret = StaticSecret::from(recovered[&(v.clone(), Secret::MaskKey)]);
+                    let key = pair_key(&secret, &u_pk, &self.session, u, v)
+                        .ok_or_else(|| Refusal::WeakKey(u.clone()))?;
+                    removals.push((-pair_sign(u, v), key));
+                }
+                let mut out = input.vectors.clone();
+                for (f, v) in out.iter_mut().enumerate() {
+                    apply(&self_mask, f as u32, -1, v);
+                    for (sign, key) in &removals {
+                        apply(key, f as u32, *sign, v);
+                    }
+                }
+                Ok(out)
+            })
+            .try_reduce(zero, |a, b| Ok(add(a, b)))?;
         self.round = Round::Done;
         Ok(sum)
     }
