@@ -230,3 +230,32 @@ fn a_refused_connection_is_reported_at_once() {
         start.elapsed()
     );
 }
+
+#[test]
+fn long_work_reports_progress_in_lines_when_not_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("c.json");
+    let (ok, _, err) = pbill(&[
+        "generate",
+        "--households",
+        "250",
+        "--slots",
+        "4",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    // Not a terminal here: plain lines, no bar drawing characters.
+    assert!(err.contains("generating households: 0/250"), "{err}");
+    assert!(err.contains("generating households: 250/250 in "), "{err}");
+    assert!(!err.contains('\r') && !err.contains("\u{1b}["), "{err:?}");
+    // Small work shows none.
+    let (ok, _, err) = pbill(&[
+        "generate",
+        "--households",
+        "20",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok && !err.contains("generating"), "{err}");
+}

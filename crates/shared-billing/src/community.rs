@@ -90,6 +90,31 @@ pub fn plaintext_bills(
     Ok(reference::bills(ctx, households)?)
 }
 
+/// A phase of a local run, for progress reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Keys of each household.
+    Keys,
+    /// Each household's `hide`.
+    Hide,
+    /// The billing authority's evaluation (one step).
+    Billing,
+    /// Each household's decryption.
+    Decrypt,
+}
+
+impl Phase {
+    /// A short name for people.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Keys => "keys",
+            Phase::Hide => "hiding",
+            Phase::Billing => "billing",
+            Phase::Decrypt => "decrypting",
+        }
+    }
+}
+
 /// Runs the whole cryptographic pipeline for `households` under `ctx`.
 ///
 /// With `seed`, every key and all randomness are reproducible (tests and
@@ -100,6 +125,19 @@ pub fn run_local(
     backend: Box<dyn ComputeBackend>,
     min_members: usize,
     seed: Option<u64>,
+) -> Result<LocalRun, CommunityError> {
+    run_local_with_progress(ctx, households, backend, min_members, seed, &|_, _| {})
+}
+
+/// [`run_local`], calling `step(phase, steps_done)` as each household (or,
+/// for billing, the whole evaluation) is done.
+pub fn run_local_with_progress(
+    ctx: &CycleContext,
+    households: &[Data],
+    backend: Box<dyn ComputeBackend>,
+    min_members: usize,
+    seed: Option<u64>,
+    step: &dyn Fn(Phase, usize),
 ) -> Result<LocalRun, CommunityError> {
     use pb_hiding::wire::Wire;
 
@@ -135,22 +173,25 @@ pub fn run_local(
         let hiding = HidingContext::new(keys, SecretKey::generate(seeder.as_mut()));
         edge.register_member(d.member().clone(), hiding.public_key(seeder.as_mut()))?;
         contexts.push(hiding);
+        step(Phase::Keys, contexts.len());
     }
     edge.record_context(ctx.clone())?;
     timings.keygen = start.elapsed();
 
     let start = Instant::now();
     let mut sizes = WireSizes::default();
-    for (d, h) in households.iter().zip(&contexts) {
+    for (i, (d, h)) in households.iter().zip(&contexts).enumerate() {
         let hidden = h.hide(d, ctx, seeder.as_mut())?;
         sizes.upload = sizes.upload.max(hidden.to_bytes().len());
         edge.record_data(hidden)?;
+        step(Phase::Hide, i + 1);
     }
     timings.hide = start.elapsed();
 
     let start = Instant::now();
     let hidden_bills = edge.compute_bills(ctx.cycle())?;
     timings.billing = start.elapsed();
+    step(Phase::Billing, 1);
 
     let start = Instant::now();
     let mut bills = Vec::with_capacity(households.len());
@@ -161,6 +202,7 @@ pub fn run_local(
             .ok_or_else(|| CommunityError::MissingBill(h.member().to_string()))?;
         sizes.download = sizes.download.max(hb.to_bytes().len());
         bills.push(h.decrypt(hb)?);
+        step(Phase::Decrypt, bills.len());
     }
     timings.decrypt = start.elapsed();
     Ok(LocalRun {
