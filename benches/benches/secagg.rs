@@ -157,10 +157,10 @@ fn bench_rounds(c: &mut Criterion) {
                 criterion::BatchSize::LargeInput,
             )
         });
-        // Drawing the cycle's graph (once per cycle at each core).
+        // A core's neighbours in the cycle's graph (once per cycle).
         let ids = s.roster.ids();
         group.bench_with_input(BenchmarkId::new("graph", n), &n, |b, _| {
-            b.iter(|| Graph::new(s.graph.session(), &ids, p).neighbours(&s.victim))
+            b.iter(|| pb_secagg::graph::neighbours_of(s.graph.session(), &ids, p, &s.victim))
         });
         let cy = prepare(&s, &mut rng);
         let up = bincode::serde::encode_to_vec(&cy.bundles[0], bincode::config::standard())

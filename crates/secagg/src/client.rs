@@ -20,6 +20,7 @@ use pb_units::MemberId;
 use rand_core::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
 
+use crate::graph::neighbours_of;
 use crate::keys::{CycleSecrets, SignedBundle};
 use crate::mask::{StreamKey, apply, pair_key, pair_sign, self_key};
 use crate::params::GraphParams;
@@ -104,8 +105,18 @@ impl Client {
             cycle,
             roster: r.fingerprint(),
         };
-        let graph = Graph::new(&session, &r.ids(), &r.params()?);
-        Client::with_graph(r, &graph, min_members, me, identity, rng)
+        let params = r.params()?;
+        let neighbours = neighbours_of(&session, &r.ids(), &params, me);
+        Client::assemble(
+            r,
+            session,
+            params,
+            neighbours,
+            min_members,
+            me,
+            identity,
+            rng,
+        )
     }
 
     /// [`Client::start`] for a roster the core verified already (a core
@@ -119,6 +130,30 @@ impl Client {
         identity: &SigningKey,
         rng: &mut R,
     ) -> Result<Client, Refusal> {
+        let neighbours = graph.neighbours(me);
+        Client::assemble(
+            r,
+            graph.session().clone(),
+            *graph.params(),
+            neighbours,
+            min_members,
+            me,
+            identity,
+            rng,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble<R: RngCore + CryptoRng>(
+        r: &Roster,
+        session: Session,
+        params: GraphParams,
+        neighbours: Vec<MemberId>,
+        min_members: usize,
+        me: &MemberId,
+        identity: &SigningKey,
+        rng: &mut R,
+    ) -> Result<Client, Refusal> {
         let entry = r
             .entry(me)
             .ok_or_else(|| Refusal::NotInRoster(me.clone()))?;
@@ -127,10 +162,7 @@ impl Client {
                 "it lists another identity for {me} than this core's key"
             )));
         }
-        let session = graph.session().clone();
-        let params = *graph.params();
-        let neighbours = graph
-            .neighbours(me)
+        let neighbours = neighbours
             .into_iter()
             .filter_map(|m| r.entry(&m).map(|e| (m, e.identity)))
             .collect();

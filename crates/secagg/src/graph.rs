@@ -26,19 +26,72 @@ pub struct Graph {
     complete: bool,
 }
 
+fn seed(session: &Session) -> [u8; 32] {
+    hash("pbill/secagg/graph/v1", &[&session.bytes()])
+}
+
+fn position(seed: &[u8; 32], m: &MemberId) -> [u8; 32] {
+    hash("pbill/secagg/position/v1", &[seed, m.as_str().as_bytes()])
+}
+
+/// `a - b` modulo `2^256`, big-endian: the distance from `b` to `a` going
+/// round the ring.
+fn ring_distance(a: &[u8; 32], b: &[u8; 32]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    let mut borrow = 0i16;
+    for i in (0..32).rev() {
+        let d = a[i] as i16 - b[i] as i16 - borrow;
+        borrow = i16::from(d < 0);
+        out[i] = d.rem_euclid(256) as u8;
+    }
+    out
+}
+
+/// The neighbours of `me` alone, without drawing the whole graph: `O(n)`
+/// hashes and two selections instead of a sort and an index (what a core
+/// needs each cycle). Equal to `Graph::new(..).neighbours(me)`.
+pub fn neighbours_of(
+    session: &Session,
+    members: &[MemberId],
+    params: &GraphParams,
+    me: &MemberId,
+) -> Vec<MemberId> {
+    if !members.contains(me) {
+        return Vec::new();
+    }
+    let complete = params.complete() || members.len() <= params.degree + 1;
+    let mut out: Vec<MemberId> = if complete {
+        members.iter().filter(|m| *m != me).cloned().collect()
+    } else {
+        let seed = seed(session);
+        let mine = position(&seed, me);
+        // Distance going forward round the ring from me to each other member.
+        let mut ahead: Vec<([u8; 32], usize)> = members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| *m != me)
+            .map(|(i, m)| (ring_distance(&position(&seed, m), &mine), i))
+            .collect();
+        let half = params.degree / 2;
+        let last = ahead.len() - 1;
+        let mut picked = Vec::with_capacity(2 * half);
+        ahead.select_nth_unstable(half - 1);
+        picked.extend(ahead[..half].iter().map(|(_, i)| *i));
+        ahead.select_nth_unstable(last + 1 - half);
+        picked.extend(ahead[last + 1 - half..].iter().map(|(_, i)| *i));
+        picked.into_iter().map(|i| members[i].clone()).collect()
+    };
+    out.sort();
+    out.dedup();
+    out
+}
+
 impl Graph {
     /// The graph of `session` over `members` (the roster's ids).
     pub fn new(session: &Session, members: &[MemberId], params: &GraphParams) -> Graph {
-        let seed = hash("pbill/secagg/graph/v1", &[&session.bytes()]);
-        let mut keyed: Vec<([u8; 32], &MemberId)> = members
-            .iter()
-            .map(|m| {
-                (
-                    hash("pbill/secagg/position/v1", &[&seed, m.as_str().as_bytes()]),
-                    m,
-                )
-            })
-            .collect();
+        let seed = seed(session);
+        let mut keyed: Vec<([u8; 32], &MemberId)> =
+            members.iter().map(|m| (position(&seed, m), m)).collect();
         keyed.sort();
         let ring: Vec<MemberId> = keyed.into_iter().map(|(_, m)| m.clone()).collect();
         let position = ring
@@ -140,6 +193,26 @@ mod tests {
                 assert!(g.neighbours(v).contains(m));
             }
         }
+    }
+
+    #[test]
+    fn one_members_neighbours_equal_the_whole_graphs() {
+        for n in [5usize, 40, 700, 3_000] {
+            let members = ids(n);
+            let p = GraphParams::choose(n, Tolerance::default()).unwrap();
+            let g = Graph::new(&session(3), &members, &p);
+            for m in members.iter().step_by(n / 5) {
+                assert_eq!(
+                    neighbours_of(&session(3), &members, &p, m),
+                    g.neighbours(m),
+                    "{n}"
+                );
+            }
+        }
+        assert_eq!(ring_distance(&[0; 32], &[0; 32]), [0; 32]);
+        let mut one = [0u8; 32];
+        one[31] = 1;
+        assert_eq!(ring_distance(&[0; 32], &one), [255; 32]);
     }
 
     #[test]
