@@ -91,7 +91,7 @@ enum Command {
         /// Compute the same bills in clear, without any cryptography.
         #[arg(long)]
         plaintext: bool,
-        /// Smallest community that may be billed (never fewer than 2).
+        /// Smallest community that may be billed (never fewer than 3).
         #[arg(long, default_value_t = DEFAULT_MIN_MEMBERS)]
         min_members: usize,
         /// Refuse values finer than the units (1 Wh, 0.00001 currency/kWh)

@@ -123,7 +123,8 @@ fn limits_are_the_same_for_both_paths_and_said_in_currency() {
         err.contains("households[1] (2).promises_kwh[1]: 120.5 kWh is beyond the limit of 100 kWh"),
         "{err}"
     );
-    // One household: refused by both paths, whatever --min-members says.
+    // One household: refused by both paths, whatever --min-members says
+    // (never fewer than 3 are billed).
     let one = r#"{"cycle_id":1,"prices":{"trading":[1],"retail":[1],"feed_in":[1]},
       "households":[{"id":"a","promises_kwh":[1],"actual_kwh":[1]}]}"#;
     for extra in [
@@ -131,7 +132,7 @@ fn limits_are_the_same_for_both_paths_and_said_in_currency() {
         &["--min-members", "0"][..],
     ] {
         let (ok, err, _) = simulate(dir.path(), one, extra);
-        assert!(!ok && err.contains("at least 2 are required"), "{err}");
+        assert!(!ok && err.contains("at least 3 are required"), "{err}");
     }
 }
 
