@@ -22,7 +22,9 @@ use crate::keys::{SignedBundle, mask_public, seed_commitment};
 use crate::mask::{apply, pair_key, pair_sign, self_key};
 use crate::params::GraphParams;
 use crate::roster::{Roster, SignedRoster};
-use crate::shares::{EncryptedShare, Reveal, SEALED_LEN, Secret, SecretShare, combine};
+use crate::shares::{
+    EncryptedShare, Reveal, SEALED_LEN, Secret, SecretShare, combine, combine_with, lagrange_at_zero,
+};
 use crate::{Confirmation, Graph, Refusal, Round, Session, SurvivorSet};
 
 /// Where a cycle stands, and who the edge waits for.
@@ -442,17 +444,40 @@ impl Server {
             });
         }
         let got = self.collected();
-        // Each needed secret is recovered on its own (rayon): a recovery
-        // is O(t^2) scalar operations.
-        let needed = self.needed(&set);
-        let outcomes: Vec<Result<Option<((MemberId, Secret), [u8; 32])>, Refusal>> = needed
-            .into_par_iter()
+        // Which t shares each needed secret is recovered from: the first t
+        // by abscissa. Recoveries from the same abscissae share their
+        // Lagrange coefficients (with every holder answering, that is all
+        // of them), computed once: each recovery is then O(t).
+        let needed: Vec<((MemberId, Secret), Vec<&SecretShare>, usize)> = self
+            .needed(&set)
+            .into_iter()
             .map(|(about, secret)| {
                 let t = self.threshold_of(&about);
                 let mut shares: Vec<&SecretShare> = got
                     .get(&(about.clone(), secret))
                     .map(|v| v.iter().map(|(_, s)| *s).collect())
                     .unwrap_or_default();
+                shares.sort_by(|a, b| a.x.cmp(&b.x));
+                ((about, secret), shares, t)
+            })
+            .collect();
+        let mut windows: BTreeMap<Vec<[u8; 32]>, Option<Vec<Scalar>>> = BTreeMap::new();
+        for (_, shares, t) in &needed {
+            if shares.len() >= *t {
+                windows
+                    .entry(shares[..*t].iter().map(|s| s.x).collect())
+                    .or_insert(None);
+            }
+        }
+        let keys: Vec<Vec<[u8; 32]>> = windows.keys().cloned().collect();
+        let coefficients: Vec<Option<Vec<Scalar>>> =
+            keys.par_iter().map(|xs| lagrange_at_zero(xs)).collect();
+        for (k, c) in keys.into_iter().zip(coefficients) {
+            windows.insert(k, c);
+        }
+        let outcomes: Vec<Result<Option<((MemberId, Secret), [u8; 32])>, Refusal>> = needed
+            .into_par_iter()
+            .map(|((about, secret), shares, t)| {
                 if shares.len() < t {
                     return Ok(None);
                 }
@@ -464,13 +489,19 @@ impl Server {
                     }
                     Secret::MaskKey => mask_public(&s.to_bytes()) == bundle.mask_pk,
                 };
-                // Interpolation costs O(t^2): use exactly t shares, the first
-                // t by abscissa; if a member sent a wrong share, slide the
-                // window (one bad share among more than t is then always
-                // left out).
-                shares.sort_by(|a, b| a.x.cmp(&b.x));
-                let found = (0..=shares.len() - t)
-                    .find_map(|start| combine(&shares[start..start + t]).filter(check))
+                let xs: Vec<[u8; 32]> = shares[..t].iter().map(|s| s.x).collect();
+                let first = windows
+                    .get(&xs)
+                    .and_then(Option::as_ref)
+                    .and_then(|l| combine_with(l, &shares[..t]))
+                    .filter(check);
+                // A member sent a wrong share: slide the window (one bad share
+                // among more than t is then always left out).
+                let found = first
+                    .or_else(|| {
+                        (1..=shares.len() - t)
+                            .find_map(|start| combine(&shares[start..start + t]).filter(check))
+                    })
                     .ok_or_else(|| Refusal::BadRecovery(about.clone()))?;
                 Ok(Some(((about, secret), found.to_bytes())))
             })

@@ -315,3 +315,80 @@ mod tests {
 pub fn recover(shares: &[&SecretShare]) -> Option<[u8; 32]> {
     combine(shares).map(|s| s.to_bytes())
 }
+
+/// Lagrange coefficients at 0 for the abscissae `xs` (distinct, non-zero):
+/// `lambda_i = prod_{j != i} x_j / (x_j - x_i)`, with one batched inversion.
+/// The edge recovers many secrets from the same set of abscissae (every
+/// holder answering gives every member the abscissae 1..t), so it computes
+/// these once per set and each recovery is then a sum of `t` products,
+/// `O(t)` instead of `O(t^2)`. `None` for a repeated or zero abscissa.
+pub fn lagrange_at_zero(xs: &[[u8; 32]]) -> Option<Vec<Scalar>> {
+    let xs: Vec<Scalar> = xs
+        .iter()
+        .map(|b| Option::<Scalar>::from(Scalar::from_canonical_bytes(*b)))
+        .collect::<Option<_>>()?;
+    let mut num = Vec::with_capacity(xs.len());
+    let mut den = Vec::with_capacity(xs.len());
+    for (i, xi) in xs.iter().enumerate() {
+        if *xi == Scalar::ZERO {
+            return None;
+        }
+        let mut n = Scalar::ONE;
+        let mut d = Scalar::ONE;
+        for (j, xj) in xs.iter().enumerate() {
+            if i != j {
+                n *= xj;
+                d *= xj - xi;
+            }
+        }
+        if d == Scalar::ZERO {
+            return None;
+        }
+        num.push(n);
+        den.push(d);
+    }
+    Scalar::batch_invert(&mut den);
+    Some(num.into_iter().zip(den).map(|(n, d)| n * d).collect())
+}
+
+/// `sum_i lambda_i y_i`: the secret from shares and their coefficients.
+pub fn combine_with(coefficients: &[Scalar], shares: &[&SecretShare]) -> Option<Scalar> {
+    let mut acc = Scalar::ZERO;
+    for (l, s) in coefficients.iter().zip(shares) {
+        let y = Option::<Scalar>::from(Scalar::from_canonical_bytes(s.y))?;
+        acc += l * y;
+    }
+    Some(acc)
+}
+
+#[cfg(test)]
+mod lagrange_tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// Cached coefficients recover what vsss-rs recovers.
+        #[test]
+        fn cached_coefficients_agree_with_vsss(seed in any::<u64>(), t in 2usize..12, extra in 0usize..6) {
+            let mut rng = ChaCha20Rng::seed_from_u64(seed);
+            let secret = Scalar::from(seed) + Scalar::from(7u64);
+            let shares = split(secret, t, t + extra, &mut rng).unwrap();
+            let pick: Vec<&SecretShare> = shares.iter().skip(extra).collect();
+            let xs: Vec<[u8; 32]> = pick.iter().map(|s| s.x).collect();
+            let l = lagrange_at_zero(&xs).unwrap();
+            prop_assert_eq!(combine_with(&l, &pick), Some(secret));
+            prop_assert_eq!(combine(&pick), Some(secret));
+        }
+    }
+
+    #[test]
+    fn repeated_or_zero_abscissae_are_refused() {
+        let one = Scalar::ONE.to_bytes();
+        assert!(lagrange_at_zero(&[one, one]).is_none());
+        assert!(lagrange_at_zero(&[[0; 32], one]).is_none());
+        assert!(lagrange_at_zero(&[[0xff; 32]]).is_none());
+    }
+}
