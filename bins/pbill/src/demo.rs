@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use crate::progress::{Progress, progress};
 use pb_core::api::ApiResponse;
 use pb_edge::{EdgeConfig, Enrollment};
 use pb_model::{Bill, BillingModel, CycleContext, Data, reference};
@@ -133,15 +133,8 @@ pub(crate) fn start(
     }
 }
 
-fn bar(len: usize, what: &str) -> ProgressBar {
-    let pb = ProgressBar::new(len as u64);
-    pb.set_style(
-        ProgressStyle::with_template("{msg:>28} [{bar:30}] {pos}/{len} {elapsed}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    pb.set_message(what.to_string());
-    pb
+fn bar(len: usize, what: &str) -> Progress {
+    progress(len, what)
 }
 
 pub(crate) fn write_toml(path: &Path, value: &impl serde::Serialize) -> Result<(), String> {
@@ -350,7 +343,7 @@ pub fn run(args: &DemoArgs) -> Result<bool, String> {
         }
         pb.inc(1);
     }
-    pb.finish_and_clear();
+    pb.finish();
     let endpoints: Vec<String> = cores.iter().map(|c| c.endpoint().to_string()).collect();
 
     // Wait until every core has joined.
@@ -386,7 +379,7 @@ pub fn run(args: &DemoArgs) -> Result<bool, String> {
         }
         Ok(())
     })?;
-    pb.finish_and_clear();
+    pb.finish();
     let t_join = t0.elapsed();
     eprintln!("{n} cores started, keys generated, joined: {:.2?}", t_join);
 
@@ -481,7 +474,7 @@ pub fn run(args: &DemoArgs) -> Result<bool, String> {
         }
     }
     submit(half..submitters)?;
-    pb.finish_and_clear();
+    pb.finish();
     let t_submitted = t_submit.elapsed();
     eprintln!(
         "{submitters} households submitted through their APIs: {:.2?}",
@@ -527,7 +520,7 @@ pub fn run(args: &DemoArgs) -> Result<bool, String> {
             }
             out
         });
-    pb.finish_and_clear();
+    pb.finish();
     let t_billed = t_bills.elapsed();
     let edge_peak = status_kib(edge.child.id(), "VmHWM:");
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use indicatif::ProgressBar;
+use crate::progress::{Progress, progress};
 use pb_edge::{Enrollment, Limits};
 use pb_glwe::SecretKey;
 use pb_hiding::{HiddenData, HidingContext};
@@ -84,7 +84,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
     let t0 = Instant::now();
 
     // Keys.
-    let pb = ProgressBar::new(n as u64).with_message("member keys");
+    let pb = progress(n, "member keys");
     let members: Vec<Member> = (0..n)
         .into_par_iter()
         .map(|i| {
@@ -99,7 +99,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
             })
         })
         .collect::<Result<_, String>>()?;
-    pb.finish_and_clear();
+    pb.finish();
     let edge_key = NodeKey::generate(&mut rand_core::OsRng);
     edge_key
         .write_new(&dir.join("edge.key"))
@@ -153,7 +153,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
     };
 
     // Join: every member over its own connection, which it keeps.
-    let pb = ProgressBar::new(n as u64).with_message("joining");
+    let pb = progress(n, "joining");
     let mut clients: Vec<EdgeClient> = members.iter().map(|m| client(&m.key)).collect();
     rt.block_on(async {
         let mut set = tokio::task::JoinSet::new();
@@ -179,7 +179,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
         }
         Ok::<(), String>(())
     })?;
-    pb.finish_and_clear();
+    pb.finish();
     // `clients` came back in completion order: index by node.
     let mut by_node: std::collections::HashMap<_, EdgeClient> =
         clients.into_iter().map(|c| (c.node_id(), c)).collect();
@@ -219,7 +219,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
 
     // Every member hides its data (what each core does; not timed).
     let t_hide = Instant::now();
-    let pb = ProgressBar::new(n as u64).with_message("hiding (PRZS with every member, encryption)");
+    let pb = progress(n, "hiding (PRZS with every member, encryption)");
     let cid = CommunityId(community.clone());
     let hidden: Vec<HiddenData> = members
         .par_iter()
@@ -235,7 +235,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
             out
         })
         .collect::<Result<_, String>>()?;
-    pb.finish_and_clear();
+    pb.finish();
     eprintln!(
         "{n} submissions prepared: {:.1?} (the cores' work, not part of the load)",
         t_hide.elapsed()
@@ -306,7 +306,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
     let want = reference::bills(&ctx, &parsed.households).map_err(|e| e.to_string())?;
     let give_up = Instant::now() + Duration::from_secs(args.timeout_secs);
     let mut exact = 0;
-    let pb = ProgressBar::new(n as u64).with_message("fetching and decrypting bills");
+    let pb = progress(n, "fetching and decrypting bills");
     for (i, m) in members.iter().enumerate() {
         let c = by_node
             .get_mut(&m.key.id())
@@ -338,7 +338,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
         }
         pb.inc(1);
     }
-    pb.finish_and_clear();
+    pb.finish();
     let t_billed = t_bills.elapsed();
     stop_sampling.store(true, Ordering::Relaxed);
     let _ = sampler.join();
@@ -384,7 +384,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
 
 async fn joined(
     set: &mut tokio::task::JoinSet<(EdgeClient, Result<Response, pb_net::NetError>)>,
-    pb: &ProgressBar,
+    pb: &Progress,
     clients: &mut Vec<EdgeClient>,
 ) -> Result<(), String> {
     if let Some(j) = set.join_next().await {

@@ -4,6 +4,7 @@ mod client;
 mod demo;
 mod drill;
 mod load;
+mod progress;
 mod synthetic;
 
 use std::path::{Path, PathBuf};
@@ -13,7 +14,7 @@ use clap::{Parser, Subcommand};
 use pb_inputs::{HouseholdId, Units};
 use pb_model::{Bill, BillingModel};
 use pb_shared_billing::BackendChoice;
-use pb_shared_billing::community::{plaintext_bills, run_local};
+use pb_shared_billing::community::{Phase, plaintext_bills, run_local_with_progress};
 use pb_units::limits::DEFAULT_MIN_MEMBERS;
 use serde::Serialize;
 
@@ -90,7 +91,7 @@ enum Command {
         /// Compute the same bills in clear, without any cryptography.
         #[arg(long)]
         plaintext: bool,
-        /// Smallest community that may be billed (never fewer than 2).
+        /// Smallest community that may be billed (never fewer than 3).
         #[arg(long, default_value_t = DEFAULT_MIN_MEMBERS)]
         min_members: usize,
         /// Refuse values finer than the units (1 Wh, 0.00001 currency/kWh)
@@ -330,12 +331,36 @@ fn simulate(
         eprintln!(
             "billing {n} households x {slots} slots ({model}) with the encrypted pipeline..."
         );
-        let run = run_local(
+        // One progress display per phase, started when the phase starts.
+        let shown: std::sync::Mutex<Option<(Phase, progress::Progress)>> =
+            std::sync::Mutex::new(None);
+        let step = |phase: Phase, done: usize| {
+            // Small communities bill in moments; billing is one step.
+            if n < progress::MIN_STEPS || phase == Phase::Billing {
+                return;
+            }
+            let Ok(mut s) = shown.lock() else { return };
+            if s.as_ref().map(|(p, _)| *p) != Some(phase) {
+                if let Some((_, old)) = s.take() {
+                    old.finish();
+                }
+                *s = Some((phase, progress::progress(n, phase.name())));
+            }
+            if let Some((_, p)) = s.as_ref() {
+                p.inc(1);
+                if done == n {
+                    p.finish();
+                    *s = None;
+                }
+            }
+        };
+        let run = run_local_with_progress(
             &community.context,
             &community.households,
             backend,
             min_members,
             None,
+            &step,
         )
         .map_err(|e| e.to_string())?;
         let t = run.timings;

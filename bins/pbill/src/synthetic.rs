@@ -42,7 +42,12 @@ pub fn generate(households: usize, slots: usize, seed: u64) -> Result<CommunityF
             .push(exact(0.05 + 0.02 * uniform(&mut rng), 5));
     }
     let mut out = Vec::with_capacity(households);
+    let shown = (households >= crate::progress::MIN_STEPS)
+        .then(|| crate::progress::progress(households, "generating households"));
     for i in 0..households {
+        if let Some(p) = &shown {
+            p.inc(1);
+        }
         let base_kw = 0.15 + 0.3 * uniform(&mut rng);
         let peak_kw = 1.0 + 2.5 * uniform(&mut rng);
         let pv_kw = if uniform(&mut rng) < 0.4 {
@@ -77,6 +82,9 @@ pub fn generate(households: usize, slots: usize, seed: u64) -> Result<CommunityF
             promises_kwh: promises,
             actual_kwh: actual,
         });
+    }
+    if let Some(p) = &shown {
+        p.finish();
     }
     Ok(CommunityFile {
         cycle_id: 1,

@@ -123,7 +123,8 @@ fn limits_are_the_same_for_both_paths_and_said_in_currency() {
         err.contains("households[1] (2).promises_kwh[1]: 120.5 kWh is beyond the limit of 100 kWh"),
         "{err}"
     );
-    // One household: refused by both paths, whatever --min-members says.
+    // One household: refused by both paths, whatever --min-members says
+    // (never fewer than 3 are billed).
     let one = r#"{"cycle_id":1,"prices":{"trading":[1],"retail":[1],"feed_in":[1]},
       "households":[{"id":"a","promises_kwh":[1],"actual_kwh":[1]}]}"#;
     for extra in [
@@ -131,7 +132,7 @@ fn limits_are_the_same_for_both_paths_and_said_in_currency() {
         &["--min-members", "0"][..],
     ] {
         let (ok, err, _) = simulate(dir.path(), one, extra);
-        assert!(!ok && err.contains("at least 2 are required"), "{err}");
+        assert!(!ok && err.contains("at least 3 are required"), "{err}");
     }
 }
 
@@ -229,4 +230,33 @@ fn a_refused_connection_is_reported_at_once() {
         "took {:?}",
         start.elapsed()
     );
+}
+
+#[test]
+fn long_work_reports_progress_in_lines_when_not_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("c.json");
+    let (ok, _, err) = pbill(&[
+        "generate",
+        "--households",
+        "250",
+        "--slots",
+        "4",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    // Not a terminal here: plain lines, no bar drawing characters.
+    assert!(err.contains("generating households: 0/250"), "{err}");
+    assert!(err.contains("generating households: 250/250 in "), "{err}");
+    assert!(!err.contains('\r') && !err.contains("\u{1b}["), "{err:?}");
+    // Small work shows none.
+    let (ok, _, err) = pbill(&[
+        "generate",
+        "--households",
+        "20",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok && !err.contains("generating"), "{err}");
 }

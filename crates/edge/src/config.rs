@@ -208,8 +208,11 @@ impl EdgeConfig {
                 )));
             }
         }
-        if self.min_members < 2 {
-            return Err(EdgeError::Config("min_members: must be at least 2".into()));
+        if self.min_members < pb_units::limits::MIN_BILLABLE_MEMBERS {
+            return Err(EdgeError::Config(format!(
+                "min_members: must be at least {}",
+                pb_units::limits::MIN_BILLABLE_MEMBERS
+            )));
         }
         self.community_id()?;
         Ok(a)

@@ -572,12 +572,12 @@ mod tests {
     }
 
     #[test]
-    fn fewer_than_two_households_are_refused_whatever_the_minimum() {
+    fn fewer_than_three_households_are_refused_whatever_the_minimum() {
         let one = r#"{"cycle_id":1,"prices":{"trading":[1],"retail":[1],"feed_in":[1]},
           "households":[{"id":"a","promises_kwh":[1],"actual_kwh":[1]}]}"#;
-        for min in [0, 1, 2] {
+        for min in [0, 1, 2, 3] {
             let e = community(one, BillingModel::Ucs, min, R).unwrap_err();
-            assert!(e.contains("at least 2 are required"), "{e}");
+            assert!(e.contains("at least 3 are required"), "{e}");
         }
     }
 }

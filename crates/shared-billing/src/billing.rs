@@ -196,7 +196,8 @@ impl SharedBilling {
         }
     }
 
-    /// Sets the minimum number of members billed together (at least 2).
+    /// Sets the minimum number of members billed together (never below
+    /// `pb_units::limits::MIN_BILLABLE_MEMBERS`, 3).
     pub fn set_min_members(&mut self, min: usize) {
         self.min_members = pb_units::limits::min_members(min);
     }
@@ -420,6 +421,25 @@ impl SharedBilling {
     /// Bills a ready cycle: unmasks the aggregates, derives and checks the
     /// weights, evaluates every household. A cycle is billed once only.
     pub fn compute_bills(&mut self, cycle: CycleId) -> Result<Vec<HiddenBill>, BillingError> {
+        self.bill(cycle, None)
+    }
+
+    /// Bills a cycle whose aggregates were unmasked elsewhere (by secure
+    /// aggregation, `pb-secagg`, over exactly the members whose data is
+    /// recorded); the recorded data's masked vectors are not summed.
+    pub fn compute_bills_with(
+        &mut self,
+        cycle: CycleId,
+        aggregates: Aggregates,
+    ) -> Result<Vec<HiddenBill>, BillingError> {
+        self.bill(cycle, Some(aggregates))
+    }
+
+    fn bill(
+        &mut self,
+        cycle: CycleId,
+        given: Option<Aggregates>,
+    ) -> Result<Vec<HiddenBill>, BillingError> {
         let c = self.cycle(cycle)?;
         if c.billed {
             return Err(BillingError::AlreadyBilled(cycle));
@@ -437,7 +457,10 @@ impl SharedBilling {
                 need: self.min_members,
             });
         }
-        let aggregates = self.aggregates(cycle)?;
+        let aggregates = match given {
+            Some(a) => a,
+            None => self.aggregates(cycle)?,
+        };
         let weights = c.ctx.model().weights(&c.ctx, &aggregates)?;
         crate::budget::check(&weights)?;
         let prepared = PreparedWeights::new(&self.ntt, &weights.bill, &weights.reward)?;

@@ -1,6 +1,7 @@
 //! A whole community in one process: key generation, hiding at every
-//! household, billing, decryption. This is what `pbill simulate` runs and
-//! what tests compare with the plaintext reference.
+//! household with the SecAgg+ rounds of `pb-secagg` for the aggregates,
+//! billing, decryption. This is what `pbill simulate` runs and what tests
+//! compare with the plaintext reference.
 
 use std::time::{Duration, Instant};
 
@@ -8,7 +9,10 @@ use pb_glwe::SecretKey;
 use pb_glwe::seeding::{Seeder, deterministic, new_seeder};
 use pb_hiding::{HidingContext, HidingError};
 use pb_model::{Aggregates, Bill, CycleContext, Data, reference};
-use pb_przs::{IdentityKey, PairwiseKeys, PrzsError};
+use ed25519_dalek::SigningKey;
+use pb_przs::{IdentityKey, PairwiseKeys, PrzsError, decode};
+use pb_secagg::server::Server;
+use pb_secagg::{Client, Graph, Roster, RosterEntry, SignedRoster};
 use pb_units::CommunityId;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{OsRng, RngCore, SeedableRng};
@@ -28,6 +32,9 @@ pub enum CommunityError {
     /// The billing authority refused.
     #[error(transparent)]
     Billing(#[from] BillingError),
+    /// Secure aggregation refused a step.
+    #[error(transparent)]
+    SecAgg(#[from] pb_secagg::Refusal),
     /// A bill is missing for a household.
     #[error("no bill returned for {0}")]
     MissingBill(String),
@@ -36,9 +43,11 @@ pub enum CommunityError {
 /// Wall time of each phase of a local run.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Timings {
-    /// Identity keys, pairwise keys, GLWE keys and public keys.
+    /// Identities, the signed roster, GLWE keys and public keys, and each
+    /// member's SecAgg+ key bundle.
     pub keygen: Duration,
-    /// All households' `hide`.
+    /// All households' `hide` (encryption) and SecAgg+ rounds (shares,
+    /// masking, confirmation, reveal).
     pub hide: Duration,
     /// `compute_bills` at the billing authority.
     pub billing: Duration,
@@ -90,6 +99,31 @@ pub fn plaintext_bills(
     Ok(reference::bills(ctx, households)?)
 }
 
+/// A phase of a local run, for progress reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Keys of each household.
+    Keys,
+    /// Each household's `hide`.
+    Hide,
+    /// The billing authority's evaluation (one step).
+    Billing,
+    /// Each household's decryption.
+    Decrypt,
+}
+
+impl Phase {
+    /// A short name for people.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Keys => "keys",
+            Phase::Hide => "hiding",
+            Phase::Billing => "billing",
+            Phase::Decrypt => "decrypting",
+        }
+    }
+}
+
 /// Runs the whole cryptographic pipeline for `households` under `ctx`.
 ///
 /// With `seed`, every key and all randomness are reproducible (tests and
@@ -100,6 +134,19 @@ pub fn run_local(
     backend: Box<dyn ComputeBackend>,
     min_members: usize,
     seed: Option<u64>,
+) -> Result<LocalRun, CommunityError> {
+    run_local_with_progress(ctx, households, backend, min_members, seed, &|_, _| {})
+}
+
+/// [`run_local`], calling `step(phase, steps_done)` as each household (or,
+/// for billing, the whole evaluation) is done.
+pub fn run_local_with_progress(
+    ctx: &CycleContext,
+    households: &[Data],
+    backend: Box<dyn ComputeBackend>,
+    min_members: usize,
+    seed: Option<u64>,
+    step: &dyn Fn(Phase, usize),
 ) -> Result<LocalRun, CommunityError> {
     use pb_hiding::wire::Wire;
 
@@ -115,42 +162,115 @@ pub fn run_local(
         Some(s) => Box::new(deterministic(s as u128 | 1 << 100)),
         None => new_seeder(),
     };
+    let cycle = ctx.cycle();
+    let need = pb_units::limits::min_members(min_members);
+    if households.len() < need {
+        return Err(BillingError::TooFewMembers {
+            cycle,
+            have: households.len(),
+            need,
+        }
+        .into());
+    }
+    // The aggregates are masked by SecAgg+ (pb-secagg), as the network will
+    // be: an operator-signed roster of identities, each member's rounds
+    // against one edge. PRZS is not used here: each household's pairwise
+    // keys are with nobody, so `hide` leaves its contributions unmasked for
+    // SecAgg+ to mask.
     let community = CommunityId("local".into());
-    let identities: Vec<IdentityKey> = households
-        .iter()
-        .map(|_| IdentityKey::generate(&mut rng))
-        .collect();
-    let list: Vec<_> = households
-        .iter()
-        .zip(&identities)
-        .map(|(d, k)| (d.member().clone(), k.public()))
-        .collect();
+    let signing_key = |rng: &mut ChaCha20Rng| {
+        let mut b = [0u8; 32];
+        rng.fill_bytes(&mut b);
+        SigningKey::from_bytes(&b)
+    };
+    let operator = signing_key(&mut rng);
+    let signers: Vec<SigningKey> = households.iter().map(|_| signing_key(&mut rng)).collect();
+    let roster = Roster::new(
+        community.0.clone(),
+        1,
+        households
+            .iter()
+            .zip(&signers)
+            .map(|(d, k)| RosterEntry {
+                member: d.member().clone(),
+                identity: k.verifying_key().to_bytes(),
+            })
+            .collect(),
+    )?;
+    let signed = SignedRoster::sign(roster.clone(), &operator);
+    let fields = ctx.model().aggregates().len();
+    let mut server = Server::new(
+        &signed,
+        &operator.verifying_key().to_bytes(),
+        cycle.0,
+        need,
+        fields,
+        ctx.slots(),
+    )?;
+    let graph = Graph::new(server.session(), &roster.ids(), server.params());
     let mut edge_seed = [0u8; 32];
     rng.fill_bytes(&mut edge_seed);
     let mut edge = SharedBilling::with_seed(backend, edge_seed);
     edge.set_min_members(min_members);
     let mut contexts = Vec::with_capacity(households.len());
-    for (d, id) in households.iter().zip(&identities) {
-        let keys = PairwiseKeys::derive(&community, d.member(), id, &list)?;
+    let mut clients = Vec::with_capacity(households.len());
+    for (d, signer) in households.iter().zip(&signers) {
+        let id = IdentityKey::generate(&mut rng);
+        let alone = [(d.member().clone(), id.public())];
+        let keys = PairwiseKeys::derive(&community, d.member(), &id, &alone)?;
         let hiding = HidingContext::new(keys, SecretKey::generate(seeder.as_mut()));
         edge.register_member(d.member().clone(), hiding.public_key(seeder.as_mut()))?;
         contexts.push(hiding);
+        let client = Client::with_graph(&roster, &graph, need, d.member(), signer, &mut rng)?;
+        server.advertise(client.bundle().clone())?;
+        clients.push(client);
+        step(Phase::Keys, contexts.len());
     }
     edge.record_context(ctx.clone())?;
     timings.keygen = start.elapsed();
 
     let start = Instant::now();
+    server.close_advertise()?;
+    for (d, client) in households.iter().zip(clients.iter_mut()) {
+        let shares = client.share(&server.bundles_for(d.member())?, &mut rng)?;
+        server.share(d.member(), shares)?;
+    }
+    server.close_share()?;
     let mut sizes = WireSizes::default();
-    for (d, h) in households.iter().zip(&contexts) {
-        let hidden = h.hide(d, ctx, seeder.as_mut())?;
+    for (i, ((d, h), client)) in households
+        .iter()
+        .zip(&contexts)
+        .zip(clients.iter_mut())
+        .enumerate()
+    {
+        let mut hidden = h.hide(d, ctx, seeder.as_mut())?;
+        let masked = client.mask(&server.shares_for(d.member())?, &hidden.masked)?;
+        hidden.masked = masked.vectors.clone();
+        server.submit(masked)?;
         sizes.upload = sizes.upload.max(hidden.to_bytes().len());
         edge.record_data(hidden)?;
+        step(Phase::Hide, i + 1);
+    }
+    let set = server.close_mask()?;
+    for (d, (client, signer)) in households.iter().zip(clients.iter_mut().zip(&signers)) {
+        let _ = d;
+        server.confirm(client.confirm(&set, &roster, signer)?)?;
+    }
+    for (d, client) in households.iter().zip(clients.iter_mut()) {
+        let confirmations = server.confirmations_for(d.member());
+        server.reveal(client.reveal(&set, &confirmations)?)?;
     }
     timings.hide = start.elapsed();
 
     let start = Instant::now();
-    let hidden_bills = edge.compute_bills(ctx.cycle())?;
+    let sums = server.unmask()?;
+    let mut aggregates = Aggregates::default();
+    for (agg, sum) in ctx.model().aggregates().into_iter().zip(sums) {
+        aggregates.insert(agg, sum.into_iter().map(decode).collect());
+    }
+    let hidden_bills = edge.compute_bills_with(cycle, aggregates)?;
     timings.billing = start.elapsed();
+    step(Phase::Billing, 1);
 
     let start = Instant::now();
     let mut bills = Vec::with_capacity(households.len());
@@ -161,6 +281,7 @@ pub fn run_local(
             .ok_or_else(|| CommunityError::MissingBill(h.member().to_string()))?;
         sizes.download = sizes.download.max(hb.to_bytes().len());
         bills.push(h.decrypt(hb)?);
+        step(Phase::Decrypt, bills.len());
     }
     timings.decrypt = start.elapsed();
     Ok(LocalRun {

@@ -36,8 +36,10 @@ pub const MAX_MEMBERS: usize = 1_000_000;
 pub const DEFAULT_MIN_MEMBERS: usize = 3;
 
 /// No community of fewer members is ever billed, whatever is configured:
-/// with one member the aggregates are its data.
-pub const MIN_BILLABLE_MEMBERS: usize = 2;
+/// with one member the aggregates are its data, with two each member's
+/// data is the other's aggregate minus its own, and secure aggregation
+/// needs at least two share holders per member.
+pub const MIN_BILLABLE_MEMBERS: usize = 3;
 
 /// The smallest community billed when `requested` is configured.
 pub fn min_members(requested: usize) -> usize {

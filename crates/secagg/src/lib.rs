@@ -1,0 +1,244 @@
+//! Secure aggregation for the community's per-slot aggregates, against a
+//! dishonest edge (design section 4): SecAgg+ (Bell et al., CCS 2020) on the
+//! protocol of Bonawitz et al. (CCS 2017), adapted to our vectors over
+//! `Z_2^64`.
+//!
+//! * [`roster`]: the member list, signed by the operator's enrolment key
+//!   (a role distinct from the edge's key), with a fingerprint households
+//!   can compare out of band.
+//! * [`params`]: the graph degree `k` and share threshold `t` from the
+//!   community's size and the tolerated dropout and collusion fractions.
+//! * [`graph`]: each member's `k` neighbours, a ring over a permutation
+//!   derived from the roster's fingerprint and the cycle, which neither the
+//!   edge nor a member can steer.
+//! * [`keys`]: per-cycle secrets (share-encryption key, mask key, self-mask
+//!   seed) and the key bundle each member signs with its identity.
+//! * [`shares`]: Shamir shares (`vsss-rs`, over the ed25519 scalar field)
+//!   of the self-mask seed and the mask key, encrypted to each neighbour
+//!   (X25519, HKDF, ChaCha20-Poly1305).
+//! * [`mask`]: the pairwise and self masks (ChaCha20 keystreams).
+//! * [`client`] and [`server`]: the rounds as explicit, serialisable states
+//!   (advertise, share, mask, confirm, reveal); each call either advances
+//!   its state or returns a typed [`Refusal`] and changes nothing.
+
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod graph;
+pub mod keys;
+pub mod mask;
+pub mod params;
+pub mod roster;
+pub mod server;
+pub mod shares;
+
+pub use client::Client;
+pub use graph::Graph;
+pub use keys::{KeyBundle, SignedBundle};
+pub use params::{GraphParams, Tolerance};
+pub use roster::{Roster, RosterEntry, SignedRoster};
+pub use server::Server;
+pub use shares::{Answer, EncryptedShare, Reveal, Secret};
+
+use pb_units::MemberId;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+/// The rounds of a cycle, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Round {
+    /// Members publish their signed per-cycle key bundles.
+    Advertise,
+    /// Members send encrypted shares to their neighbours.
+    Share,
+    /// Members send their masked vectors.
+    Mask,
+    /// Members sign the survivor set.
+    Confirm,
+    /// Members reveal, for each neighbour, one share.
+    Reveal,
+    /// The aggregate is unmasked.
+    Done,
+}
+
+/// Why a message was refused. Nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum Refusal {
+    /// The message belongs to another round.
+    #[error("this is the {actual:?} round, not {expected:?}")]
+    WrongRound {
+        /// The round the message belongs to.
+        expected: Round,
+        /// The current round.
+        actual: Round,
+    },
+    /// The message is for another community, cycle or roster.
+    #[error("message for another {0}")]
+    OtherContext(&'static str),
+    /// The roster's signature does not verify with the pinned operator key.
+    #[error("the member list is not signed by the operator's enrolment key")]
+    RosterSignature,
+    /// The roster is malformed (unsorted, duplicate member or identity).
+    #[error("the member list is malformed: {0}")]
+    RosterMalformed(String),
+    /// Fewer members than the minimum.
+    #[error("the member list has {have} members, at least {need} are required")]
+    TooFewMembers {
+        /// Members present.
+        have: usize,
+        /// The minimum.
+        need: usize,
+    },
+    /// The member is not in the roster.
+    #[error("{0} is not in the signed member list")]
+    NotInRoster(MemberId),
+    /// A signature does not verify with the member's enrolled identity.
+    #[error("bad signature of {0}")]
+    BadSignature(MemberId),
+    /// A public key is a low-order point or otherwise unusable.
+    #[error("{0} published a weak key")]
+    WeakKey(MemberId),
+    /// The member is not a neighbour in this cycle's graph.
+    #[error("{0} is not a neighbour of {1} in this cycle")]
+    NotANeighbour(MemberId, MemberId),
+    /// The same member appears twice, or sent a second, different message.
+    #[error("{0} appears twice or changed its message")]
+    Duplicate(MemberId),
+    /// Too few neighbours took part to hide this member.
+    #[error("only {have} neighbours took part, at least {need} are needed")]
+    TooFewNeighbours {
+        /// Neighbours present.
+        have: usize,
+        /// The minimum.
+        need: usize,
+    },
+    /// A share did not decrypt or decode.
+    #[error("share from {0} is malformed or not for this member")]
+    BadShare(MemberId),
+    /// The masked vectors have the wrong shape or partners.
+    #[error("masked input of {0} is malformed: {1}")]
+    BadInput(MemberId, &'static str),
+    /// The member did not take part in an earlier round it needed to.
+    #[error("{0} did not take part in the {1:?} round")]
+    Absent(MemberId, Round),
+    /// The survivor set does not contain this member, or is too small.
+    #[error("survivor set refused: {0}")]
+    BadSurvivorSet(&'static str),
+    /// The member already signed a different survivor set for this cycle.
+    #[error("a different survivor set was already signed for this cycle")]
+    Equivocation,
+    /// Too few of the member's neighbours confirmed the same survivor set.
+    #[error("{have} neighbours confirmed this survivor set, at least {need} must")]
+    TooFewConfirmations {
+        /// Valid confirmations.
+        have: usize,
+        /// Needed.
+        need: usize,
+    },
+    /// An answer about a member the sender holds no share of, or of the
+    /// wrong kind for the survivor set.
+    #[error("{0} answered wrongly about {1}")]
+    BadAnswer(MemberId, MemberId),
+    /// Secrets cannot be recovered yet.
+    #[error("waiting for {} member(s) to reveal shares: {}", waiting.len(), list(waiting))]
+    NotEnoughShares {
+        /// Members whose answers would complete the recovery.
+        waiting: Vec<MemberId>,
+    },
+    /// Recovered secrets do not match their public commitments: a member
+    /// sent wrong shares.
+    #[error("recovered secret of {0} does not match its commitment")]
+    BadRecovery(MemberId),
+    /// Randomness was unavailable.
+    #[error("no randomness available")]
+    NoEntropy,
+}
+
+fn list(members: &[MemberId]) -> String {
+    let shown: Vec<&str> = members.iter().take(20).map(MemberId::as_str).collect();
+    if members.len() > 20 {
+        format!("{} and {} more", shown.join(", "), members.len() - 20)
+    } else {
+        shown.join(", ")
+    }
+}
+
+/// SHA-256 over length-prefixed parts, with a domain label first.
+pub(crate) fn hash(label: &str, parts: &[&[u8]]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for p in std::iter::once(label.as_bytes()).chain(parts.iter().copied()) {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
+/// Where a message belongs: community, cycle and roster fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Session {
+    /// The community.
+    pub community: String,
+    /// The cycle.
+    pub cycle: u64,
+    /// Fingerprint of the signed roster the cycle uses.
+    pub roster: [u8; 32],
+}
+
+impl Session {
+    pub(crate) fn bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.community.len() + 48);
+        v.extend_from_slice(&(self.community.len() as u64).to_le_bytes());
+        v.extend_from_slice(self.community.as_bytes());
+        v.extend_from_slice(&self.cycle.to_le_bytes());
+        v.extend_from_slice(&self.roster);
+        v
+    }
+}
+
+/// The survivor set the edge announces: members whose masked input it
+/// holds and sums.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SurvivorSet {
+    /// Where it belongs.
+    pub session: Session,
+    /// The survivors, sorted.
+    pub members: Vec<MemberId>,
+}
+
+impl SurvivorSet {
+    /// The hash members sign.
+    pub fn hash(&self) -> [u8; 32] {
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(self.members.len() + 1);
+        let session = self.session.bytes();
+        parts.push(&session);
+        for m in &self.members {
+            parts.push(m.as_str().as_bytes());
+        }
+        hash("pbill/secagg/survivors/v1", &parts)
+    }
+
+    /// Whether `m` survived.
+    pub fn contains(&self, m: &MemberId) -> bool {
+        self.members.binary_search(m).is_ok()
+    }
+}
+
+/// A member's signature over a survivor set's hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// The signer.
+    pub member: MemberId,
+    /// The set's hash.
+    pub set: [u8; 32],
+    /// Ed25519 signature by the member's identity.
+    pub signature: Vec<u8>,
+}
+
+impl Confirmation {
+    pub(crate) fn message(set: &[u8; 32]) -> Vec<u8> {
+        let mut m = b"pbill/secagg/confirm/v1".to_vec();
+        m.extend_from_slice(set);
+        m
+    }
+}
