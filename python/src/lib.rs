@@ -6,6 +6,8 @@
 //! (or a subclass of `private_billing.Error` for network failures) before
 //! anything is recorded; heavy work runs with the GIL released.
 
+#![warn(missing_docs)]
+
 use pyo3::prelude::*;
 
 mod community;

@@ -61,3 +61,14 @@ def test_simulate_refuses_like_pbill(tmp_path):
         simulate(tmp_path / "missing.json")
     with pytest.raises(TypeError):
         simulate([1, 2, 3])
+
+
+def test_simulate_takes_numpy_and_decimal_values():
+    import numpy as np
+
+    c = community_dict(households=3, slots=4, seed=2)
+    expected = simulate(c, plaintext=True)
+    c2 = json.loads(json.dumps(c))
+    c2["prices"]["trading"] = np.array(c["prices"]["trading"])
+    c2["households"][0]["actual_kwh"] = [Decimal(str(v)) for v in c["households"][0]["actual_kwh"]]
+    assert simulate(c2) == expected
