@@ -121,3 +121,35 @@ def test_rounding_warns_or_is_refused():
     assert d.promises_kwh == [Decimal("0.501")]
     with pytest.raises(ValueError, match="finer than the unit"):
         Data(1, promises_kwh=[0.5005], actual_kwh=[0.1], strict_units=True)
+
+
+def test_hide_releases_the_gil():
+    """While a thread hides, other Python threads keep running: with the
+    GIL held they would get about one turn per hide."""
+    import threading
+    import time
+
+    ids = [f"m{i:04}" for i in range(1000)]
+    me = pb.IdentityKey.generate()
+    members = {h: pb.IdentityKey.generate().public for h in ids[1:]}
+    members[ids[0]] = me.public
+    hc = pb.HidingContext(ids[0], me, members)
+    slots = 672
+    ctx = CycleContext(1, trading=[0.2] * slots, retail=[0.3] * slots, feed_in=[0.05] * slots)
+    d = Data(1, promises_kwh=[0.5] * slots, actual_kwh=[0.4] * slots)
+    hides = 20
+    done = threading.Event()
+
+    def work():
+        for _ in range(hides):
+            hc.hide(d, ctx)
+        done.set()
+
+    worker = threading.Thread(target=work)
+    turns = 0
+    worker.start()
+    while not done.is_set():
+        turns += 1
+        time.sleep(0.0005)
+    worker.join()
+    assert turns > 5 * hides, turns
