@@ -402,7 +402,10 @@ pub fn run(args: &DemoArgs) -> Result<bool, String> {
     let mut operator_client = EdgeClient::new(
         Connection::new(edge_config.listen.clone(), Duration::from_secs(30)),
         operator,
-        Some(edge_key.id()),
+        pb_protocol::Audience {
+            edge: edge_key.id(),
+            community: pb_units::CommunityId(community.clone()),
+        },
     );
     match rt
         .block_on(operator_client.call(&Request::PutContext(ctx.clone())))

@@ -211,7 +211,10 @@ pub fn run(args: &DrillArgs) -> Result<bool, String> {
     let mut operator_client = EdgeClient::new(
         Connection::new(edge_config.listen.clone(), Duration::from_secs(2)),
         operator,
-        Some(edge_key.id()),
+        pb_protocol::Audience {
+            edge: edge_key.id(),
+            community: pb_units::CommunityId(community.clone()),
+        },
     );
     let mut results: BTreeMap<u64, bool> = BTreeMap::new();
     let mut cycle = 0u64;

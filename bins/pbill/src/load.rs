@@ -148,7 +148,10 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
         EdgeClient::new(
             Connection::new(endpoint.clone(), Duration::from_secs(120)),
             key.clone(),
-            Some(edge_key.id()),
+            pb_protocol::Audience {
+                edge: edge_key.id(),
+                community: CommunityId(community.clone()),
+            },
         )
     };
 

@@ -70,7 +70,10 @@ impl Node {
         let edge = EdgeClient::new(
             Connection::new(config.edge.clone(), checked.timeout),
             key,
-            Some(checked.edge_node),
+            pb_protocol::Audience {
+                edge: checked.edge_node,
+                community: checked.community.clone(),
+            },
         );
         Ok(Node {
             store,

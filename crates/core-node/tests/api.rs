@@ -79,7 +79,10 @@ fn bad_household_requests_get_clear_errors_and_store_nothing() {
     let mut op = EdgeClient::new(
         Connection::new(edge.endpoint.clone(), Duration::from_secs(20)),
         operator,
-        Some(edge_key.id()),
+        pb_protocol::Audience {
+            edge: edge_key.id(),
+            community: pb_units::CommunityId("api".into()),
+        },
     );
     let ctx = CycleContext::new(
         CycleId(1),

@@ -56,7 +56,10 @@ fn survivors_are_billed_and_late_or_vanished_members_change_nothing() {
         EdgeClient::new(
             Connection::new(edge.endpoint.clone(), Duration::from_secs(20)),
             key.clone(),
-            Some(edge_key.id()),
+            pb_protocol::Audience {
+                edge: edge_key.id(),
+                community: config.community_id().unwrap(),
+            },
         )
     };
     let call = |c: &mut EdgeClient, r: &Request| rt.block_on(c.call(r)).unwrap().response;
