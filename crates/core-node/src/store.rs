@@ -56,8 +56,8 @@ pub struct CycleState {
 pub struct Secrets {
     /// X25519 key for PRZS.
     pub przs: IdentityKey,
-    /// GLWE secret key.
-    pub glwe: SecretKey,
+    /// GLWE secret key (shared with the cycles' hiding contexts).
+    pub glwe: std::sync::Arc<SecretKey>,
     /// The compact public key registered at the edge.
     pub public_key: CompactPublicKey,
 }
@@ -127,7 +127,7 @@ impl CoreStore {
                     .ok_or_else(|| CoreError::Store("corrupt GLWE key".into()))?;
                 return Ok(Secrets {
                     przs: IdentityKey::from_bytes(przs),
-                    glwe,
+                    glwe: glwe.into(),
                     public_key: dec(&pk)?,
                 });
             }
@@ -148,7 +148,7 @@ impl CoreStore {
         tracing::info!("household keys generated");
         Ok(Secrets {
             przs,
-            glwe,
+            glwe: glwe.into(),
             public_key,
         })
     }

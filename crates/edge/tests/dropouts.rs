@@ -38,7 +38,7 @@ fn survivors_are_billed_and_late_or_vanished_members_change_nothing() {
             key: NodeKey::from_bytes([i + 1; 32]),
             hiding: None,
             przs: IdentityKey::from_bytes([i + 40; 32]),
-            glwe: SecretKey::generate(&mut deterministic(u128::from(i) + 7)),
+            glwe: SecretKey::generate(&mut deterministic(u128::from(i) + 7)).into(),
             id: MemberId::new(format!("d{i}")).unwrap(),
         })
         .collect();

@@ -34,7 +34,7 @@ fn hostile_requests_are_refused_and_change_nothing() {
                 key: NodeKey::from_bytes([i + 1; 32]),
                 hiding: None,
                 przs: IdentityKey::from_bytes([i + 20; 32]),
-                glwe: SecretKey::generate(&mut seeder),
+                glwe: SecretKey::generate(&mut seeder).into(),
                 id: MemberId::new(format!("m{i}")).unwrap(),
             }
         })
