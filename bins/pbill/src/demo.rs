@@ -325,6 +325,7 @@ pub fn run(args: &DemoArgs) -> Result<bool, String> {
         listen: "tcp://127.0.0.1:0".into(),
         data_dir: dir.join(format!("{}-data", ids[i])),
         key_file: dir.join(format!("{}.key", ids[i])),
+        secrets_passphrase_file: None,
         poll_millis: if n > 200 { 1000 } else { 200 },
         request_timeout_millis: 30_000,
     };

@@ -117,6 +117,7 @@ pub fn run(args: &DrillArgs) -> Result<bool, String> {
             listen: "tcp://127.0.0.1:0".into(),
             data_dir: dir.join(format!("{}-data", ids[i])),
             key_file: dir.join(format!("{}.key", ids[i])),
+            secrets_passphrase_file: None,
             poll_millis: 100,
             request_timeout_millis: 2000,
         };
