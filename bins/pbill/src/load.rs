@@ -147,7 +147,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
     let client = |key: &NodeKey| {
         EdgeClient::new(
             Connection::new(endpoint.clone(), Duration::from_secs(120)),
-            key.clone(),
+            NodeKey::from_bytes(key.to_bytes()),
             pb_protocol::Audience {
                 edge: edge_key.id(),
                 community: CommunityId(community.clone()),

@@ -55,7 +55,7 @@ fn survivors_are_billed_and_late_or_vanished_members_change_nothing() {
     let client = |key: &NodeKey| {
         EdgeClient::new(
             Connection::new(edge.endpoint.clone(), Duration::from_secs(20)),
-            key.clone(),
+            NodeKey::from_bytes(key.to_bytes()),
             pb_protocol::Audience {
                 edge: edge_key.id(),
                 community: config.community_id().unwrap(),

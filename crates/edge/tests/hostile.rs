@@ -58,7 +58,7 @@ fn hostile_requests_are_refused_and_change_nothing() {
     let client = |key: &NodeKey| {
         EdgeClient::new(
             Connection::new(ep.clone(), timeout),
-            key.clone(),
+            NodeKey::from_bytes(key.to_bytes()),
             audience.clone(),
         )
     };
@@ -66,13 +66,14 @@ fn hostile_requests_are_refused_and_change_nothing() {
     // Raw bytes in an encrypted session opened by `key`: the answer must
     // still be a signed response from the edge.
     let raw_as = |key: &NodeKey, bytes: Vec<u8>| -> Response {
-        let mut conn = Connection::new(ep.clone(), timeout).encrypted(key, edge_key.id());
+        let mut conn = Connection::new(ep.clone(), timeout)
+            .encrypted(NodeKey::from_bytes(key.to_bytes()), edge_key.id());
         let answer = rt.block_on(conn.request(bytes.clone())).unwrap();
         let (signer, _, r) = Envelope::open_response(&answer, &bytes).unwrap();
         assert_eq!(signer, edge_key.id());
         r
     };
-    let member0 = members[0].key.clone();
+    let member0 = NodeKey::from_bytes(members[0].key.to_bytes());
     let raw = |bytes: Vec<u8>| raw_as(&member0, bytes);
 
     // A core that joins with a low-order X25519 key (which would make key
@@ -239,7 +240,7 @@ fn hostile_requests_are_refused_and_change_nothing() {
     // with a clear error and sends nothing.
     let mut pinned_wrong = EdgeClient::new(
         Connection::new(ep.clone(), timeout),
-        members[0].key.clone(),
+        NodeKey::from_bytes(members[0].key.to_bytes()),
         Audience {
             edge: stranger.id(),
             ..audience.clone()

@@ -1,5 +1,6 @@
 //! REQ clients: raw bytes, JSON, and signed requests to the edge.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pb_protocol::{Audience, Envelope, NodeId, NodeKey, Request, Response};
@@ -16,7 +17,7 @@ pub struct Connection {
     endpoint: String,
     timeout: Duration,
     socket: Option<ReqSocket>,
-    secure: Option<(NodeKey, NodeId)>,
+    secure: Option<(Arc<NodeKey>, NodeId)>,
     session: Option<Session>,
 }
 
@@ -47,8 +48,8 @@ impl Connection {
     /// is pinned as `server` (its transport key derives from it), and
     /// every message is sealed. A server with another key fails the
     /// handshake.
-    pub fn encrypted(mut self, key: &NodeKey, server: NodeId) -> Connection {
-        self.secure = Some((key.clone(), server));
+    pub fn encrypted(mut self, key: impl Into<Arc<NodeKey>>, server: NodeId) -> Connection {
+        self.secure = Some((key.into(), server));
         self.socket = None;
         self.session = None;
         self
@@ -214,7 +215,7 @@ pub struct Exchange {
 /// Signed requests to the edge.
 pub struct EdgeClient {
     connection: Connection,
-    key: NodeKey,
+    key: Arc<NodeKey>,
     to: Audience,
     counter: u64,
 }
@@ -237,9 +238,10 @@ impl EdgeClient {
     ///
     /// The connection is made [encrypted](Connection::encrypted) towards
     /// `to.edge`, authenticated by `key`.
-    pub fn new(connection: Connection, key: NodeKey, to: Audience) -> EdgeClient {
+    pub fn new(connection: Connection, key: impl Into<Arc<NodeKey>>, to: Audience) -> EdgeClient {
+        let key = key.into();
         EdgeClient {
-            connection: connection.encrypted(&key, to.edge),
+            connection: connection.encrypted(key.clone(), to.edge),
             key,
             to,
             counter: 0,

@@ -142,7 +142,7 @@ fn run_members(
         let proxy = recorder(rt, endpoint);
         let mut conn = Connection::new(proxy.endpoint.clone(), Duration::from_secs(10));
         if let Some((members, server)) = keys {
-            conn = conn.encrypted(&members[i], server.id());
+            conn = conn.encrypted(NodeKey::from_bytes(members[i].to_bytes()), server.id());
         }
         let answer = rt.block_on(conn.request(encode(m))).unwrap();
         assert_eq!(answer, b"ok");
@@ -202,7 +202,7 @@ fn a_recorded_session_replayed_gets_nothing_through() {
 
     let proxy = recorder(&rt, &ep);
     let mut conn = Connection::new(proxy.endpoint.clone(), Duration::from_secs(10))
-        .encrypted(&member, server_key.id());
+        .encrypted(NodeKey::from_bytes(member.to_bytes()), server_key.id());
     assert_eq!(
         rt.block_on(conn.request(b"pay 100".to_vec())).unwrap(),
         b"ok"
@@ -257,12 +257,13 @@ fn a_client_that_pins_the_wrong_key_gets_a_clear_error() {
     let seen = Arc::new(AtomicUsize::new(0));
     serve(server, seen.clone());
     let wrong = NodeKey::from_bytes([62; 32]).id();
-    let mut conn = Connection::new(ep.clone(), Duration::from_secs(10)).encrypted(&member, wrong);
+    let mut conn = Connection::new(ep.clone(), Duration::from_secs(10))
+        .encrypted(NodeKey::from_bytes(member.to_bytes()), wrong);
     let err = rt.block_on(conn.request(b"secret".to_vec())).unwrap_err();
     assert!(err.to_string().contains("wrong pinned edge key"), "{err}");
     assert_eq!(seen.load(Ordering::Relaxed), 0);
     // The same client with the right key is served.
-    let mut conn = Connection::new(ep, Duration::from_secs(10)).encrypted(&member, server_key.id());
+    let mut conn = Connection::new(ep, Duration::from_secs(10)).encrypted(member, server_key.id());
     assert_eq!(
         rt.block_on(conn.request(b"secret".to_vec())).unwrap(),
         b"ok"

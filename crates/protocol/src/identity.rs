@@ -5,7 +5,9 @@ use rand_core::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
 
 /// A node's long-term Ed25519 signing key (edge, core or operator).
-#[derive(Clone)]
+///
+/// Not `Clone` (share it behind an `Arc`); the key is zeroized when
+/// dropped (ed25519-dalek's `SigningKey` with its `zeroize` feature).
 pub struct NodeKey(SigningKey);
 
 impl NodeKey {
