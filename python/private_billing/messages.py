@@ -109,6 +109,7 @@ def send(
     *,
     key: Union[str, "os.PathLike[str]", None] = None,
     edge_id: Optional[str] = None,
+    community: Optional[str] = None,
     timeout: float = 30.0,
 ) -> Union[Dict[str, Any], Bill, None]:
     """Sends a message and returns the answer.
@@ -119,8 +120,9 @@ def send(
       the cycle is not billed yet.
     * ``StatusMessage`` to a core: its ``status`` answer as a dict.
     * ``ContextMessage`` to the edge: ``None`` once recorded; needs
-      ``key``, the operator's key file; ``edge_id`` (64 hex digits)
-      makes the client check the edge's identity.
+      ``key``, the operator's key file, ``edge_id`` (the edge's node id,
+      64 hex digits: it pins the edge's key for the encrypted link) and
+      ``community`` (both are signed into the request).
 
     Raises :class:`RefusedError` when the server refuses (nothing changed
     there) and :class:`NetworkError` when it cannot be reached within
@@ -128,9 +130,12 @@ def send(
     """
     address = str(address)
     if isinstance(msg, ContextMessage):
-        if key is None:
-            raise TypeError("a ContextMessage is signed: pass key=<operator key file>")
-        put_context(address, msg.context, os.fspath(key), edge_id, float(timeout))
+        if key is None or edge_id is None or community is None:
+            raise TypeError(
+                "a ContextMessage is signed for one edge and community: pass "
+                "key=<operator key file>, edge_id=<edge node id>, community=<name>"
+            )
+        put_context(address, msg.context, os.fspath(key), edge_id, community, float(timeout))
         return None
     if isinstance(msg, DataMessage):
         reply = _core(address, msg._request(), timeout)

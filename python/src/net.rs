@@ -229,23 +229,29 @@ fn timeout_of(seconds: f64) -> PyResult<Duration> {
 
 /// Sends a cycle context to the edge, signed with the operator's key.
 #[pyfunction]
-#[pyo3(signature = (address, context, key_path, edge_id, timeout))]
+#[pyo3(signature = (address, context, key_path, edge_id, community, timeout))]
 pub fn put_context(
     py: Python<'_>,
     address: String,
     context: &Bound<'_, CycleContext>,
     key_path: PathBuf,
-    edge_id: Option<String>,
+    edge_id: String,
+    community: String,
     timeout: f64,
 ) -> PyResult<()> {
     let timeout = timeout_of(timeout)?;
     let key = NodeKey::read_file(&key_path).map_err(value_error)?;
-    let edge_id = edge_id
-        .map(|s| {
-            NodeId::from_hex(&s)
-                .ok_or_else(|| value_error("edge_id: not a node id (64 hex digits)"))
-        })
-        .transpose()?;
+    let edge = NodeId::from_hex(&edge_id)
+        .ok_or_else(|| value_error("edge_id: not a node id (64 hex digits)"))?;
+    if community.trim().is_empty() {
+        return Err(value_error("community: must not be empty"));
+    }
+    // Requests are signed for one edge and one community (docs/design.md
+    // section 7): a frame sent elsewhere is refused there.
+    let edge_id = pb_protocol::Audience {
+        edge,
+        community: pb_units::CommunityId(community),
+    };
     let ctx = context.get().inner.clone();
     let response = py.detach(move || -> Result<Response, String> {
         let rt = client_runtime()?;

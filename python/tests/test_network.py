@@ -75,7 +75,7 @@ def test_network_community(tmp_path):
             with pytest.raises(TypeError, match="signed"):
                 send(ContextMessage(None, ctx), edge.endpoint)
             send(ContextMessage(None, ctx), edge.endpoint, key=tmp_path / "operator.key",
-                 edge_id=edge.node_id)
+                 edge_id=edge.node_id, community="py-test")
             data = {}
             for hh in c["households"]:
                 h = str(hh["id"])

@@ -78,17 +78,23 @@ pub fn read_context(
 pub fn context(
     edge: &str,
     key: &Path,
-    edge_id: Option<&str>,
+    edge_id: &str,
+    community: &str,
     ctx: CycleContext,
 ) -> Result<(), String> {
     let key = NodeKey::read_file(key).map_err(|e| e.to_string())?;
-    let edge_id = edge_id
-        .map(|s| NodeId::from_hex(s).ok_or("--edge-id: not a node id (64 hex digits)"))
-        .transpose()?;
+    let edge_id = NodeId::from_hex(edge_id).ok_or("--edge-id: not a node id (64 hex digits)")?;
+    if community.trim().is_empty() {
+        return Err("--community: must not be empty".into());
+    }
+    let to = pb_protocol::Audience {
+        edge: edge_id,
+        community: pb_units::CommunityId(community.into()),
+    };
     let rt = runtime()?;
     let connection = Connection::new(edge, TIMEOUT);
     rt.block_on(connection.probe()).map_err(|e| e.to_string())?;
-    let mut client = EdgeClient::new(connection, key, edge_id);
+    let mut client = EdgeClient::new(connection, key, to);
     let cycle = ctx.cycle();
     let slots = ctx.slots();
     let exchange = rt

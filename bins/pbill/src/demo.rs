@@ -318,6 +318,7 @@ pub fn run(args: &DemoArgs) -> Result<bool, String> {
         listen: "tcp://127.0.0.1:0".into(),
         data_dir: dir.join(format!("{}-data", ids[i])),
         key_file: dir.join(format!("{}.key", ids[i])),
+        secrets_passphrase_file: None,
         poll_millis: if n > 200 { 1000 } else { 200 },
         request_timeout_millis: 30_000,
     };
@@ -395,7 +396,10 @@ pub fn run(args: &DemoArgs) -> Result<bool, String> {
     let mut operator_client = EdgeClient::new(
         Connection::new(edge_config.listen.clone(), Duration::from_secs(30)),
         operator,
-        Some(edge_key.id()),
+        pb_protocol::Audience {
+            edge: edge_key.id(),
+            community: pb_units::CommunityId(community.clone()),
+        },
     );
     match rt
         .block_on(operator_client.call(&Request::PutContext(ctx.clone())))

@@ -117,6 +117,7 @@ pub fn run(args: &DrillArgs) -> Result<bool, String> {
             listen: "tcp://127.0.0.1:0".into(),
             data_dir: dir.join(format!("{}-data", ids[i])),
             key_file: dir.join(format!("{}.key", ids[i])),
+            secrets_passphrase_file: None,
             poll_millis: 100,
             request_timeout_millis: 2000,
         };
@@ -211,7 +212,10 @@ pub fn run(args: &DrillArgs) -> Result<bool, String> {
     let mut operator_client = EdgeClient::new(
         Connection::new(edge_config.listen.clone(), Duration::from_secs(2)),
         operator,
-        Some(edge_key.id()),
+        pb_protocol::Audience {
+            edge: edge_key.id(),
+            community: pb_units::CommunityId(community.clone()),
+        },
     );
     let mut results: BTreeMap<u64, bool> = BTreeMap::new();
     let mut cycle = 0u64;

@@ -95,7 +95,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
                 id: MemberId::new(format!("m{i:05}")).map_err(|e| e.to_string())?,
                 key: NodeKey::generate(&mut rand_core::OsRng),
                 przs: IdentityKey::generate(&mut rand_core::OsRng),
-                secret: secret.to_bytes(),
+                secret: secret.to_bytes().to_vec(),
             })
         })
         .collect::<Result<_, String>>()?;
@@ -147,8 +147,11 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
     let client = |key: &NodeKey| {
         EdgeClient::new(
             Connection::new(endpoint.clone(), Duration::from_secs(120)),
-            key.clone(),
-            Some(edge_key.id()),
+            NodeKey::from_bytes(key.to_bytes()),
+            pb_protocol::Audience {
+                edge: edge_key.id(),
+                community: CommunityId(community.clone()),
+            },
         )
     };
 

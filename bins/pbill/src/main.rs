@@ -169,9 +169,14 @@ enum Command {
         /// Billing model (overrides the JSON's; default ucs).
         #[arg(long, value_enum)]
         model: Option<ModelArg>,
-        /// The edge's node id: refuse answers signed by anyone else.
+        /// The edge's node id (64 hex digits, printed by `pbill keygen`):
+        /// requests are signed for it and encrypted to it, and answers
+        /// signed by anyone else are refused.
         #[arg(long)]
-        edge_id: Option<String>,
+        edge_id: String,
+        /// The community (as in `edge.toml`): requests are signed for it.
+        #[arg(long)]
+        community: String,
         /// Refuse prices finer than 0.00001 currency/kWh instead of
         /// rounding them.
         #[arg(long)]
@@ -280,9 +285,10 @@ fn main() -> ExitCode {
             cycle,
             model,
             edge_id,
+            community,
             strict_units,
         } => client::read_context(&file, cycle, model.map(Into::into), units(strict_units))
-            .and_then(|ctx| client::context(&edge, &key, edge_id.as_deref(), ctx)),
+            .and_then(|ctx| client::context(&edge, &key, &edge_id, &community, ctx)),
         Command::Submit {
             core,
             cycle,

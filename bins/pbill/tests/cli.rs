@@ -199,7 +199,19 @@ fn network_commands_refuse_bad_input_before_sending() {
     let context = |file: &str, text: &str, extra: &[&str]| {
         std::fs::write(d.join(file), text).unwrap();
         let f = path(file);
-        let mut args = vec!["context", "--edge", nowhere, "--key", &key, "--file", &f];
+        let mut args = vec![
+            "context",
+            "--edge",
+            nowhere,
+            "--edge-id",
+            "1111111111111111111111111111111111111111111111111111111111111111",
+            "--community",
+            "c",
+            "--key",
+            &key,
+            "--file",
+            &f,
+        ];
         args.extend_from_slice(extra);
         pbill(&args)
     };

@@ -155,6 +155,8 @@ fn python_household_example() {
                 "1",
                 "--edge-id",
                 &edge_id,
+                "--community",
+                "test",
                 "--key",
             ])
             .arg(d.join("operator.key"))

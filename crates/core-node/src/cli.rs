@@ -26,7 +26,9 @@ use crate::CoreConfig;
   data_dir = \"/var/lib/pbill/core\"
   key_file = \"/etc/pbill/core.key\"       # pbill keygen --out ...
   poll_millis = 1000
-  request_timeout_millis = 10000")]
+  request_timeout_millis = 10000
+  # secrets_passphrase_file = \"/etc/pbill/core.pass\"  # optional: encrypts
+  #                                 the household's keys in the store")]
 pub struct CoreArgs {
     /// Configuration file (TOML).
     #[arg(long, value_name = "FILE")]

@@ -30,6 +30,13 @@ pub struct CoreConfig {
     pub data_dir: PathBuf,
     /// The core's signing key (written by `pbill keygen`).
     pub key_file: PathBuf,
+    /// Optional: a file whose contents (a passphrase or random key, 8 to
+    /// 256 bytes) encrypt the household's secret keys in the store
+    /// (Argon2id and ChaCha20-Poly1305). Off when absent; it must be set
+    /// when the store was created with it, and cannot be added to a store
+    /// created without it.
+    #[serde(default)]
+    pub secrets_passphrase_file: Option<PathBuf>,
     /// How often the core talks to the edge while work is pending.
     #[serde(default = "default_poll")]
     pub poll_millis: u64,

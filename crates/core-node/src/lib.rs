@@ -14,6 +14,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod node;
+pub mod sealed;
 pub mod store;
 
 use std::sync::Arc;

@@ -65,12 +65,20 @@ impl Node {
         let checked = config.check()?;
         let key = NodeKey::read_file(&config.key_file)?;
         let store = CoreStore::open(&config.data_dir)?;
-        let secrets = store.secrets()?;
+        let passphrase = config
+            .secrets_passphrase_file
+            .as_deref()
+            .map(crate::sealed::Passphrase::read_file)
+            .transpose()?;
+        let secrets = store.secrets_with(passphrase.as_ref())?;
         let node = key.id();
         let edge = EdgeClient::new(
             Connection::new(config.edge.clone(), checked.timeout),
             key,
-            Some(checked.edge_node),
+            pb_protocol::Audience {
+                edge: checked.edge_node,
+                community: checked.community.clone(),
+            },
         );
         Ok(Node {
             store,

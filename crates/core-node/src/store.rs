@@ -13,8 +13,38 @@ use pb_units::CycleId;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
 use crate::CoreError;
+use crate::sealed::{self, Passphrase};
+
+/// Creates `dir` (mode 0700 when this creates it) and the store file
+/// `file` in it with mode 0600, and sets an existing store file to 0600:
+/// a store holds secrets (the household's keys) or data others must not
+/// read. Returns the file's path.
+pub fn private_store_file(dir: &Path, file: &str) -> std::io::Result<std::path::PathBuf> {
+    let existed = dir.exists();
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(file);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        if !existed {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        // An empty file is what redb initialises as a new database.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    #[cfg(not(unix))]
+    let _ = existed;
+    Ok(path)
+}
 
 const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -56,8 +86,8 @@ pub struct CycleState {
 pub struct Secrets {
     /// X25519 key for PRZS.
     pub przs: IdentityKey,
-    /// GLWE secret key.
-    pub glwe: SecretKey,
+    /// GLWE secret key (shared with the cycles' hiding contexts).
+    pub glwe: std::sync::Arc<SecretKey>,
     /// The compact public key registered at the edge.
     pub public_key: CompactPublicKey,
 }
@@ -88,13 +118,14 @@ pub struct CoreStore {
 
 impl CoreStore {
     /// Opens or creates `dir/core.redb`.
+    /// The directory is created 0700 and `core.redb` 0600.
     pub fn open(dir: &Path) -> Result<CoreStore, CoreError> {
-        std::fs::create_dir_all(dir)
+        let path = private_store_file(dir, "core.redb")
             .map_err(|e| CoreError::Store(format!("{}: {e}", dir.display())))?;
         // A small page cache: a core stores a few hundred KiB per cycle.
         let db = redb::Builder::new()
             .set_cache_size(8 << 20)
-            .create(dir.join("core.redb"))
+            .create(path)
             .map_err(err)?;
         let txn = db.begin_write().map_err(err)?;
         {
@@ -110,15 +141,54 @@ impl CoreStore {
         Ok(CoreStore { db })
     }
 
-    /// The household's keys, generated and stored on first use.
+    /// The household's keys, generated and stored in clear on first use.
     pub fn secrets(&self) -> Result<Secrets, CoreError> {
+        self.secrets_with(None)
+    }
+
+    /// The household's keys, generated and stored on first use: sealed
+    /// under `passphrase` when one is given ([`crate::sealed`]), in clear
+    /// otherwise. A store whose keys are sealed needs the passphrase; a
+    /// store that holds them in clear is refused with a passphrase (the
+    /// clear keys may linger in the file: encryption at rest applies to a
+    /// new store). Every refusal changes nothing.
+    pub fn secrets_with(&self, passphrase: Option<&Passphrase>) -> Result<Secrets, CoreError> {
         {
             let r = self.db.begin_read().map_err(err)?;
             let t = r.open_table(SECRETS).map_err(err)?;
-            let get = |k: &str| -> Result<Option<Vec<u8>>, CoreError> {
-                Ok(t.get(k).map_err(err)?.map(|v| v.value().to_vec()))
+            let get = |k: &str| -> Result<Option<Zeroizing<Vec<u8>>>, CoreError> {
+                Ok(t.get(k)
+                    .map_err(err)?
+                    .map(|v| Zeroizing::new(v.value().to_vec())))
             };
-            if let (Some(p), Some(g), Some(pk)) = (get("przs")?, get("glwe")?, get("public_key")?) {
+            let pk = get("public_key")?;
+            let (clear, sealed_record) = ((get("przs")?, get("glwe")?), get("sealed")?);
+            let opened;
+            let (p, g) = match (clear, sealed_record, passphrase) {
+                ((Some(_), Some(_)), _, Some(_)) => {
+                    return Err(CoreError::Config(
+                        "secrets_passphrase_file is set but this store holds the household's keys in clear (encryption at rest applies to a new store)".into(),
+                    ));
+                }
+                ((Some(p), Some(g)), _, None) => (Some(p), Some(g)),
+                (_, Some(_), None) => {
+                    return Err(CoreError::Config(
+                        "the household's keys in this store are encrypted: set secrets_passphrase_file".into(),
+                    ));
+                }
+                (_, Some(s), Some(pass)) => {
+                    opened = sealed::open(pass, &s)?;
+                    if opened.len() != 32 + pb_glwe::params::POLYNOMIAL_SIZE / 8 {
+                        return Err(CoreError::Store("corrupt sealed secrets".into()));
+                    }
+                    (
+                        Some(Zeroizing::new(opened[..32].to_vec())),
+                        Some(Zeroizing::new(opened[32..].to_vec())),
+                    )
+                }
+                _ => (None, None),
+            };
+            if let (Some(p), Some(g), Some(pk)) = (p, g, pk) {
                 let przs: [u8; 32] = p
                     .as_slice()
                     .try_into()
@@ -127,7 +197,7 @@ impl CoreStore {
                     .ok_or_else(|| CoreError::Store("corrupt GLWE key".into()))?;
                 return Ok(Secrets {
                     przs: IdentityKey::from_bytes(przs),
-                    glwe,
+                    glwe: glwe.into(),
                     public_key: dec(&pk)?,
                 });
             }
@@ -139,8 +209,19 @@ impl CoreStore {
         let txn = self.db.begin_write().map_err(err)?;
         {
             let mut t = txn.open_table(SECRETS).map_err(err)?;
-            t.insert("przs", przs.to_bytes().as_slice()).map_err(err)?;
-            t.insert("glwe", glwe.to_bytes().as_slice()).map_err(err)?;
+            let przs_bytes = Zeroizing::new(przs.to_bytes());
+            match passphrase {
+                Some(pass) => {
+                    let mut both = Zeroizing::new(przs_bytes.to_vec());
+                    both.extend_from_slice(&glwe.to_bytes());
+                    t.insert("sealed", sealed::seal(pass, &both)?.as_slice())
+                        .map_err(err)?;
+                }
+                None => {
+                    t.insert("przs", przs_bytes.as_slice()).map_err(err)?;
+                    t.insert("glwe", glwe.to_bytes().as_slice()).map_err(err)?;
+                }
+            }
             t.insert("public_key", enc(&public_key)?.as_slice())
                 .map_err(err)?;
         }
@@ -148,7 +229,7 @@ impl CoreStore {
         tracing::info!("household keys generated");
         Ok(Secrets {
             przs,
-            glwe,
+            glwe: glwe.into(),
             public_key,
         })
     }

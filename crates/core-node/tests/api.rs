@@ -67,6 +67,7 @@ fn bad_household_requests_get_clear_errors_and_store_nothing() {
             listen: "tcp://127.0.0.1:0".into(),
             data_dir: d.join(format!("{n}-data")),
             key_file: d.join(format!("{n}.key")),
+            secrets_passphrase_file: None,
             poll_millis: 50,
             request_timeout_millis: 10_000,
         };
@@ -79,7 +80,10 @@ fn bad_household_requests_get_clear_errors_and_store_nothing() {
     let mut op = EdgeClient::new(
         Connection::new(edge.endpoint.clone(), Duration::from_secs(20)),
         operator,
-        Some(edge_key.id()),
+        pb_protocol::Audience {
+            edge: edge_key.id(),
+            community: pb_units::CommunityId("api".into()),
+        },
     );
     let ctx = CycleContext::new(
         CycleId(1),

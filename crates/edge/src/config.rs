@@ -110,7 +110,7 @@ impl Limits {
 
     /// The socket guard's limits for the edge's requests.
     pub fn guard(&self) -> pb_net::GuardLimits {
-        let mut g = pb_net::GuardLimits::new(pb_protocol::MAX_FRAME, pb_net::MAX_PARTS);
+        let mut g = pb_net::GuardLimits::new(pb_net::MAX_WIRE, pb_net::MAX_PARTS);
         g.max_connections = self.max_connections;
         g.max_per_address = self.max_connections_per_address;
         g.greeting_timeout = std::time::Duration::from_secs(self.message_timeout_secs);
@@ -157,6 +157,11 @@ impl Admission {
             return Some(Role::Member(m.clone()));
         }
         self.operators.contains(node).then_some(Role::Operator)
+    }
+
+    /// Every admitted node (operators and cores).
+    pub fn nodes(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.operators.iter().chain(self.members.keys()).copied()
     }
 }
 

@@ -106,7 +106,8 @@ pub fn spawn(
     stop: Arc<AtomicBool>,
 ) -> Result<Running, EdgeError> {
     let mut service = open_service(config, backend)?;
-    let server = Server::bind(rt, &config.listen, config.limits.guard())?;
+    let keys = service.server_keys()?;
+    let server = Server::bind_secure(rt, &config.listen, config.limits.guard(), keys)?;
     let endpoint = server.endpoint().to_string();
     let node = service.node();
     tracing::info!(%endpoint, node = %node.to_hex(), "edge listening");
@@ -117,7 +118,11 @@ pub fn spawn(
             while !stop.load(Ordering::Relaxed) {
                 match server.requests().recv_timeout(TICK) {
                     Ok(incoming) => {
-                        let answer = service.handle(&incoming.payload, incoming.oversized);
+                        let answer = service.handle_from(
+                            &incoming.payload,
+                            incoming.oversized,
+                            incoming.peer,
+                        );
                         incoming.reply(answer);
                     }
                     Err(RecvTimeoutError::Timeout) => {}

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use pb_hiding::{DropoutCorrection, HiddenData};
 use pb_model::CycleContext;
 use pb_protocol::{
-    Envelope, ErrorCode, MAX_FRAME, MemberEntry, MemberList, NodeId, NodeKey, ProtocolError,
-    ReplayGuard, Request, Response,
+    Audience, Envelope, ErrorCode, MAX_FRAME, MemberEntry, MemberList, NodeId, NodeKey,
+    ProtocolError, ReplayGuard, Request, RequestHash, Response, clock_counter,
+    x25519_key_is_usable,
 };
 use pb_shared_billing::{BillingError, ComputeBackend, SharedBilling};
 use pb_units::{CommunityId, CycleId, MemberId};
@@ -217,10 +218,32 @@ impl Service {
         self.billed.contains_key(&cycle)
     }
 
+    /// The edge's keys for the encrypted transport: its own, and the
+    /// transport keys of every admitted node (the only ones that may open
+    /// a session).
+    pub fn server_keys(&self) -> Result<pb_net::ServerKeys, EdgeError> {
+        pb_net::ServerKeys::new(&self.config.key, self.config.admission.nodes())
+            .map_err(|e| EdgeError::Config(format!("admission: {e}")))
+    }
+
     /// Handles one frame and returns the sealed answer. `oversized` is set
     /// when the transport refused the frame before decoding.
     pub fn handle(&mut self, frame: &[u8], oversized: Option<usize>) -> Vec<u8> {
-        let (counter, result) = self.handle_inner(frame, oversized);
+        self.handle_from(frame, oversized, None)
+    }
+
+    /// Like [`Service::handle`] for a frame that arrived in an encrypted
+    /// session opened with the X25519 static key `peer`: the envelope must
+    /// be signed by the node that owns that key, so a session cannot carry
+    /// another node's frames.
+    pub fn handle_from(
+        &mut self,
+        frame: &[u8],
+        oversized: Option<usize>,
+        peer: Option<[u8; 32]>,
+    ) -> Vec<u8> {
+        let (counter, result) = self.handle_inner(frame, oversized, peer);
+        // Hashing a frame refused as oversized hashes the empty payload.
         let response = match result {
             Ok(r) => {
                 self.counters.served += 1;
@@ -232,13 +255,14 @@ impl Service {
                 Response::Error { code, message }
             }
         };
-        Envelope::seal_response(&self.config.key, counter, &response)
+        Envelope::seal_response(&self.config.key, counter, RequestHash::of(frame), &response)
     }
 
     fn handle_inner(
         &mut self,
         frame: &[u8],
         oversized: Option<usize>,
+        peer: Option<[u8; 32]>,
     ) -> (u64, Result<Response, Refusal>) {
         if let Some(size) = oversized {
             return (
@@ -252,16 +276,35 @@ impl Service {
                 )),
             );
         }
-        let (sender, counter, request) = match Envelope::open_request(frame) {
+        let me = Audience {
+            edge: self.config.key.id(),
+            community: self.config.community.clone(),
+        };
+        let (sender, counter, request) = match Envelope::open_request(frame, &me) {
             Ok(x) => x,
             Err(e) => {
                 let code = match e {
                     ProtocolError::BadSignature => ErrorCode::BadSignature,
+                    ProtocolError::Misdirected(_) => ErrorCode::Misdirected,
                     _ => ErrorCode::BadFrame,
                 };
                 return (0, Err(refuse(code, e.to_string())));
             }
         };
+        if let Some(peer) = peer {
+            if sender.transport_public() != Some(peer) {
+                return (
+                    counter,
+                    Err(refuse(
+                        ErrorCode::Forbidden,
+                        format!(
+                            "the request is signed by node {} but the session was opened by another node",
+                            sender.to_hex()
+                        ),
+                    )),
+                );
+            }
+        }
         let Some(role) = self.config.admission.role(&sender) else {
             return (
                 counter,
@@ -273,9 +316,14 @@ impl Service {
         };
         // Replays first: a captured frame sent again must not spend its
         // signer's rate budget.
-        if let Err(r) = self.replay.check(&sender, counter) {
+        if let Err(r) = self.replay.check(&sender, counter, clock_counter()) {
             return (counter, Err(refuse(ErrorCode::Replay, r.to_string())));
         }
+        // From here on the frame is handled once, whatever the outcome: its
+        // counter is recorded even if it is refused, so that it can never be
+        // replayed (state-changing requests also persist it with their
+        // change).
+        self.replay.accept(sender, counter);
         if let Err(not_until) = self.rate.check_key(&sender) {
             use governor::clock::{Clock, DefaultClock};
             self.counters.rate_limited += 1;
@@ -294,11 +342,7 @@ impl Service {
                 )),
             );
         }
-        let result = self.dispatch(&sender, counter, role, request);
-        if result.is_ok() {
-            self.replay.accept(sender, counter);
-        }
-        (counter, result)
+        (counter, self.dispatch(&sender, counter, role, request))
     }
 
     fn dispatch(
@@ -322,6 +366,14 @@ impl Service {
                     return Err(refuse(
                         ErrorCode::Forbidden,
                         format!("this node is enrolled for {me}, not {member}"),
+                    ));
+                }
+                if !x25519_key_is_usable(&przs.0) {
+                    return Err(refuse(
+                        ErrorCode::Rejected,
+                        format!(
+                            "{member}: the PRZS key is a low-order X25519 point (every shared secret with it would be zero); generate a proper key"
+                        ),
                     ));
                 }
                 let record = MemberRecord {

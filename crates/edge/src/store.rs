@@ -93,13 +93,16 @@ pub struct EdgeStore {
 
 impl EdgeStore {
     /// Opens or creates `dir/edge.redb`.
+    ///
+    /// The directory is created 0700 and `edge.redb` 0600 (it holds the
+    /// members' masked submissions and encrypted bills).
     pub fn open(dir: &Path) -> Result<EdgeStore, EdgeError> {
-        std::fs::create_dir_all(dir)
+        let path = private_store_file(dir, "edge.redb")
             .map_err(|e| EdgeError::Store(format!("{}: {e}", dir.display())))?;
         // Submissions are read back only on restart: a modest page cache.
         let db = redb::Builder::new()
             .set_cache_size(128 << 20)
-            .create(dir.join("edge.redb"))
+            .create(path)
             .map_err(err)?;
         let txn = db.begin_write().map_err(err)?;
         {
@@ -371,4 +374,30 @@ impl EdgeStore {
         }
         Ok(out)
     }
+}
+
+/// Creates `dir` (mode 0700 when this creates it) and the store file
+/// `file` in it with mode 0600, and sets an existing store file to 0600.
+fn private_store_file(dir: &Path, file: &str) -> std::io::Result<std::path::PathBuf> {
+    let existed = dir.exists();
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(file);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        if !existed {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        // An empty file is what redb initialises as a new database.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    #[cfg(not(unix))]
+    let _ = existed;
+    Ok(path)
 }

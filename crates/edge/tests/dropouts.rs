@@ -38,7 +38,7 @@ fn survivors_are_billed_and_late_or_vanished_members_change_nothing() {
             key: NodeKey::from_bytes([i + 1; 32]),
             hiding: None,
             przs: IdentityKey::from_bytes([i + 40; 32]),
-            glwe: SecretKey::generate(&mut deterministic(u128::from(i) + 7)),
+            glwe: SecretKey::generate(&mut deterministic(u128::from(i) + 7)).into(),
             id: MemberId::new(format!("d{i}")).unwrap(),
         })
         .collect();
@@ -55,8 +55,11 @@ fn survivors_are_billed_and_late_or_vanished_members_change_nothing() {
     let client = |key: &NodeKey| {
         EdgeClient::new(
             Connection::new(edge.endpoint.clone(), Duration::from_secs(20)),
-            key.clone(),
-            Some(edge_key.id()),
+            NodeKey::from_bytes(key.to_bytes()),
+            pb_protocol::Audience {
+                edge: edge_key.id(),
+                community: config.community_id().unwrap(),
+            },
         )
     };
     let call = |c: &mut EdgeClient, r: &Request| rt.block_on(c.call(r)).unwrap().response;

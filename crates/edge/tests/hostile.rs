@@ -11,7 +11,7 @@ use pb_glwe::seeding::deterministic;
 use pb_hiding::HidingContext;
 use pb_model::{BillingModel, CycleContext, Data, reference};
 use pb_net::{Connection, EdgeClient};
-use pb_protocol::{Envelope, ErrorCode, NodeKey, Request, Response};
+use pb_protocol::{Audience, Envelope, ErrorCode, NodeKey, Request, Response};
 use pb_przs::{IdentityKey, PairwiseKeys};
 use pb_shared_billing::CpuBackend;
 use pb_units::{CommunityId, CycleId, MemberId, PriceUnits, Wh};
@@ -34,7 +34,7 @@ fn hostile_requests_are_refused_and_change_nothing() {
                 key: NodeKey::from_bytes([i + 1; 32]),
                 hiding: None,
                 przs: IdentityKey::from_bytes([i + 20; 32]),
-                glwe: SecretKey::generate(&mut seeder),
+                glwe: SecretKey::generate(&mut seeder).into(),
                 id: MemberId::new(format!("m{i}")).unwrap(),
             }
         })
@@ -51,22 +51,52 @@ fn hostile_requests_are_refused_and_change_nothing() {
     .unwrap();
     let ep = edge.endpoint.clone();
     let timeout = Duration::from_secs(20);
+    let audience = Audience {
+        edge: edge_key.id(),
+        community: CommunityId("hostile".into()),
+    };
     let client = |key: &NodeKey| {
         EdgeClient::new(
             Connection::new(ep.clone(), timeout),
-            key.clone(),
-            Some(edge_key.id()),
+            NodeKey::from_bytes(key.to_bytes()),
+            audience.clone(),
         )
     };
     let call = |c: &mut EdgeClient, r: &Request| rt.block_on(c.call(r)).unwrap().response;
-    // Raw bytes: the answer must still be a signed response from the edge.
-    let raw = |bytes: Vec<u8>| -> Response {
-        let mut conn = Connection::new(ep.clone(), timeout);
-        let answer = rt.block_on(conn.request(bytes)).unwrap();
-        let (signer, _, r) = Envelope::open_response(&answer).unwrap();
+    // Raw bytes in an encrypted session opened by `key`: the answer must
+    // still be a signed response from the edge.
+    let raw_as = |key: &NodeKey, bytes: Vec<u8>| -> Response {
+        let mut conn = Connection::new(ep.clone(), timeout)
+            .encrypted(NodeKey::from_bytes(key.to_bytes()), edge_key.id());
+        let answer = rt.block_on(conn.request(bytes.clone())).unwrap();
+        let (signer, _, r) = Envelope::open_response(&answer, &bytes).unwrap();
         assert_eq!(signer, edge_key.id());
         r
     };
+    let member0 = NodeKey::from_bytes(members[0].key.to_bytes());
+    let raw = |bytes: Vec<u8>| raw_as(&member0, bytes);
+
+    // A core that joins with a low-order X25519 key (which would make key
+    // derivation fail at every honest core) is refused with a clear
+    // error, and nothing is recorded.
+    let mut order8 = [0u8; 32];
+    order8[0] = 1; // the point u = 1 has order 4
+    let low = Request::Join {
+        member: members[0].id.clone(),
+        przs: pb_przs::IdentityPublic(order8),
+        public_key: members[0].glwe.public_key(&mut deterministic(99)),
+    };
+    match call(&mut client(&members[0].key), &low) {
+        Response::Error { code, message } => {
+            assert_eq!(code, ErrorCode::Rejected);
+            assert!(message.contains("low-order"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    match call(&mut client(&operator), &Request::GetMembers) {
+        Response::Members(list) => assert!(list.members.is_empty()),
+        other => panic!("{other:?}"),
+    }
 
     // Members join.
     let mut clients: Vec<EdgeClient> = members.iter().map(|m| client(&m.key)).collect();
@@ -130,6 +160,7 @@ fn hostile_requests_are_refused_and_change_nothing() {
     let frame = Envelope::seal_request(
         &members[0].key,
         pb_net::now_counter(0),
+        &audience,
         &Request::Submit(good0.clone()),
     );
     assert_eq!(
@@ -146,17 +177,93 @@ fn hostile_requests_are_refused_and_change_nothing() {
         error_code(&raw(flipped)),
         Some(ErrorCode::BadSignature | ErrorCode::BadFrame)
     ));
+    // 1b. A request validly signed by an enrolled member but for another
+    // community or another edge is refused, and changes nothing.
+    for (to, what) in [
+        (
+            Audience {
+                community: CommunityId("elsewhere".into()),
+                ..audience.clone()
+            },
+            "another community",
+        ),
+        (
+            Audience {
+                edge: stranger.id(),
+                ..audience.clone()
+            },
+            "another edge",
+        ),
+    ] {
+        let frame = Envelope::seal_request(
+            &members[0].key,
+            pb_net::now_counter(0),
+            &to,
+            &Request::Submit(good0.clone()),
+        );
+        match raw(frame) {
+            Response::Error { code, message } => {
+                assert_eq!(code, ErrorCode::Misdirected);
+                assert!(message.contains(what), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
     // 2. Oversized frame: the socket guard closes the connection at the
     // frame's header, before the edge buffers it (no answer); the edge goes
     // on serving.
     let mut conn = Connection::new(ep.clone(), Duration::from_secs(3));
     assert!(rt.block_on(conn.request(vec![0u8; 2 << 20])).is_err());
-    // 3. Unknown identity.
+    // 3. Unknown identity: refused at the handshake, before any frame of
+    // it is decrypted or decoded.
     let mut s = client(&stranger);
-    assert_eq!(
-        error_code(&call(&mut s, &Request::Submit(good0.clone()))),
-        Some(ErrorCode::NotEnrolled)
+    match rt.block_on(s.call(&Request::Submit(good0.clone()))) {
+        Err(pb_net::NetError::Secure { source, .. }) => {
+            assert!(source.to_string().contains("not enrolled"), "{source}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // 3b. A plain (unencrypted) frame, validly signed by a member, is
+    // refused by the transport.
+    let mut plain = Connection::new(ep.clone(), timeout);
+    let answer = rt
+        .block_on(plain.request(Envelope::seal_request(
+            &members[0].key,
+            pb_net::now_counter(0),
+            &audience,
+            &Request::Submit(good0.clone()),
+        )))
+        .unwrap();
+    assert_eq!(answer[0], pb_net::secure::REFUSED);
+    assert!(String::from_utf8_lossy(&answer).contains("encrypted transport only"));
+    // 3c. A client that pins another key for the edge fails its handshake
+    // with a clear error and sends nothing.
+    let mut pinned_wrong = EdgeClient::new(
+        Connection::new(ep.clone(), timeout),
+        NodeKey::from_bytes(members[0].key.to_bytes()),
+        Audience {
+            edge: stranger.id(),
+            ..audience.clone()
+        },
     );
+    match rt.block_on(pinned_wrong.call(&Request::GetMembers)) {
+        Err(pb_net::NetError::Secure { source, .. }) => {
+            assert!(
+                source.to_string().contains("wrong pinned edge key"),
+                "{source}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    // 3d. A member's session carrying a frame signed by another member
+    // is refused.
+    let relayed = Envelope::seal_request(
+        &members[1].key,
+        pb_net::now_counter(0),
+        &audience,
+        &Request::GetMembers,
+    );
+    assert_eq!(error_code(&raw(relayed)), Some(ErrorCode::Forbidden));
     // 4. Someone else's data; an operator submitting.
     assert_eq!(
         error_code(&call(&mut clients[1], &Request::Submit(good0.clone()))),
@@ -218,11 +325,13 @@ fn hostile_requests_are_refused_and_change_nothing() {
     let early = Envelope::seal_request(
         &members[0].key,
         pb_net::now_counter(0),
+        &audience,
         &Request::GetBill { cycle: CycleId(1) },
     );
     let frame = Envelope::seal_request(
         &members[0].key,
         pb_net::now_counter(0),
+        &audience,
         &Request::Submit(good0.clone()),
     );
     assert_eq!(raw(frame.clone()), Response::Ok);
@@ -275,8 +384,30 @@ fn hostile_requests_are_refused_and_change_nothing() {
         Response::Members(_)
     ));
     assert_eq!(cycle_state(&mut op), (3, 0, 2, false));
+    // 8. A refused request's frame cannot be replayed later: a request
+    // refused as rate limited is sent again once the bucket has refilled;
+    // the old edge recorded counters of successful requests only and
+    // would have served it then.
+    let mut refused = None;
+    for _ in 0..(limits.request_burst * 2) {
+        let frame = Envelope::seal_request(
+            &members[2].key,
+            pb_net::now_counter(0),
+            &audience,
+            &Request::GetMembers,
+        );
+        if error_code(&raw_as(&members[2].key, frame.clone())) == Some(ErrorCode::RateLimited) {
+            refused = Some(frame);
+            break;
+        }
+    }
+    let refused = refused.expect("the flood was never limited");
     // The bucket refills at the sustained rate.
     std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        error_code(&raw_as(&members[2].key, refused)),
+        Some(ErrorCode::Replay)
+    );
 
     // The edge still serves: the others submit and everyone is billed exactly.
     let all: Vec<Data> = (0..3).map(|i| data(&members[i].id, i as i64 + 1)).collect();

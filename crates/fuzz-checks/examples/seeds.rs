@@ -175,7 +175,7 @@ fn main() {
             write(
                 "envelope",
                 &format!("request-{name}"),
-                &Envelope::seal_request(&key, 9, r),
+                &Envelope::seal_request(&key, 9, &pb_fuzz_checks::fuzz_audience(), r),
             );
         }
     }
@@ -203,7 +203,7 @@ fn main() {
             write(
                 "envelope",
                 &format!("response-{name}"),
-                &Envelope::seal_response(&key, 9, r),
+                &Envelope::seal_response(&key, 9, pb_protocol::RequestHash([0; 32]), r),
             );
         }
     }

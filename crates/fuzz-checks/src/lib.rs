@@ -10,7 +10,7 @@
 
 use pb_hiding::wire::Wire;
 use pb_hiding::{DropoutCorrection, HiddenBill, HiddenData};
-use pb_protocol::{Envelope, NodeKey};
+use pb_protocol::{Audience, Envelope, NodeKey, RequestHash};
 
 /// A fuzz target: its name (also its corpus directory) and its check.
 pub type Target = (&'static str, fn(&[u8]));
@@ -39,17 +39,26 @@ pub fn fuzz_key() -> NodeKey {
 /// A frame as the edge or a core receives it: size, magic, envelope,
 /// version and signature are checked before any payload is decoded.
 pub fn envelope(data: &[u8]) {
-    let _ = Envelope::open_request(data);
-    let _ = Envelope::open_response(data);
+    let _ = Envelope::open_any_request(data);
+    let _ = Envelope::open_any_response(data);
+}
+
+/// The audience fuzzed requests are sealed for.
+pub fn fuzz_audience() -> Audience {
+    Audience {
+        edge: NodeKey::from_bytes([9; 32]).id(),
+        community: pb_units::CommunityId("fuzz".into()),
+    }
 }
 
 /// The request decoder behind the signature check: arbitrary payload bytes
 /// signed by an enrolled key (what an insider could send).
 pub fn signed_request(data: &[u8]) {
-    let frame = Envelope::seal_request_payload(&fuzz_key(), 1, data);
-    if let Ok((_, _, request)) = Envelope::open_request(&frame) {
-        let again = Envelope::seal_request(&fuzz_key(), 1, &request);
-        match Envelope::open_request(&again) {
+    let to = fuzz_audience();
+    let frame = Envelope::seal_request_payload(&fuzz_key(), 1, &to, data);
+    if let Ok((_, _, request)) = Envelope::open_request(&frame, &to) {
+        let again = Envelope::seal_request(&fuzz_key(), 1, &to, &request);
+        match Envelope::open_request(&again, &to) {
             Ok((_, _, r)) => assert_eq!(r, request, "request re-encoding differs"),
             Err(e) => panic!("an accepted request does not decode again: {e}"),
         }
@@ -59,10 +68,12 @@ pub fn signed_request(data: &[u8]) {
 /// The response decoder behind the signature check (what a core accepts
 /// from its edge).
 pub fn signed_response(data: &[u8]) {
-    let frame = Envelope::seal_response_payload(&fuzz_key(), 1, data);
-    if let Ok((_, _, response)) = Envelope::open_response(&frame) {
-        let again = Envelope::seal_response(&fuzz_key(), 1, &response);
-        match Envelope::open_response(&again) {
+    let request = b"fuzzed request";
+    let answers = RequestHash::of(request);
+    let frame = Envelope::seal_response_payload(&fuzz_key(), 1, answers, data);
+    if let Ok((_, _, response)) = Envelope::open_response(&frame, request) {
+        let again = Envelope::seal_response(&fuzz_key(), 1, answers, &response);
+        match Envelope::open_response(&again, request) {
             Ok((_, _, r)) => assert_eq!(r, response, "response re-encoding differs"),
             Err(e) => panic!("an accepted response does not decode again: {e}"),
         }

@@ -7,7 +7,7 @@ use thiserror::Error;
 use crate::ciphertext::{CompactPublicKey, HiddenTotals, SeededGlwe, glwe_buffer, native};
 use crate::layout::REWARD_COEFF;
 use crate::noise::tuniform3_vec;
-use crate::ntt::{NttPoly, coefficient_of_product, plan};
+use crate::ntt::{NttPoly, plan};
 use crate::params::{
     DELTA_LOG, FLOOD_LOG, MAX_NOISE, NOISE_BOUND_LOG2, POLYNOMIAL_SIZE, RERANDOMISATION_NOISE,
 };
@@ -35,8 +35,26 @@ pub enum DecryptError {
 
 /// A household's binary GLWE secret key (`k = 1`, `N = 8192`), with its
 /// NTT form cached for encryption.
-#[derive(Clone)]
+///
+/// Not `Clone` (share it behind an `Arc` where several holders need it):
+/// every copy is one more place the key lives in memory. Its bits and its
+/// NTT form are overwritten with zeros when it is dropped, and decryption
+/// does not branch on its bits.
 pub struct SecretKey(GlweSecretKeyOwned<u128>, NttPoly);
+
+impl Drop for SecretKey {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.0.as_mut().zeroize();
+        self.1.zeroize();
+    }
+}
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretKey(..)")
+    }
+}
 
 impl SecretKey {
     /// Draws a fresh binary key.
@@ -51,15 +69,16 @@ impl SecretKey {
 
     fn from_tfhe(key: GlweSecretKeyOwned<u128>) -> SecretKey {
         let ntt = plan();
-        let bits: Vec<i64> = key.as_ref().iter().map(|&b| b as i64).collect();
+        let bits =
+            zeroize::Zeroizing::new(key.as_ref().iter().map(|&b| b as i64).collect::<Vec<i64>>());
         let mut transformed = NttPoly::zero(POLYNOMIAL_SIZE);
         ntt.forward_i64_normalized(&bits, &mut transformed);
         SecretKey(key, transformed)
     }
 
     /// The key as `N` bits (1 KiB), for its owner's storage.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = vec![0u8; POLYNOMIAL_SIZE / 8];
+    pub fn to_bytes(&self) -> zeroize::Zeroizing<Vec<u8>> {
+        let mut out = zeroize::Zeroizing::new(vec![0u8; POLYNOMIAL_SIZE / 8]);
         for (i, &b) in self.0.as_ref().iter().enumerate() {
             out[i / 8] |= ((b & 1) as u8) << (i % 8);
         }
@@ -74,6 +93,7 @@ impl SecretKey {
         let bits: Vec<u128> = (0..POLYNOMIAL_SIZE)
             .map(|i| ((bytes[i / 8] >> (i % 8)) & 1) as u128)
             .collect();
+        // `from_container` keeps this vector as the key (zeroized on drop).
         Some(SecretKey::from_tfhe(GlweSecretKey::from_container(
             bits,
             PolynomialSize(POLYNOMIAL_SIZE),
@@ -169,8 +189,8 @@ impl SecretKey {
         }
         let s = self.0.as_ref();
         Ok([
-            ct.body[0].wrapping_sub(coefficient_of_product(&ct.mask, s, 0)),
-            ct.body[1].wrapping_sub(coefficient_of_product(&ct.mask, s, REWARD_COEFF)),
+            ct.body[0].wrapping_sub(secret_product_coefficient(&ct.mask, s, 0)),
+            ct.body[1].wrapping_sub(secret_product_coefficient(&ct.mask, s, REWARD_COEFF)),
         ])
     }
 
@@ -188,6 +208,26 @@ impl SecretKey {
     pub fn coefficients(&self) -> &[u128] {
         self.0.as_ref()
     }
+}
+
+/// Coefficient `k` of the negacyclic product `a * s` for the binary key
+/// `s`, constant-time with respect to `s`: every term is added, each masked
+/// by a `subtle` selection on its key bit (no branch, no comparison on key
+/// bits, and the optimiser cannot see the bit through the selection).
+fn secret_product_coefficient(a: &[u128], s: &[u128], k: usize) -> u128 {
+    use subtle::{Choice, ConditionallySelectable};
+    let n = a.len();
+    debug_assert!(s.len() == n && k < n);
+    let term = |x: u128, bit: u128| u128::conditional_select(&0, &x, Choice::from((bit & 1) as u8));
+    let mut plus = 0u128;
+    for j in 0..=k {
+        plus = plus.wrapping_add(term(a[k - j], s[j]));
+    }
+    let mut minus = 0u128;
+    for j in k + 1..n {
+        minus = minus.wrapping_add(term(a[n + k - j], s[j]));
+    }
+    plus.wrapping_sub(minus)
 }
 
 /// Rounds `c = Delta * t + noise` to `t`, refusing noise that no honest
@@ -240,6 +280,44 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn decryption_is_the_product_and_the_key_is_not_clone() {
+        // Not Clone: this resolves only when `SecretKey: Clone` is false
+        // (with Clone, both impls apply and inference fails to compile).
+        trait AmbiguousIfClone<A> {
+            fn check() {}
+        }
+        impl<T: ?Sized> AmbiguousIfClone<()> for T {}
+        impl<T: ?Sized + Clone> AmbiguousIfClone<u8> for T {}
+        <SecretKey as AmbiguousIfClone<_>>::check();
+
+        // The constant-time product agrees with the reference one.
+        let sk = SecretKey::generate(&mut deterministic(5));
+        let mut x = 0x1234_5678_9abc_def0_u128;
+        let a: Vec<u128> = (0..POLYNOMIAL_SIZE)
+            .map(|_| {
+                x = x.wrapping_mul(0x2545_f491_4f6c_dd1d).wrapping_add(1);
+                x
+            })
+            .collect();
+        for k in [0, 1, REWARD_COEFF, POLYNOMIAL_SIZE - 1] {
+            assert_eq!(
+                secret_product_coefficient(&a, sk.coefficients(), k),
+                crate::ntt::coefficient_of_product(&a, sk.coefficients(), k)
+            );
+        }
+        let mut ntt = NttPoly::zero(4);
+        ntt.residues_mut_for_test()
+            .iter_mut()
+            .for_each(|r| r[0] = 7);
+        zeroize::Zeroize::zeroize(&mut ntt);
+        assert!(
+            ntt.residues_mut_for_test()
+                .iter()
+                .all(|r| r.iter().all(|&v| v == 0))
+        );
     }
 
     #[test]

@@ -29,7 +29,20 @@ pub struct NttPoly {
     residues: [Vec<u64>; 3],
 }
 
+impl zeroize::Zeroize for NttPoly {
+    fn zeroize(&mut self) {
+        for r in &mut self.residues {
+            r.zeroize();
+        }
+    }
+}
+
 impl NttPoly {
+    #[cfg(test)]
+    pub(crate) fn residues_mut_for_test(&mut self) -> &mut [Vec<u64>; 3] {
+        &mut self.residues
+    }
+
     /// The zero polynomial of size `n`.
     pub fn zero(n: usize) -> NttPoly {
         NttPoly {
@@ -648,6 +661,7 @@ fn garner<L: Lanes>(l: L, c: &Crt, r0: L::V, r1: L::V, r2: L::V) -> (L::V, L::V)
 /// binary `s` (any non-zero entry counts as 1), that is
 /// `sum_{j <= k} s_j a_{k-j} - sum_{j > k} s_j a_{n+k-j}`, without branches
 /// on the bits of `s` (a secret key or the re-randomiser).
+#[cfg(test)]
 pub(crate) fn coefficient_of_product<T: Copy + Default + PartialEq>(
     a: &[u128],
     s: &[T],

@@ -118,7 +118,7 @@ impl HiddenBill {
 #[derive(Clone)]
 pub struct HidingContext {
     keys: PairwiseKeys,
-    secret: SecretKey,
+    secret: std::sync::Arc<SecretKey>,
 }
 
 impl std::fmt::Debug for HidingContext {
@@ -130,9 +130,13 @@ impl std::fmt::Debug for HidingContext {
 }
 
 impl HidingContext {
-    /// Combines a member's pairwise keys and GLWE secret key.
-    pub fn new(keys: PairwiseKeys, secret: SecretKey) -> HidingContext {
-        HidingContext { keys, secret }
+    /// Combines a member's pairwise keys and GLWE secret key (owned, or
+    /// shared behind an `Arc`: the key itself is not `Clone`).
+    pub fn new(keys: PairwiseKeys, secret: impl Into<std::sync::Arc<SecretKey>>) -> HidingContext {
+        HidingContext {
+            keys,
+            secret: secret.into(),
+        }
     }
 
     /// The member.

@@ -1,18 +1,24 @@
 //! REQ clients: raw bytes, JSON, and signed requests to the edge.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pb_protocol::{Envelope, NodeId, NodeKey, Request, Response};
+use pb_protocol::{Audience, Envelope, NodeId, NodeKey, Request, Response};
 use zeromq::{ReqSocket, Socket, SocketOptions, SocketRecv, SocketSend, ZmqMessage};
 
 use crate::NetError;
+use crate::secure::{ClientHandshake, SecureError, Session};
 
 /// A REQ connection to one endpoint that survives failures: any error or
-/// timeout drops the socket and the next request connects afresh.
+/// timeout drops the socket and the next request connects afresh. An
+/// [encrypted](Connection::encrypted) connection runs a Noise handshake
+/// on every new socket and seals every request.
 pub struct Connection {
     endpoint: String,
     timeout: Duration,
     socket: Option<ReqSocket>,
+    secure: Option<(Arc<NodeKey>, NodeId)>,
+    session: Option<Session>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -20,6 +26,7 @@ impl std::fmt::Debug for Connection {
         f.debug_struct("Connection")
             .field("endpoint", &self.endpoint)
             .field("connected", &self.socket.is_some())
+            .field("encrypted", &self.secure.is_some())
             .finish()
     }
 }
@@ -31,7 +38,21 @@ impl Connection {
             endpoint: endpoint.into(),
             timeout,
             socket: None,
+            secure: None,
+            session: None,
         }
+    }
+
+    /// Makes the connection encrypted and authenticated: every new socket
+    /// first runs a Noise handshake as `key` with the server whose node id
+    /// is pinned as `server` (its transport key derives from it), and
+    /// every message is sealed. A server with another key fails the
+    /// handshake.
+    pub fn encrypted(mut self, key: impl Into<Arc<NodeKey>>, server: NodeId) -> Connection {
+        self.secure = Some((key.into(), server));
+        self.socket = None;
+        self.session = None;
+        self
     }
 
     /// The endpoint.
@@ -72,10 +93,12 @@ impl Connection {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(e)) => {
                 self.socket = None;
+                self.session = None;
                 Err(e)
             }
             Err(_) => {
                 self.socket = None;
+                self.session = None;
                 Err(NetError::Timeout {
                     endpoint: self.endpoint.clone(),
                     millis: self.timeout.as_millis(),
@@ -85,6 +108,37 @@ impl Connection {
     }
 
     async fn exchange(&mut self, payload: Vec<u8>) -> Result<Vec<u8>, NetError> {
+        let secure_error = |endpoint: &str, source: SecureError| NetError::Secure {
+            endpoint: endpoint.to_string(),
+            source,
+        };
+        if let Some((key, server)) = &self.secure {
+            if self.session.is_none() || self.socket.is_none() {
+                let (handshake, hello) = ClientHandshake::start(key, server)
+                    .map_err(|e| secure_error(&self.endpoint, e))?;
+                let answer = self.round_trip(hello).await?;
+                let session = handshake
+                    .finish(&answer)
+                    .map_err(|e| secure_error(&self.endpoint, e))?;
+                self.session = Some(session);
+            }
+        }
+        let wire = match self.session.as_mut() {
+            Some(session) => session
+                .seal(&payload)
+                .map_err(|e| secure_error(&self.endpoint, e))?,
+            None => payload,
+        };
+        let answer = self.round_trip(wire).await?;
+        match self.session.as_mut() {
+            Some(session) => session
+                .open(&answer)
+                .map_err(|e| secure_error(&self.endpoint, e)),
+            None => Ok(answer),
+        }
+    }
+
+    async fn round_trip(&mut self, payload: Vec<u8>) -> Result<Vec<u8>, NetError> {
         let transport = |e: zeromq::ZmqError| NetError::Transport {
             endpoint: self.endpoint.clone(),
             reason: e.to_string(),
@@ -161,8 +215,8 @@ pub struct Exchange {
 /// Signed requests to the edge.
 pub struct EdgeClient {
     connection: Connection,
-    key: NodeKey,
-    edge: Option<NodeId>,
+    key: Arc<NodeKey>,
+    to: Audience,
     counter: u64,
 }
 
@@ -171,19 +225,25 @@ impl std::fmt::Debug for EdgeClient {
         f.debug_struct("EdgeClient")
             .field("connection", &self.connection)
             .field("node", &self.key.id())
-            .field("edge", &self.edge)
+            .field("edge", &self.to.edge)
+            .field("community", &self.to.community)
             .finish()
     }
 }
 
 impl EdgeClient {
-    /// A client signing with `key`; when `edge` is given only responses
-    /// signed by that identity are accepted.
-    pub fn new(connection: Connection, key: NodeKey, edge: Option<NodeId>) -> EdgeClient {
+    /// A client signing with `key` requests for `to` (the edge's identity
+    /// and the community, both signed); only responses signed by that edge
+    /// and bound to the request they answer are accepted.
+    ///
+    /// The connection is made [encrypted](Connection::encrypted) towards
+    /// `to.edge`, authenticated by `key`.
+    pub fn new(connection: Connection, key: impl Into<Arc<NodeKey>>, to: Audience) -> EdgeClient {
+        let key = key.into();
         EdgeClient {
-            connection,
+            connection: connection.encrypted(key.clone(), to.edge),
             key,
-            edge,
+            to,
             counter: 0,
         }
     }
@@ -198,27 +258,27 @@ impl EdgeClient {
         self.key.id()
     }
 
-    /// Signs and sends `request`; checks the response's signer and counter.
+    /// Signs and sends `request`; checks the response's signer, that it
+    /// answers this very request (signed hash of the request frame) and
+    /// its counter.
     pub async fn call(&mut self, request: &Request) -> Result<Exchange, NetError> {
         self.counter = now_counter(self.counter);
         let counter = self.counter;
-        let frame = Envelope::seal_request(&self.key, counter, request);
+        let frame = Envelope::seal_request(&self.key, counter, &self.to, request);
         let sent = frame.len();
-        let answer = self.connection.request(frame).await?;
+        let answer = self.connection.request(frame.clone()).await?;
         let received = answer.len();
         let endpoint = || self.connection.endpoint().to_string();
         let (signer, echoed, response) =
-            Envelope::open_response(&answer).map_err(|source| NetError::Protocol {
+            Envelope::open_response(&answer, &frame).map_err(|source| NetError::Protocol {
                 endpoint: endpoint(),
                 source,
             })?;
-        if let Some(edge) = &self.edge {
-            if &signer != edge {
-                return Err(NetError::Untrusted {
-                    endpoint: endpoint(),
-                    reason: "signed by another identity than the configured edge",
-                });
-            }
+        if signer != self.to.edge {
+            return Err(NetError::Untrusted {
+                endpoint: endpoint(),
+                reason: "signed by another identity than the configured edge",
+            });
         }
         if echoed != counter {
             return Err(NetError::Untrusted {

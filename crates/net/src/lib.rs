@@ -8,6 +8,9 @@
 //!   requests larger than the frame limit are also flagged after receipt.
 //! * [`Connection`] is a REQ client that keeps one TCP connection, puts a
 //!   timeout on every request and reconnects after any failure.
+//! * [`secure`]: the encrypted, authenticated transport (Noise IK) that
+//!   [`Server::bind_secure`] and [`Connection::encrypted`] speak, used on
+//!   every link to the edge; the household API stays plain on loopback.
 //! * [`EdgeClient`] seals [`Request`]s in signed envelopes and accepts only
 //!   responses signed by the expected edge that repeat the request's
 //!   counter.
@@ -16,10 +19,12 @@
 
 mod client;
 pub mod guard;
+pub mod secure;
 mod server;
 
 pub use client::{Connection, EdgeClient, Exchange, now_counter};
 pub use guard::{GuardLimits, GuardStats};
+pub use secure::{MAX_WIRE, SecureError, ServerKeys};
 pub use server::{Incoming, Server};
 
 use pb_protocol::ProtocolError;
@@ -71,6 +76,15 @@ pub enum NetError {
         endpoint: String,
         /// Why.
         reason: &'static str,
+    },
+    /// The encrypted transport failed: handshake (wrong pinned key, node
+    /// not enrolled), decryption, or a refusal by the server.
+    #[error("encrypted transport with {endpoint}: {source}")]
+    Secure {
+        /// Where.
+        endpoint: String,
+        /// Why.
+        source: SecureError,
     },
     /// The answer was not the JSON expected.
     #[error("invalid JSON answer from {endpoint}: {reason}")]

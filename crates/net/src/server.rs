@@ -6,12 +6,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 
 use bytes::Bytes;
-use pb_protocol::MAX_FRAME;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use zeromq::{RouterSocket, Socket, SocketRecv, SocketSend, ZmqMessage};
 
 use crate::guard::{self, GuardLimits, GuardStats};
+use crate::secure::{DATA, HELLO, MAX_WIRE, ServerKeys, SharedSessions, refusal};
 use crate::{MAX_PARTS, NetError};
 
 /// How many requests may wait for the handler before new ones are dropped
@@ -45,23 +45,51 @@ pub struct Incoming {
     /// The request's last frame (the payload), empty when refused early.
     pub payload: Bytes,
     /// Set when the request was refused before decoding: too many frames or
-    /// more than `MAX_FRAME` bytes. The payload is then empty.
+    /// more than [`MAX_WIRE`] bytes. The payload is then empty.
     pub oversized: Option<usize>,
+    /// On an encrypted server: the X25519 static key the peer
+    /// authenticated with in its handshake (the payload is the decrypted
+    /// message). `None` on a plain server.
+    pub peer: Option<[u8; 32]>,
+    sessions: Option<SharedSessions>,
     replies: UnboundedSender<ZmqMessage>,
     _budget: Budget,
 }
 
 impl Incoming {
     /// Answers the request (at most once; dropping it answers nothing and
-    /// the client times out).
+    /// the client times out). On an encrypted server the answer is sealed
+    /// in the peer's session.
     pub fn reply(self, payload: Vec<u8>) {
-        let mut frames = self.route;
-        frames.push(Bytes::from(payload));
-        if let Ok(message) = ZmqMessage::try_from(frames) {
-            // The sender task is gone only when the server shuts down.
-            let _ = self.replies.send(message);
-        }
+        let payload = match &self.sessions {
+            Some(sessions) => {
+                let peer = self.route.first().cloned().unwrap_or_default();
+                let sealed = sessions
+                    .lock()
+                    .ok()
+                    .and_then(|mut s| s.seal(&peer, &payload));
+                sealed.unwrap_or_else(|| refusal("session closed: reconnect"))
+            }
+            None => payload,
+        };
+        send(&self.replies, self.route, payload);
     }
+}
+
+fn send(replies: &UnboundedSender<ZmqMessage>, route: Vec<Bytes>, payload: Vec<u8>) {
+    let mut frames = route;
+    frames.push(Bytes::from(payload));
+    if let Ok(message) = ZmqMessage::try_from(frames) {
+        // The sender task is gone only when the server shuts down.
+        let _ = replies.send(message);
+    }
+}
+
+/// An encrypted server's keys and sessions.
+#[derive(Debug, Clone)]
+struct Secure {
+    keys: ServerKeys,
+    sessions: SharedSessions,
 }
 
 /// A bound ROUTER socket whose requests arrive on [`Server::requests`].
@@ -78,6 +106,33 @@ impl Server {
     /// [socket guard](crate::guard) at `endpoint`, which enforces `limits`
     /// and forwards to the ROUTER socket on a loopback port of its own.
     pub fn bind(rt: &Handle, endpoint: &str, limits: GuardLimits) -> Result<Server, NetError> {
+        Server::bind_inner(rt, endpoint, limits, None)
+    }
+
+    /// Like [`Server::bind`], speaking only the [encrypted
+    /// transport](crate::secure): each peer must open a Noise session with
+    /// a key `keys` accepts before anything it sends reaches the handler,
+    /// and every answer is sealed. The guard still checks the raw bytes'
+    /// sizes and deadlines before anything is decrypted.
+    pub fn bind_secure(
+        rt: &Handle,
+        endpoint: &str,
+        limits: GuardLimits,
+        keys: ServerKeys,
+    ) -> Result<Server, NetError> {
+        let secure = Secure {
+            keys,
+            sessions: SharedSessions::default(),
+        };
+        Server::bind_inner(rt, endpoint, limits, Some(secure))
+    }
+
+    fn bind_inner(
+        rt: &Handle,
+        endpoint: &str,
+        limits: GuardLimits,
+        secure: Option<Secure>,
+    ) -> Result<Server, NetError> {
         let failed = |reason: String| NetError::Connect {
             endpoint: endpoint.to_string(),
             reason,
@@ -107,7 +162,7 @@ impl Server {
             loop {
                 tokio::select! {
                     received = socket.recv() => match received {
-                        Ok(message) => admit(message, &to_handler, &replies, &queued),
+                        Ok(message) => admit(message, &to_handler, &replies, &queued, secure.as_ref()),
                         Err(e) => {
                             tracing::warn!(error = %e, "receive failed");
                             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -150,6 +205,7 @@ fn admit(
     to_handler: &SyncSender<Incoming>,
     replies: &UnboundedSender<ZmqMessage>,
     queued: &Arc<AtomicUsize>,
+    secure: Option<&Secure>,
 ) {
     let parts = message.len();
     let size: usize = message.iter().map(|f| f.len()).sum();
@@ -161,7 +217,7 @@ fn admit(
     } else {
         Bytes::new()
     };
-    let (payload, oversized) = if parts > MAX_PARTS || size > MAX_FRAME {
+    let (payload, oversized) = if parts > MAX_PARTS || size > MAX_WIRE {
         // Keep the identity and, for a REQ peer, its empty delimiter.
         let keep = if frames.len() >= 2 && frames[1].is_empty() {
             2
@@ -176,6 +232,50 @@ fn admit(
     if frames.is_empty() {
         return;
     }
+    let mut peer = None;
+    let (payload, oversized) = match secure {
+        None => (payload, oversized),
+        Some(secure) => {
+            let identity = frames[0].clone();
+            let Ok(mut sessions) = secure.sessions.lock() else {
+                return;
+            };
+            if oversized.is_some() {
+                // Nothing is decrypted; the session's nonces are out of
+                // step now, so it ends.
+                sessions.remove(&identity);
+                return send(replies, frames, refusal("message too large"));
+            }
+            match payload.first() {
+                Some(&HELLO) => {
+                    return match secure.keys.accept(&payload) {
+                        Ok((session, client, welcome)) => {
+                            sessions.insert(identity, client, session);
+                            send(replies, frames, welcome)
+                        }
+                        Err(refused) => {
+                            tracing::debug!("handshake refused");
+                            send(replies, frames, refused)
+                        }
+                    };
+                }
+                Some(&DATA) => match sessions.open(&identity, &payload) {
+                    Ok((plain, client)) => {
+                        peer = Some(client);
+                        (Bytes::from(plain), None)
+                    }
+                    Err(reason) => return send(replies, frames, refusal(reason)),
+                },
+                _ => {
+                    return send(
+                        replies,
+                        frames,
+                        refusal("this server speaks the encrypted transport only"),
+                    );
+                }
+            }
+        }
+    };
     let bytes = payload.len() + frames.iter().map(Bytes::len).sum::<usize>();
     if queued.fetch_add(bytes, Ordering::Relaxed) + bytes > QUEUE_BYTES {
         queued.fetch_sub(bytes, Ordering::Relaxed);
@@ -191,6 +291,8 @@ fn admit(
         route: frames,
         payload,
         oversized,
+        peer,
+        sessions: secure.map(|s| s.sessions.clone()),
         replies: replies.clone(),
     };
     match to_handler.try_send(incoming) {

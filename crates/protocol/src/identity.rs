@@ -5,7 +5,9 @@ use rand_core::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
 
 /// A node's long-term Ed25519 signing key (edge, core or operator).
-#[derive(Clone)]
+///
+/// Not `Clone` (share it behind an `Arc`); the key is zeroized when
+/// dropped (ed25519-dalek's `SigningKey` with its `zeroize` feature).
 pub struct NodeKey(SigningKey);
 
 impl NodeKey {
@@ -31,6 +33,16 @@ impl NodeKey {
 
     pub(crate) fn sign(&self, message: &[u8]) -> [u8; 64] {
         self.0.sign(message).to_bytes()
+    }
+
+    /// The node's X25519 static secret for the encrypted transport,
+    /// derived from its Ed25519 key by the standard map (the lower half of
+    /// SHA-512 of the seed, as libsodium's
+    /// `crypto_sign_ed25519_sk_to_curve25519`; X25519 clamps it). Its
+    /// public key is [`NodeId::transport_public`], so enrolling a node id
+    /// also enrols its transport key.
+    pub fn transport_secret(&self) -> zeroize::Zeroizing<[u8; 32]> {
+        zeroize::Zeroizing::new(self.0.to_scalar_bytes())
     }
 }
 
@@ -106,6 +118,15 @@ impl NodeId {
         }
     }
 
+    /// The X25519 public key of the node's transport (the Montgomery form
+    /// of its Ed25519 key; see [`NodeKey::transport_secret`]), or `None`
+    /// when the id is not a valid Ed25519 key.
+    pub fn transport_public(&self) -> Option<[u8; 32]> {
+        VerifyingKey::from_bytes(&self.0)
+            .ok()
+            .map(|k| k.to_montgomery().to_bytes())
+    }
+
     /// Lower-case hex, as in enrollment files.
     pub fn to_hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
@@ -137,9 +158,68 @@ impl fmt::Debug for NodeId {
     }
 }
 
+/// Whether `public` is an X25519 key that yields a contributory shared
+/// secret: false for the identity and the other low-order points (and
+/// their non-canonical encodings), with which every Diffie-Hellman result
+/// is all zeros whatever the secret key.
+pub fn x25519_key_is_usable(public: &[u8; 32]) -> bool {
+    // Any clamped scalar is a multiple of the cofactor, so the product is
+    // the identity exactly when the point has low order.
+    let probe = x25519_dalek::StaticSecret::from([0x5a; 32]);
+    probe
+        .diffie_hellman(&x25519_dalek::PublicKey::from(*public))
+        .was_contributory()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The derived X25519 key pair matches: secret times the base point
+    /// is the Montgomery form of the node id, and two nodes agree on their
+    /// shared secret.
+    #[test]
+    fn transport_keys_derive_from_node_keys() {
+        let a = NodeKey::from_bytes([3; 32]);
+        let b = NodeKey::from_bytes([4; 32]);
+        let sa = x25519_dalek::StaticSecret::from(*a.transport_secret());
+        let sb = x25519_dalek::StaticSecret::from(*b.transport_secret());
+        assert_eq!(
+            x25519_dalek::PublicKey::from(&sa).to_bytes(),
+            a.id().transport_public().unwrap()
+        );
+        let pb = x25519_dalek::PublicKey::from(b.id().transport_public().unwrap());
+        let pa = x25519_dalek::PublicKey::from(a.id().transport_public().unwrap());
+        assert_eq!(
+            sa.diffie_hellman(&pb).to_bytes(),
+            sb.diffie_hellman(&pa).to_bytes()
+        );
+        assert_ne!(a.id().transport_public(), b.id().transport_public());
+    }
+
+    #[test]
+    fn low_order_x25519_keys_are_not_usable() {
+        let mut one = [0u8; 32];
+        one[0] = 1;
+        // identity (0), 1, a point of order 8, p - 1, p, p + 1 (non-canonical)
+        let order8 = [
+            0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f,
+            0xc4, 0x6a, 0xda, 0x09, 0x8d, 0xeb, 0x9c, 0x32, 0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16,
+            0x5f, 0x49, 0xb8, 0x00,
+        ];
+        let mut p_minus_1 = [0xff; 32];
+        p_minus_1[0] = 0xec;
+        p_minus_1[31] = 0x7f;
+        let mut p = p_minus_1;
+        p[0] = 0xed;
+        let mut p_plus_1 = p_minus_1;
+        p_plus_1[0] = 0xee;
+        for bad in [[0u8; 32], one, order8, p_minus_1, p, p_plus_1] {
+            assert!(!x25519_key_is_usable(&bad), "{bad:?}");
+        }
+        let good = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from([7; 32]));
+        assert!(x25519_key_is_usable(good.as_bytes()));
+    }
 
     #[test]
     fn hex_round_trips_and_rejects_garbage() {

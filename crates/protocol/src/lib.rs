@@ -16,7 +16,10 @@ mod identity;
 mod message;
 mod replay;
 
-pub use envelope::{Envelope, MAX_FRAME, PROTOCOL_VERSION, ProtocolError};
-pub use identity::{KeyFileError, NodeId, NodeKey};
+pub use envelope::{
+    Audience, Binding, Envelope, MAX_COMMUNITY, MAX_FRAME, PROTOCOL_VERSION, ProtocolError,
+    RequestHash,
+};
+pub use identity::{KeyFileError, NodeId, NodeKey, x25519_key_is_usable};
 pub use message::{ErrorCode, MemberEntry, MemberList, Request, Response};
-pub use replay::{Replay, ReplayGuard};
+pub use replay::{FRESHNESS_WINDOW, Replay, ReplayGuard, clock_counter};

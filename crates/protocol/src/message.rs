@@ -86,6 +86,8 @@ pub enum ErrorCode {
     BadFrame,
     /// The signature did not verify.
     BadSignature,
+    /// Signed for another edge or another community.
+    Misdirected,
     /// The counter was not fresh.
     Replay,
     /// The sender is not enrolled.

@@ -23,7 +23,8 @@ use crate::mask::{apply, pair_key, pair_sign, self_key};
 use crate::params::GraphParams;
 use crate::roster::{Roster, SignedRoster};
 use crate::shares::{
-    EncryptedShare, Reveal, SEALED_LEN, Secret, SecretShare, combine, combine_with, lagrange_at_zero,
+    EncryptedShare, Reveal, SEALED_LEN, Secret, SecretShare, combine, combine_with,
+    lagrange_at_zero,
 };
 use crate::{Confirmation, Graph, Refusal, Round, Session, SurvivorSet};
 

@@ -5,11 +5,11 @@
 
 use std::time::{Duration, Instant};
 
+use ed25519_dalek::SigningKey;
 use pb_glwe::SecretKey;
 use pb_glwe::seeding::{Seeder, deterministic, new_seeder};
 use pb_hiding::{HidingContext, HidingError};
 use pb_model::{Aggregates, Bill, CycleContext, Data, reference};
-use ed25519_dalek::SigningKey;
 use pb_przs::{IdentityKey, PairwiseKeys, PrzsError, decode};
 use pb_secagg::server::Server;
 use pb_secagg::{Client, Graph, Roster, RosterEntry, SignedRoster};

@@ -19,7 +19,7 @@ pub struct Member {
     pub key: NodeKey,
     pub hiding: Option<HidingContext>,
     pub przs: IdentityKey,
-    pub glwe: SecretKey,
+    pub glwe: std::sync::Arc<SecretKey>,
     pub id: MemberId,
 }
 
