@@ -5,6 +5,7 @@ mod demo;
 mod drill;
 mod load;
 mod progress;
+mod report;
 mod synthetic;
 
 use std::path::{Path, PathBuf};
@@ -140,6 +141,11 @@ enum Command {
     /// latency percentiles and the edge's memory; checks that nothing was
     /// dropped and that every bill decrypts to the plaintext model's.
     Load(load::LoadArgs),
+    /// Operator: one self-contained HTML page about a cycle from what the
+    /// edge knows (prices, per-slot community deviation, settlement rates,
+    /// participation and dropouts, billing time): no household's data.
+    /// Reads the edge's store, so the edge must be stopped.
+    Report(report::ReportArgs),
     /// Create a node key (for an edge, a core or an operator) and print
     /// its node id, which the edge's configuration admits.
     Keygen {
@@ -277,6 +283,7 @@ fn main() -> ExitCode {
             Ok(false) => return ExitCode::FAILURE,
             Err(e) => Err(e),
         },
+        Command::Report(args) => report::run(&args),
         Command::Keygen { out } => client::keygen(&out),
         Command::Context {
             edge,

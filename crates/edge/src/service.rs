@@ -664,6 +664,21 @@ impl Service {
 
     fn bill(&mut self, cycle: CycleId) {
         let start = Instant::now();
+        // What the edge learns by design, kept for the operator's report.
+        let aggregates: Vec<Vec<i64>> =
+            match (self.billing.context(cycle), self.billing.aggregates(cycle)) {
+                (Some(ctx), Ok(a)) => ctx
+                    .model()
+                    .aggregates()
+                    .iter()
+                    .map(|&w| {
+                        a.get(w, ctx.slots())
+                            .map(<[i64]>::to_vec)
+                            .unwrap_or_default()
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
         match self.billing.compute_bills(cycle) {
             Ok(bills) => {
                 let record = BilledRecord {
@@ -671,7 +686,7 @@ impl Service {
                     millis: start.elapsed().as_millis() as u64,
                     bills: bills.len(),
                 };
-                if let Err(e) = self.store.put_bills(cycle, &bills, record) {
+                if let Err(e) = self.store.put_bills(cycle, &bills, record, &aggregates) {
                     tracing::error!(%cycle, error = %e, "cannot store bills");
                     self.resync();
                     return;

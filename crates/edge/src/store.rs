@@ -24,6 +24,9 @@ const DROPPED: TableDefinition<u64, &[u8]> = TableDefinition::new("dropped");
 const CORRECTIONS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("corrections");
 const BILLS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("bills");
 const BILLED: TableDefinition<u64, &[u8]> = TableDefinition::new("billed");
+/// A billed cycle's unmasked per-slot aggregates (what the edge learns by
+/// design), kept for the operator's report after the submissions go.
+const AGGREGATES: TableDefinition<u64, &[u8]> = TableDefinition::new("aggregates");
 const DELIVERED: TableDefinition<(u64, &str), u64> = TableDefinition::new("delivered");
 const COUNTERS: TableDefinition<&[u8], u64> = TableDefinition::new("counters");
 
@@ -113,6 +116,7 @@ impl EdgeStore {
             txn.open_table(CORRECTIONS).map_err(err)?;
             txn.open_table(BILLS).map_err(err)?;
             txn.open_table(BILLED).map_err(err)?;
+            txn.open_table(AGGREGATES).map_err(err)?;
             txn.open_table(DELIVERED).map_err(err)?;
             txn.open_table(COUNTERS).map_err(err)?;
         }
@@ -201,15 +205,19 @@ impl EdgeStore {
         })
     }
 
-    /// Stores all bills of a cycle and marks it billed, in one transaction,
-    /// and drops its submissions and corrections (no longer needed).
+    /// Stores all bills of a cycle and its unmasked aggregates (one vector
+    /// per field, in the model's order) and marks it billed, in one
+    /// transaction, and drops its submissions and corrections (no longer
+    /// needed).
     pub fn put_bills(
         &self,
         cycle: CycleId,
         bills: &[HiddenBill],
         record: BilledRecord,
+        aggregates: &[Vec<i64>],
     ) -> Result<(), EdgeError> {
         let rec = enc(&record)?;
+        let agg = enc(&aggregates)?;
         self.write(None, |t| {
             {
                 let mut table = t.open_table(BILLS).map_err(err)?;
@@ -222,6 +230,10 @@ impl EdgeStore {
             t.open_table(BILLED)
                 .map_err(err)?
                 .insert(cycle.0, rec.as_slice())
+                .map_err(err)?;
+            t.open_table(AGGREGATES)
+                .map_err(err)?
+                .insert(cycle.0, agg.as_slice())
                 .map_err(err)?;
             for def in [SUBMISSIONS, CORRECTIONS] {
                 let mut table = t.open_table(def).map_err(err)?;
@@ -328,6 +340,17 @@ impl EdgeStore {
     pub fn dropped(&self, cycle: CycleId) -> Result<Option<Vec<MemberId>>, EdgeError> {
         let r = self.db.begin_read().map_err(err)?;
         let t = r.open_table(DROPPED).map_err(err)?;
+        t.get(cycle.0)
+            .map_err(err)?
+            .map(|v| dec(v.value()))
+            .transpose()
+    }
+
+    /// A billed cycle's unmasked aggregates, one vector per field in the
+    /// model's order (empty when the billing did not record them).
+    pub fn aggregates(&self, cycle: CycleId) -> Result<Option<Vec<Vec<i64>>>, EdgeError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let t = r.open_table(AGGREGATES).map_err(err)?;
         t.get(cycle.0)
             .map_err(err)?
             .map(|v| dec(v.value()))
