@@ -95,7 +95,8 @@ def test_network_community(tmp_path):
                      cores[ids[0]].endpoint)
             with pytest.raises(pb.RefusedError):
                 send(ContextMessage(pb.CycleContext(9, **c["prices"])), edge.endpoint,
-                     key=tmp_path / (ids[0] + ".key"))
+                     key=tmp_path / (ids[0] + ".key"), edge_id=edge.node_id,
+                     community="py-test")
         finally:
             for core in cores.values():
                 core.stop()
