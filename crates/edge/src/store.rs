@@ -7,6 +7,7 @@ use std::path::Path;
 use pb_glwe::CompactPublicKey;
 use pb_hiding::wire::Wire;
 use pb_hiding::{DropoutCorrection, HiddenBill, HiddenData};
+use pb_inputs::private_store_file;
 use pb_model::CycleContext;
 use pb_protocol::{MemberEntry, NodeId};
 use pb_przs::IdentityPublic;
@@ -397,30 +398,4 @@ impl EdgeStore {
         }
         Ok(out)
     }
-}
-
-/// Creates `dir` (mode 0700 when this creates it) and the store file
-/// `file` in it with mode 0600, and sets an existing store file to 0600.
-fn private_store_file(dir: &Path, file: &str) -> std::io::Result<std::path::PathBuf> {
-    let existed = dir.exists();
-    std::fs::create_dir_all(dir)?;
-    let path = dir.join(file);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        if !existed {
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-        }
-        // An empty file is what redb initialises as a new database.
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    }
-    #[cfg(not(unix))]
-    let _ = existed;
-    Ok(path)
 }

@@ -18,9 +18,11 @@ use pb_model::{BillingModel, CycleContext, Data};
 use pb_units::{CycleId, Decimal, MemberId, shorten};
 use serde::{Deserialize, Serialize};
 
+pub mod private;
 pub mod read;
 
 pub use pb_model::parse::{Rounding, Units};
+pub use private::private_store_file;
 pub use read::{Kind, ReadError, bounded, bounded_text};
 
 /// Largest input file accepted (64 MiB): far above a year of 15-minute
