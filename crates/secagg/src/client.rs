@@ -210,13 +210,7 @@ impl Client {
     }
 
     fn expect(&self, round: Round) -> Result<(), Refusal> {
-        if self.round != round {
-            return Err(Refusal::WrongRound {
-                expected: round,
-                actual: self.round,
-            });
-        }
-        Ok(())
+        self.round.expect(round)
     }
 
     fn identity_of(&self, m: &MemberId) -> Result<[u8; 32], Refusal> {

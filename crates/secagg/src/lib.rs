@@ -62,6 +62,19 @@ pub enum Round {
     Done,
 }
 
+impl Round {
+    /// `Ok` when this is `round`, else the refusal of a message for it.
+    pub fn expect(self, round: Round) -> Result<(), Refusal> {
+        if self != round {
+            return Err(Refusal::WrongRound {
+                expected: round,
+                actual: self,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Why a message was refused. Nothing changed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum Refusal {

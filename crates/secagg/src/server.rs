@@ -111,13 +111,7 @@ impl Server {
     }
 
     fn expect(&self, round: Round) -> Result<(), Refusal> {
-        if self.round != round {
-            return Err(Refusal::WrongRound {
-                expected: round,
-                actual: self.round,
-            });
-        }
-        Ok(())
+        self.round.expect(round)
     }
 
     /// Neighbours of `m` that advertised: the holders of its shares.
