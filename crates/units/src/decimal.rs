@@ -16,9 +16,10 @@ use bigdecimal::{BigDecimal, RoundingMode, ToPrimitive};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
 
-/// Longest number text accepted (characters). Nobody writes a meter value
-/// with more digits; longer texts are refused instead of being echoed or
-/// worked on.
+/// Longest number text accepted (characters), as written and in its JSON
+/// form (which may gain a leading zero). Nobody writes a meter value with
+/// more digits; longer texts are refused instead of being echoed or worked
+/// on.
 pub const MAX_DECIMAL_LEN: usize = 64;
 
 /// Longest excerpt of an input echoed in an error message.
@@ -92,15 +93,15 @@ impl FromStr for Decimal {
             Some(b'+') => (false, &s[1..]),
             _ => (false, s),
         };
+        if s.len() > MAX_DECIMAL_LEN {
+            return Err(DecimalError::TooLong { shown: shorten(s) });
+        }
         let lower = body.to_ascii_lowercase();
         if lower == "nan" {
             return Err(DecimalError::NaN);
         }
         if lower == "inf" || lower == "infinity" {
             return Err(DecimalError::Infinite(s.to_string()));
-        }
-        if s.len() > MAX_DECIMAL_LEN {
-            return Err(DecimalError::TooLong { shown: shorten(s) });
         }
         let syntax = || DecimalError::Syntax(shorten(s));
         let (mantissa, exponent) = match body.find(['e', 'E']) {
@@ -149,6 +150,11 @@ impl FromStr for Decimal {
         if let Some(e) = exponent {
             text.push('e');
             text.push_str(e);
+        }
+        // The JSON form may be one character longer (".5" is "0.5"); it must
+        // itself parse, so it is held to the same limit.
+        if text.len() > MAX_DECIMAL_LEN {
+            return Err(DecimalError::TooLong { shown: shorten(s) });
         }
         let digits = format!("{int}{frac}").trim_start_matches('0').to_string();
         Ok(Decimal {
@@ -392,6 +398,16 @@ mod tests {
                 "{bad:?}"
             );
         }
+        // Found by fuzzing: 64 characters whose JSON form gains a leading
+        // zero; every accepted number's text must parse again.
+        let edge = format!(".{}", "1".repeat(63));
+        assert!(matches!(
+            edge.parse::<Decimal>(),
+            Err(DecimalError::TooLong { .. })
+        ));
+        let fits = format!(".{}", "1".repeat(62));
+        let d: Decimal = fits.parse().unwrap();
+        assert_eq!(d.to_string().parse::<Decimal>().unwrap(), d);
         let long = "9".repeat(309);
         let e = long.parse::<Decimal>().unwrap_err().to_string();
         assert!(e.len() < 120 && e.contains("309 characters"), "{e}");
