@@ -433,6 +433,12 @@ impl Server {
     /// member whose recovered secret does not match its commitment.
     pub fn unmask(&mut self) -> Result<Vec<Vec<u64>>, Refusal> {
         let set = self.set()?.clone();
+        if self.round == Round::Done {
+            return Err(Refusal::WrongRound {
+                expected: Round::Reveal,
+                actual: Round::Done,
+            });
+        }
         if self.round != Round::Reveal {
             return Err(Refusal::NotEnoughShares {
                 waiting: self.waiting_for_reveals(&set),
