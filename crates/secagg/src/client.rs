@@ -209,8 +209,8 @@ impl Client {
         (&self.holders, self.threshold)
     }
 
-    fn expect(&self, round: Round) -> Result<(), Refusal> {
-        self.round.expect(round)
+    fn require(&self, round: Round) -> Result<(), Refusal> {
+        self.round.require(round)
     }
 
     fn identity_of(&self, m: &MemberId) -> Result<[u8; 32], Refusal> {
@@ -232,7 +232,7 @@ impl Client {
         if self.round == Round::Share {
             return Ok(self.sent_shares.clone());
         }
-        self.expect(Round::Advertise)?;
+        self.require(Round::Advertise)?;
         let mut holders: Vec<Holder> = Vec::with_capacity(bundles.len());
         for b in bundles {
             let m = &b.bundle.member;
@@ -302,7 +302,7 @@ impl Client {
                 return Ok(m.clone());
             }
         }
-        self.expect(Round::Share)?;
+        self.require(Round::Share)?;
         let mut held = BTreeMap::new();
         let share_secret = self.secrets.share_secret();
         for s in incoming {
@@ -372,7 +372,7 @@ impl Client {
                 Err(Refusal::Equivocation)
             };
         }
-        self.expect(Round::Mask)?;
+        self.require(Round::Mask)?;
         if set.session != self.session {
             return Err(Refusal::OtherContext("cycle or member list"));
         }

@@ -64,7 +64,7 @@ pub enum Round {
 
 impl Round {
     /// `Ok` when this is `round`, else the refusal of a message for it.
-    pub fn expect(self, round: Round) -> Result<(), Refusal> {
+    pub fn require(self, round: Round) -> Result<(), Refusal> {
         if self != round {
             return Err(Refusal::WrongRound {
                 expected: round,

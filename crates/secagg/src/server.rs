@@ -110,8 +110,8 @@ impl Server {
         self.set.as_ref()
     }
 
-    fn expect(&self, round: Round) -> Result<(), Refusal> {
-        self.round.expect(round)
+    fn require(&self, round: Round) -> Result<(), Refusal> {
+        self.round.require(round)
     }
 
     /// Neighbours of `m` that advertised: the holders of its shares.
@@ -138,7 +138,7 @@ impl Server {
 
     /// Advertise round: a member's signed key bundle.
     pub fn advertise(&mut self, bundle: SignedBundle) -> Result<(), Refusal> {
-        self.expect(Round::Advertise)?;
+        self.require(Round::Advertise)?;
         bundle.verify(&self.session, &self.roster)?;
         let m = bundle.bundle.member.clone();
         match self.bundles.get(&m) {
@@ -164,7 +164,7 @@ impl Server {
 
     /// Ends the advertise round (everyone advertised, or its deadline).
     pub fn close_advertise(&mut self) -> Result<(), Refusal> {
-        self.expect(Round::Advertise)?;
+        self.require(Round::Advertise)?;
         self.close(self.bundles.len(), Round::Share)
     }
 
@@ -183,7 +183,7 @@ impl Server {
     /// Share round: a member's encrypted shares, exactly one to each of its
     /// holders.
     pub fn share(&mut self, from: &MemberId, shares: Vec<EncryptedShare>) -> Result<(), Refusal> {
-        self.expect(Round::Share)?;
+        self.require(Round::Share)?;
         if !self.bundles.contains_key(from) {
             return Err(Refusal::Absent(from.clone(), Round::Advertise));
         }
@@ -211,7 +211,7 @@ impl Server {
 
     /// Ends the share round.
     pub fn close_share(&mut self) -> Result<(), Refusal> {
-        self.expect(Round::Share)?;
+        self.require(Round::Share)?;
         self.close(self.shares.len(), Round::Mask)
     }
 
@@ -231,7 +231,7 @@ impl Server {
     /// Mask round: a member's masked vectors, masked with exactly its
     /// partners.
     pub fn submit(&mut self, input: MaskedInput) -> Result<(), Refusal> {
-        self.expect(Round::Mask)?;
+        self.require(Round::Mask)?;
         let m = input.member.clone();
         if !self.shares.contains_key(&m) {
             return Err(Refusal::Absent(m, Round::Share));
@@ -259,7 +259,7 @@ impl Server {
     /// Ends the mask round and announces the survivor set: the members
     /// whose masked vectors arrived.
     pub fn close_mask(&mut self) -> Result<SurvivorSet, Refusal> {
-        self.expect(Round::Mask)?;
+        self.require(Round::Mask)?;
         self.close(self.inputs.len(), Round::Confirm)?;
         let set = SurvivorSet {
             session: self.session.clone(),
