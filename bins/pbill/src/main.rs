@@ -426,13 +426,18 @@ fn refuse_same_file(input: &Path, output: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Writes through a temporary file and a rename, so that a failure never
-/// leaves a partial file behind; errors name `path`, not the temporary.
+/// Writes `value` as pretty JSON with [`write_file`].
 fn write_json(path: &Path, value: &impl Serialize) -> Result<(), String> {
     let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
+    write_file(path, &(text + "\n"))
+}
+
+/// Writes `text` through a temporary file and a rename, so that a failure
+/// never leaves a partial file behind; errors name `path`.
+pub(crate) fn write_file(path: &Path, text: &str) -> Result<(), String> {
     let tmp = path.with_extension("tmp-pbill");
     let fail = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
-    std::fs::write(&tmp, text + "\n").map_err(fail)?;
+    std::fs::write(&tmp, text).map_err(fail)?;
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         fail(e)

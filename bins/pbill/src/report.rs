@@ -275,13 +275,7 @@ pub fn run(args: &ReportArgs) -> Result<(), String> {
     let store = store(&args.edge_dir)?;
     let facts = gather(&store, CycleId(args.cycle))?;
     let html = page(&facts)?;
-    let tmp = args.out.with_extension("tmp-pbill");
-    let fail = |e: std::io::Error| format!("cannot write {}: {e}", args.out.display());
-    std::fs::write(&tmp, html).map_err(fail)?;
-    std::fs::rename(&tmp, &args.out).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        fail(e)
-    })?;
+    crate::write_file(&args.out, &html)?;
     eprintln!(
         "wrote the report of cycle {} to {}",
         args.cycle,
