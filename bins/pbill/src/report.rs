@@ -78,8 +78,13 @@ fn gather(store: &EdgeStore, cycle: CycleId) -> Result<Facts, String> {
             }
             agg.insert(which, sum.into_iter().map(decode).collect());
         }
-        let complete = dropped.is_empty() || corrections.len() == subs.len();
-        complete.then_some(agg)
+        unmaskable(
+            record.members.len(),
+            subs.len(),
+            dropped.len(),
+            corrections.len(),
+        )
+        .then_some(agg)
     };
     let billed = store.billed(cycle).map_err(e)?;
     Ok(Facts {
@@ -91,6 +96,18 @@ fn gather(store: &EdgeStore, cycle: CycleId) -> Result<Facts, String> {
         billed,
         ctx,
     })
+}
+
+/// Whether a cycle's stored masked vectors sum to its aggregates: the
+/// PRZS masks cancel only once every member submitted, or, after dropouts
+/// were declared, once every survivor sent its correction. Before that
+/// the sum is noise, and the report says the aggregates are not known.
+fn unmaskable(members: usize, submitted: usize, dropped: usize, corrections: usize) -> bool {
+    if dropped == 0 {
+        submitted == members
+    } else {
+        submitted + dropped == members && corrections == submitted
+    }
 }
 
 /// A line chart of `series` (name, colour, values) over the slots, as SVG.
@@ -282,4 +299,17 @@ pub fn run(args: &ReportArgs) -> Result<(), String> {
         args.out.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unmaskable;
+
+    #[test]
+    fn partial_sums_of_an_open_cycle_are_not_reported() {
+        assert!(unmaskable(4, 4, 0, 0));
+        assert!(!unmaskable(4, 3, 0, 0), "one member still to submit");
+        assert!(unmaskable(4, 3, 1, 3));
+        assert!(!unmaskable(4, 3, 1, 2), "a survivor's correction missing");
+    }
 }
