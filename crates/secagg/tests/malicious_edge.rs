@@ -160,8 +160,7 @@ fn old_przs_edge_recovers_a_falsely_dropped_member_exactly() {
     let mut guess = truth.clone();
     for (f, g) in guess.iter_mut().enumerate() {
         pk[victim].add_mask(CycleId(1), f as u32, g); // what the victim submitted
-        for (i, p) in pk.iter().enumerate().filter(|(i, _)| *i != victim) {
-            let _ = i;
+        for (_, p) in pk.iter().enumerate().filter(|(i, _)| *i != victim) {
             let corr = p
                 .dropout_correction(CycleId(1), f as u32, &[c.ids[victim].clone()], SLOTS)
                 .unwrap();
@@ -371,40 +370,47 @@ fn malicious_edge_replays_an_old_cycles_messages() {
         Err(Refusal::OtherContext("cycle"))
     );
     // Old shares, once the victim is in the share round of cycle 2.
-    let server2 = {
-        let mut s = c.server(2);
-        let mut cls: BTreeMap<MemberId, Client> = BTreeMap::new();
-        s.advertise(fresh.bundle().clone()).unwrap();
-        for m in &c.ids[1..].to_vec() {
-            let cl = c.client(m, 2);
-            s.advertise(cl.bundle().clone()).unwrap();
-            cls.insert(m.clone(), cl);
-        }
-        s.close_advertise().unwrap();
-        fresh
-            .share(&s.bundles_for(&victim).unwrap(), &mut c.rng)
-            .unwrap();
-        s
-    };
+    let mut s = c.server(2);
+    s.advertise(fresh.bundle().clone()).unwrap();
+    for m in &c.ids[1..].to_vec() {
+        let cl = c.client(m, 2);
+        s.advertise(cl.bundle().clone()).unwrap();
+    }
+    s.close_advertise().unwrap();
+    fresh
+        .share(&s.bundles_for(&victim).unwrap(), &mut c.rng)
+        .unwrap();
     let old_shares = old_server.shares_for(&victim).unwrap();
     let input = c.inputs[&victim].clone();
     assert!(matches!(
         fresh.mask(&old_shares, &input),
         Err(Refusal::BadShare(_))
     ));
-    // An old survivor set.
+    assert_eq!(fresh.round(), pb_secagg::Round::Share, "state unchanged");
+    // An old survivor set, shown to a member at the confirm step of cycle 2.
     let old_set = SurvivorSet {
         session: old_server.session().clone(),
         members: c.ids.clone(),
     };
-    let mut done = old_clients;
+    let (_, mut new_clients, _) = through_mask(&mut c, 2);
     let roster = c.roster.roster.clone();
-    let _ = server2;
-    let cl = done.get_mut(&victim).unwrap();
-    let conf = cl.confirm(&old_set, &roster, c.key_of(&victim)).unwrap();
-    // ...is never valid for another cycle's server.
-    let mut s2 = c.server(2);
-    assert!(s2.confirm(conf).is_err());
+    assert_eq!(
+        new_clients
+            .get_mut(&victim)
+            .unwrap()
+            .confirm(&old_set, &roster, c.key_of(&victim)),
+        Err(Refusal::OtherContext("cycle or member list"))
+    );
+    // And an old confirmation is refused by the edge of cycle 2.
+    let mut cl = old_clients;
+    let conf = cl
+        .get_mut(&victim)
+        .unwrap()
+        .confirm(&old_set, &roster, c.key_of(&victim))
+        .unwrap();
+    let (mut s2, _, _) = through_mask(&mut c, 2);
+    s2.close_mask().unwrap();
+    assert_eq!(s2.confirm(conf), Err(Refusal::Equivocation));
 }
 
 #[test]
