@@ -110,6 +110,128 @@ pub fn context(
     }
 }
 
+/// Posts a signed member list to the edge, page by page.
+pub async fn post_roster(
+    client: &mut EdgeClient,
+    signed: &pb_secagg::SignedRoster,
+) -> Result<(), String> {
+    for page in pb_protocol::RosterPage::split(signed) {
+        let n = page.page;
+        match client
+            .call(&Request::PutRoster(page))
+            .await
+            .map_err(|e| e.to_string())?
+            .response
+        {
+            Response::Ok => {}
+            Response::Error { code, message } => {
+                return Err(format!(
+                    "the edge refused page {n} of the member list ({code:?}): {message}"
+                ));
+            }
+            other => return Err(format!("unexpected answer: {other:?}")),
+        }
+    }
+    Ok(())
+}
+
+/// Signs a member list of `entries` with the operator's enrolment key.
+pub fn sign_roster(
+    operator: &NodeKey,
+    community: &str,
+    version: u64,
+    entries: Vec<pb_secagg::RosterEntry>,
+) -> Result<pb_secagg::SignedRoster, String> {
+    let roster = pb_secagg::Roster::new(community, version, entries)
+        .map_err(|e| format!("member list: {e}"))?;
+    Ok(pb_secagg::SignedRoster::sign(
+        roster,
+        operator.signing_key(),
+    ))
+}
+
+#[derive(serde::Deserialize)]
+struct Enrolment {
+    #[serde(default)]
+    members: Vec<pb_edge::Enrollment>,
+}
+
+/// `pbill roster`: signs the member list (the members enrolled in
+/// `members_file`, an `edge.toml` or any TOML with `[[members]]`, less
+/// `revoke`) with the operator's enrolment key and posts it to the edge.
+#[allow(clippy::too_many_arguments)]
+pub fn roster(
+    edge: &str,
+    key: &Path,
+    edge_id: &str,
+    community: &str,
+    members_file: &Path,
+    revoke: &[String],
+    version: Option<u64>,
+) -> Result<(), String> {
+    let key = std::sync::Arc::new(NodeKey::read_file(key).map_err(|e| e.to_string())?);
+    let edge_id = NodeId::from_hex(edge_id).ok_or("--edge-id: not a node id (64 hex digits)")?;
+    if community.trim().is_empty() {
+        return Err("--community: must not be empty".into());
+    }
+    let text = pb_inputs::bounded_text(members_file, pb_inputs::Kind::EdgeConfig)
+        .map_err(|e| e.to_string())?;
+    let enrolment: Enrolment =
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", members_file.display()))?;
+    for r in revoke {
+        if !enrolment.members.iter().any(|m| &m.member == r) {
+            return Err(format!(
+                "--revoke {r}: not enrolled in {}",
+                members_file.display()
+            ));
+        }
+    }
+    let mut entries = Vec::new();
+    for (i, m) in enrolment.members.iter().enumerate() {
+        if revoke.contains(&m.member) {
+            continue;
+        }
+        let member = pb_units::MemberId::new(m.member.clone())
+            .map_err(|e| format!("members[{i}].member: {e}"))?;
+        let node = NodeId::from_hex(&m.node)
+            .ok_or_else(|| format!("members[{i}].node: not a node id (64 hex digits)"))?;
+        entries.push(pb_secagg::RosterEntry {
+            member,
+            identity: node.0,
+        });
+    }
+    let to = pb_protocol::Audience {
+        edge: edge_id,
+        community: pb_units::CommunityId(community.into()),
+    };
+    let rt = runtime()?;
+    let connection = Connection::new(edge, TIMEOUT);
+    rt.block_on(connection.probe()).map_err(|e| e.to_string())?;
+    let mut client = EdgeClient::new(connection, key.clone(), to);
+    let version = match version {
+        Some(v) => v,
+        None => match rt
+            .block_on(client.call(&Request::GetRoster {
+                version: None,
+                page: 0,
+            }))
+            .map_err(|e| e.to_string())?
+            .response
+        {
+            Response::Roster(p) => p.roster.version + 1,
+            _ => 1,
+        },
+    };
+    let signed = sign_roster(&key, community, version, entries)?;
+    rt.block_on(post_roster(&mut client, &signed))?;
+    println!(
+        "member list version {version}: {} members, fingerprint {}",
+        signed.roster.members.len(),
+        pb_secagg::roster::show_fingerprint(&signed.roster.fingerprint())
+    );
+    Ok(())
+}
+
 /// One request to a core's household API (JSON, sent as serialised, so
 /// decimal values keep their text).
 pub fn api_call(core: &str, request: &ApiRequest) -> Result<ApiResponse, String> {

@@ -44,8 +44,15 @@ pub struct DemoArgs {
     /// them dropped out at the deadline and bills the others.
     #[arg(long, default_value_t = 0)]
     pub dropouts: usize,
-    /// Dropout deadline of the edge in seconds after the context (default
-    /// 5 with --dropouts, else 600).
+    /// Households that submit and then vanish before unmasking (the last
+    /// submitters; their cores go silent after their masked submission):
+    /// the survivors' shares unmask the aggregate without them, and every
+    /// submitter is billed.
+    #[arg(long, default_value_t = 0)]
+    pub unmask_dropouts: usize,
+    /// Advertise deadline of the edge in seconds after the context
+    /// (default 5 with --dropouts, else 600): households without data by
+    /// then take no part in the cycle.
     #[arg(long)]
     pub deadline_secs: Option<u64>,
     /// Fault drill: kill -9 the edge when half the households have
@@ -209,6 +216,7 @@ pub(crate) fn edge_config(
     members: Vec<Enrollment>,
     dropout_deadline_secs: u64,
 ) -> EdgeConfig {
+    let round_secs = dropout_deadline_secs.clamp(1, 60);
     EdgeConfig {
         community: community.into(),
         listen: "tcp://127.0.0.1:0".into(),
@@ -217,6 +225,7 @@ pub(crate) fn edge_config(
         limits: Default::default(),
         min_members: 3,
         dropout_deadline_secs,
+        round_secs,
         operators: vec![operator.id().to_hex()],
         members,
     }
@@ -265,6 +274,9 @@ pub fn run(args: &DemoArgs) -> Result<bool, String> {
     if args.dropouts + 3 > args.households {
         return Err("--dropouts: at least 3 households must remain".into());
     }
+    if args.unmask_dropouts + args.dropouts >= args.households {
+        return Err("--unmask-dropouts: at least one household must stay to the end".into());
+    }
     if args.kill_core && args.in_process {
         return Err("--kill-core needs core processes (drop --in-process)".into());
     }
@@ -292,6 +304,7 @@ pub fn run(args: &DemoArgs) -> Result<bool, String> {
         ids,
         enrollments,
     } = write_keys(&dir, n)?;
+    let operator = Arc::new(operator);
     let deadline = args
         .deadline_secs
         .unwrap_or(if args.dropouts > 0 { 5 } else { 600 });
@@ -310,6 +323,9 @@ pub fn run(args: &DemoArgs) -> Result<bool, String> {
         .build()
         .map_err(|e| e.to_string())?;
     let stop = Arc::new(AtomicBool::new(false));
+    let submitters = n - args.dropouts;
+    // The last submitters vanish before unmasking.
+    let silent = |i: usize| i < submitters && i + args.unmask_dropouts >= submitters;
     let core_config = |i: usize| pb_core::CoreConfig {
         member: ids[i].clone(),
         community: community.clone(),
@@ -319,6 +335,9 @@ pub fn run(args: &DemoArgs) -> Result<bool, String> {
         data_dir: dir.join(format!("{}-data", ids[i])),
         key_file: dir.join(format!("{}.key", ids[i])),
         secrets_passphrase_file: None,
+        operator: operator.id().to_hex(),
+        min_members: 3,
+        drill_silent_after_mask: silent(i),
         poll_millis: if n > 200 { 1000 } else { 200 },
         request_timeout_millis: 30_000,
     };
@@ -395,11 +414,25 @@ pub fn run(args: &DemoArgs) -> Result<bool, String> {
     let ctx: CycleContext = parsed.context.clone();
     let mut operator_client = EdgeClient::new(
         Connection::new(edge_config.listen.clone(), Duration::from_secs(30)),
-        operator,
+        operator.clone(),
         pb_protocol::Audience {
             edge: edge_key.id(),
             community: pb_units::CommunityId(community.clone()),
         },
+    );
+    // The operator signs the member list with its enrolment key; every
+    // core checks it against the key pinned in its core.toml.
+    let signed = crate::client::sign_roster(
+        &operator,
+        &community,
+        1,
+        enrolled_entries(&edge_config.members)?,
+    )?;
+    rt.block_on(crate::client::post_roster(&mut operator_client, &signed))?;
+    eprintln!(
+        "member list version 1 signed by the operator: {} members, fingerprint {}",
+        signed.roster.members.len(),
+        pb_secagg::roster::show_fingerprint(&signed.roster.fingerprint())
     );
     match rt
         .block_on(operator_client.call(&Request::PutContext(ctx.clone())))
@@ -409,7 +442,6 @@ pub fn run(args: &DemoArgs) -> Result<bool, String> {
         Response::Ok => {}
         other => return Err(format!("the edge refused the context: {other:?}")),
     }
-    let submitters = n - args.dropouts;
 
     // Submissions through the household APIs, in two halves: the fault
     // drills strike between them, mid-cycle.
@@ -487,7 +519,8 @@ pub fn run(args: &DemoArgs) -> Result<bool, String> {
 
     // Bills.
     let t_bills = Instant::now();
-    let pb = bar(submitters, "billing + delivery");
+    let fetching = submitters - args.unmask_dropouts;
+    let pb = bar(fetching, "masking rounds + billing + delivery");
     let give_up = Instant::now() + Duration::from_secs(args.timeout_secs);
     let answers: BTreeMap<usize, (pb_core::api::BillReply, pb_core::api::CycleReport)> = rt
         .block_on(async {
@@ -496,8 +529,8 @@ pub fn run(args: &DemoArgs) -> Result<bool, String> {
                 .iter()
                 .map(|e| Connection::new(e.clone(), Duration::from_secs(30)))
                 .collect();
-            while out.len() < submitters && Instant::now() < give_up {
-                for i in 0..submitters {
+            while out.len() < fetching && Instant::now() < give_up {
+                for i in 0..fetching {
                     if out.contains_key(&i) {
                         continue;
                     }
@@ -531,7 +564,7 @@ pub fn run(args: &DemoArgs) -> Result<bool, String> {
     // Check against the plaintext model over the members billed.
     let survivors: Vec<Data> = parsed.households.iter().take(submitters).cloned().collect();
     let expected: Vec<Bill> = reference::bills(&ctx, &survivors).map_err(|e| e.to_string())?;
-    let mut ok = answers.len() == submitters;
+    let mut ok = answers.len() == fetching;
     println!(
         "{:<8} {:>16} {:>16} {:>16}  check",
         "member", "bill", "reward", "total"
@@ -555,12 +588,16 @@ pub fn run(args: &DemoArgs) -> Result<bool, String> {
                     if exact { "exact" } else { "DIFFERS" }
                 )
             }
+            None if silent(i) => format!(
+                "{:<8} {:>16} {:>16} {:>16}  vanished before unmasking (billed, never fetched)",
+                ids[i], "-", "-", "-"
+            ),
             None => {
                 ok = false;
                 format!("{:<8} {:>16} {:>16} {:>16}  MISSING", ids[i], "-", "-", "-")
             }
         };
-        if shown < 25 || !line.ends_with("exact") {
+        if shown < 25 || !(line.ends_with("exact") || line.ends_with("fetched)")) {
             println!("{line}");
             shown += 1;
         } else if shown == 25 {
@@ -609,7 +646,7 @@ pub fn run(args: &DemoArgs) -> Result<bool, String> {
         println!("edge peak memory (VmHWM): {:.1} MiB", kib as f64 / 1024.0);
     }
     println!(
-        "result: {} of {submitters} bills {}",
+        "result: {} of {fetching} bills {}",
         answers.len(),
         if ok {
             "present and exact"
@@ -624,6 +661,23 @@ pub fn run(args: &DemoArgs) -> Result<bool, String> {
     }
     drop(edge);
     Ok(ok)
+}
+
+/// The member list entries of the enrolled cores.
+pub(crate) fn enrolled_entries(
+    members: &[Enrollment],
+) -> Result<Vec<pb_secagg::RosterEntry>, String> {
+    members
+        .iter()
+        .map(|e| {
+            Ok(pb_secagg::RosterEntry {
+                member: pb_units::MemberId::new(e.member.clone()).map_err(|x| x.to_string())?,
+                identity: pb_protocol::NodeId::from_hex(&e.node)
+                    .ok_or("enrolled node id is not hex")?
+                    .0,
+            })
+        })
+        .collect()
 }
 
 fn check_accepted(i: usize, r: Result<ApiResponse, String>) -> Result<(), String> {

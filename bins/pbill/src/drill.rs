@@ -97,6 +97,7 @@ pub fn run(args: &DrillArgs) -> Result<bool, String> {
     } = write_keys(&dir, n)?;
     let community = "drill-community".to_string();
     // No dropouts: every submission must make it.
+    let roster_entries = crate::demo::enrolled_entries(&enrollments)?;
     let mut edge_config = edge_config(&dir, &community, &operator, enrollments, 86_400);
     let edge_toml = dir.join("edge.toml");
     let edge_log = dir.join("edge.log");
@@ -118,6 +119,9 @@ pub fn run(args: &DrillArgs) -> Result<bool, String> {
             data_dir: dir.join(format!("{}-data", ids[i])),
             key_file: dir.join(format!("{}.key", ids[i])),
             secrets_passphrase_file: None,
+            operator: operator.id().to_hex(),
+            min_members: 3,
+            drill_silent_after_mask: false,
             poll_millis: 100,
             request_timeout_millis: 2000,
         };
@@ -150,6 +154,20 @@ pub fn run(args: &DrillArgs) -> Result<bool, String> {
             },
         )?;
     }
+
+    // The operator signs and posts the member list (before the killer
+    // starts: posting is not what this drill tests).
+    let operator = Arc::new(operator);
+    let signed = crate::client::sign_roster(&operator, &community, 1, roster_entries)?;
+    let mut roster_client = EdgeClient::new(
+        Connection::new(edge_config.listen.clone(), Duration::from_secs(10)),
+        operator.clone(),
+        pb_protocol::Audience {
+            edge: edge_key.id(),
+            community: pb_units::CommunityId(community.clone()),
+        },
+    );
+    rt.block_on(crate::client::post_roster(&mut roster_client, &signed))?;
 
     // The killer.
     let done = Arc::new(AtomicBool::new(false));
@@ -211,7 +229,7 @@ pub fn run(args: &DrillArgs) -> Result<bool, String> {
     // The driver: cycles until enough kills and cycles.
     let mut operator_client = EdgeClient::new(
         Connection::new(edge_config.listen.clone(), Duration::from_secs(2)),
-        operator,
+        operator.clone(),
         pb_protocol::Audience {
             edge: edge_key.id(),
             community: pb_units::CommunityId(community.clone()),

@@ -1,17 +1,22 @@
 //! `pbill load`: the edge under the load of a large community. One edge
 //! process on loopback; this process plays every member's core (each with
-//! its own node key, PRZS key, GLWE key and connection). Members join,
-//! the operator posts the cycle, every member's hidden data is prepared
-//! (not timed), then every member submits once at a uniformly random
-//! moment of the window. Prints acceptance latency percentiles, the edge's
-//! memory, and checks that every submission was accepted and every bill
-//! decrypts to the plaintext model's.
+//! its own node key, GLWE key and SecAgg+ state, each request signed with
+//! its own key over its own encrypted session, at most `--concurrency`
+//! sessions open at once). Members join, the operator posts the member
+//! list and the cycle, then the SecAgg+ rounds run as phases: advertise,
+//! share, the timed window in which every member submits its masked data
+//! once at a uniformly random moment, confirm, reveal. `--dropout-rate`
+//! members vanish before advertising, `--unmask-dropout-rate` members
+//! after their masked submission. Prints acceptance latency percentiles,
+//! the edge's memory and disk, the latency of requests made while the edge
+//! bills, and checks that every submitter's bill decrypts to the plaintext
+//! model's; `--report FILE.json` writes the same as JSON.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::progress::{Progress, progress};
+use crate::progress::progress;
 use pb_edge::{Enrollment, Limits};
 use pb_glwe::SecretKey;
 use pb_hiding::{HiddenData, HidingContext};
@@ -19,10 +24,12 @@ use pb_model::{BillingModel, Data, reference};
 use pb_net::{Connection, EdgeClient};
 use pb_protocol::{NodeKey, Request, Response};
 use pb_przs::{IdentityKey, PairwiseKeys};
-use pb_units::{CommunityId, MemberId};
+use pb_secagg::{Client, Round, SignedRoster};
+use pb_units::{CommunityId, CycleId, MemberId};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use rayon::prelude::*;
+use serde::Serialize;
 
 use crate::demo::{edge_config, start, status_kib, write_toml};
 use crate::synthetic;
@@ -30,29 +37,89 @@ use crate::synthetic;
 /// Options of `pbill load`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadArgs {
-    /// Members of the community (each plays a core with its own
-    /// connection).
+    /// Members of the community (each plays a core with its own keys).
     #[arg(long, default_value_t = 1000)]
     pub members: usize,
     /// Slots of the cycle (96 = one day of 15-minute slots).
     #[arg(long, default_value_t = 96)]
     pub slots: usize,
-    /// Every member submits once at a random moment of this window.
+    /// Every member submits its masked data once at a random moment of
+    /// this window.
     #[arg(long, default_value_t = 60)]
     pub window_secs: u64,
+    /// Fraction of members that vanish before the cycle starts (they never
+    /// advertise; the edge waits for them until its advertise deadline).
+    #[arg(long, default_value_t = 0.0)]
+    pub dropout_rate: f64,
+    /// Fraction of the submitters that vanish after their masked
+    /// submission, before unmasking (they are billed all the same).
+    #[arg(long, default_value_t = 0.0)]
+    pub unmask_dropout_rate: f64,
+    /// The edge's advertise deadline in seconds (default: 60 + members /
+    /// 100, time enough for every member to advertise).
+    #[arg(long)]
+    pub deadline_secs: Option<u64>,
+    /// Most encrypted sessions open at once (each member opens its own
+    /// for each step and closes it after).
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
     /// Seed of the data and of the submission schedule.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Give up waiting for the bills after this many seconds.
+    /// Give up waiting for a round or the bills after this many seconds.
     #[arg(long, default_value_t = 600)]
     pub timeout_secs: u64,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    pub report: Option<std::path::PathBuf>,
 }
 
 struct Member {
     id: MemberId,
-    key: NodeKey,
+    key: Arc<NodeKey>,
     przs: IdentityKey,
-    secret: Vec<u8>,
+    secret: SecretKey,
+}
+
+/// Percentiles in milliseconds.
+#[derive(Debug, Clone, Copy, Serialize)]
+struct Latency {
+    p50: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl Latency {
+    fn of(sorted: &[Duration]) -> Latency {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        Latency {
+            p50: ms(percentile(sorted, 0.5)),
+            p99: ms(percentile(sorted, 0.99)),
+            max: ms(sorted.last().copied().unwrap_or_default()),
+        }
+    }
+}
+
+/// `--report FILE.json`.
+#[derive(Debug, Serialize)]
+struct Report {
+    members: usize,
+    slots: usize,
+    window_secs: u64,
+    dropouts_before: usize,
+    dropouts_unmask: usize,
+    submitters: usize,
+    accepted: usize,
+    exact_bills: usize,
+    edge_vmhwm_bytes: u64,
+    edge_disk_bytes: u64,
+    disk_bytes_per_member_cycle: f64,
+    accept_latency_ms: Latency,
+    billing_secs: f64,
+    during_billing_latency_ms: Latency,
+    during_billing_requests: usize,
+    phases_secs: Vec<(String, f64)>,
+    pass: bool,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -63,14 +130,120 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
-/// Runs the load test; `Ok(true)` when nothing was dropped and every bill
-/// is exact.
+/// Runs every request of `calls` (member index, request), each over a
+/// fresh encrypted session of that member, at most `concurrency` at once.
+fn run_all(
+    rt: &tokio::runtime::Runtime,
+    connect: &(dyn Fn(&Arc<NodeKey>) -> EdgeClient + Sync),
+    members: &[Member],
+    calls: Vec<(usize, Request)>,
+    concurrency: usize,
+    what: &str,
+) -> Vec<(usize, Duration, Result<Response, String>)> {
+    let pb = progress(calls.len(), what);
+    let out = rt.block_on(async {
+        let mut set = tokio::task::JoinSet::new();
+        let mut out = Vec::with_capacity(calls.len());
+        for (i, request) in calls {
+            let mut c = connect(&members[i].key);
+            set.spawn(async move {
+                let sent = Instant::now();
+                let r = c
+                    .call(&request)
+                    .await
+                    .map(|x| x.response)
+                    .map_err(|e| e.to_string());
+                (i, sent.elapsed(), r)
+            });
+            while set.len() >= concurrency.max(1) {
+                if let Some(Ok(r)) = set.join_next().await {
+                    pb.inc(1);
+                    out.push(r);
+                }
+            }
+        }
+        while let Some(j) = set.join_next().await {
+            if let Ok(r) = j {
+                pb.inc(1);
+                out.push(r);
+            }
+        }
+        out
+    });
+    pb.finish();
+    out
+}
+
+/// The answers of `results`, indexed like `members`; the first failure
+/// named.
+fn answers(
+    n: usize,
+    results: Vec<(usize, Duration, Result<Response, String>)>,
+    members: &[Member],
+    what: &str,
+) -> Result<Vec<Option<Response>>, String> {
+    let mut out: Vec<Option<Response>> = (0..n).map(|_| None).collect();
+    for (i, _, r) in results {
+        match r {
+            Ok(Response::Error { code, message }) => {
+                return Err(format!(
+                    "{what}: {} refused ({code:?}): {message}",
+                    members[i].id
+                ));
+            }
+            Ok(x) => out[i] = Some(x),
+            Err(e) => return Err(format!("{what}: {}: {e}", members[i].id)),
+        }
+    }
+    Ok(out)
+}
+
+/// Polls the cycle until it reaches `round` (or is billed).
+fn wait_round(
+    rt: &tokio::runtime::Runtime,
+    op: &mut EdgeClient,
+    cycle: CycleId,
+    round: Round,
+    give_up: Duration,
+) -> Result<(), String> {
+    let until = Instant::now() + give_up;
+    loop {
+        match rt
+            .block_on(op.call(&Request::GetCycle { cycle }))
+            .map_err(|e| e.to_string())?
+            .response
+        {
+            Response::Cycle {
+                round: r, billed, ..
+            } if r >= round || billed => return Ok(()),
+            Response::Cycle { .. } => {}
+            other => return Err(format!("unexpected answer to GetCycle: {other:?}")),
+        }
+        if Instant::now() > until {
+            return Err(format!(
+                "the cycle did not reach its {round:?} round in time"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Runs the load test; `Ok(true)` when every submission was accepted and
+/// every submitter's bill is exact.
 pub fn run(args: &LoadArgs) -> Result<bool, String> {
     if args.members < 3 {
         return Err("--members: at least 3".into());
     }
     if args.window_secs == 0 {
         return Err("--window-secs: at least 1".into());
+    }
+    for (name, r) in [
+        ("--dropout-rate", args.dropout_rate),
+        ("--unmask-dropout-rate", args.unmask_dropout_rate),
+    ] {
+        if !(0.0..0.5).contains(&r) {
+            return Err(format!("{name}: a fraction from 0 to below 0.5"));
+        }
     }
     let n = args.members;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
@@ -81,7 +254,31 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
         args.slots, args.window_secs
     );
     let community = "load-community".to_string();
-    let t0 = Instant::now();
+    let mut phases: Vec<(String, f64)> = Vec::new();
+    let mut phase_start = Instant::now();
+    let mut lap = |name: &str, phases: &mut Vec<(String, f64)>| {
+        let t = phase_start.elapsed().as_secs_f64();
+        eprintln!("{name}: {t:.1} s");
+        phases.push((name.to_string(), t));
+        phase_start = Instant::now();
+    };
+
+    // Who vanishes when (the same for a given seed).
+    let mut rng = ChaCha20Rng::seed_from_u64(args.seed ^ 0x5eed);
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+    }
+    let before = (n as f64 * args.dropout_rate).round() as usize;
+    let submitters = n - before;
+    let after = (submitters as f64 * args.unmask_dropout_rate).round() as usize;
+    let mut vanish = vec![0u8; n]; // 0 stays, 1 before advertising, 2 before unmasking
+    for &i in &order[..before] {
+        vanish[i] = 1;
+    }
+    for &i in &order[before..before + after] {
+        vanish[i] = 2;
+    }
 
     // Keys.
     let pb = progress(n, "member keys");
@@ -92,10 +289,10 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
             let secret = SecretKey::generate(seeder.as_mut());
             pb.inc(1);
             Ok(Member {
-                id: MemberId::new(format!("m{i:05}")).map_err(|e| e.to_string())?,
-                key: NodeKey::generate(&mut rand_core::OsRng),
+                id: MemberId::new(format!("m{i:06}")).map_err(|e| e.to_string())?,
+                key: Arc::new(NodeKey::generate(&mut rand_core::OsRng)),
                 przs: IdentityKey::generate(&mut rand_core::OsRng),
-                secret: secret.to_bytes().to_vec(),
+                secret,
             })
         })
         .collect::<Result<_, String>>()?;
@@ -104,28 +301,29 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
     edge_key
         .write_new(&dir.join("edge.key"))
         .map_err(|e| e.to_string())?;
-    let operator = NodeKey::generate(&mut rand_core::OsRng);
+    let operator = Arc::new(NodeKey::generate(&mut rand_core::OsRng));
 
-    // The edge, with connection caps that fit the community.
+    // The edge, with connection caps that fit the concurrency.
     let limits = Limits {
-        max_connections: n + 64,
-        max_connections_per_address: n + 64,
+        max_connections: args.concurrency + 64,
+        max_connections_per_address: args.concurrency + 64,
+        requests_per_sec: 1_000,
+        request_burst: 1_000,
         ..Limits::default()
     };
-    let mut config = edge_config(
-        dir,
-        &community,
-        &operator,
-        members
-            .iter()
-            .map(|m| Enrollment {
-                member: m.id.to_string(),
-                node: m.key.id().to_hex(),
-            })
-            .collect(),
-        86_400,
-    );
+    let enrollments: Vec<Enrollment> = members
+        .iter()
+        .map(|m| Enrollment {
+            member: m.id.to_string(),
+            node: m.key.id().to_hex(),
+        })
+        .collect();
+    let roster_entries = crate::demo::enrolled_entries(&enrollments)?;
+    let deadline = args.deadline_secs.unwrap_or(60 + n as u64 / 100);
+    let mut config = edge_config(dir, &community, &operator, enrollments, deadline);
     config.limits = limits;
+    // The mask round stays open for the whole window.
+    config.round_secs = args.window_secs + 120;
     let toml = dir.join("edge.toml");
     write_toml(&toml, &config)?;
     let edge = start(
@@ -144,52 +342,46 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let client = |key: &NodeKey| {
+    let connect = |key: &Arc<NodeKey>| {
         EdgeClient::new(
             Connection::new(endpoint.clone(), Duration::from_secs(120)),
-            NodeKey::from_bytes(key.to_bytes()),
+            key.clone(),
             pb_protocol::Audience {
                 edge: edge_key.id(),
                 community: CommunityId(community.clone()),
             },
         )
     };
+    let give_up = Duration::from_secs(args.timeout_secs);
+    let all: Vec<usize> = (0..n).collect();
+    let active = |stage: u8| -> Vec<usize> {
+        all.iter()
+            .copied()
+            .filter(|&i| vanish[i] == 0 || vanish[i] > stage)
+            .collect()
+    };
 
-    // Join: every member over its own connection, which it keeps.
-    let pb = progress(n, "joining");
-    let mut clients: Vec<EdgeClient> = members.iter().map(|m| client(&m.key)).collect();
-    rt.block_on(async {
-        let mut set = tokio::task::JoinSet::new();
-        let fresh = std::mem::take(&mut clients);
-        for (m, mut c) in members.iter().zip(fresh) {
+    // Join.
+    let calls = members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
             let mut seeder = pb_glwe::seeding::new_seeder();
-            let secret = SecretKey::from_bytes(&m.secret).ok_or("key round trip")?;
-            let join = Request::Join {
-                member: m.id.clone(),
-                przs: m.przs.public(),
-                public_key: secret.public_key(seeder.as_mut()),
-            };
-            set.spawn(async move {
-                let r = c.call(&join).await.map(|x| x.response);
-                (c, r)
-            });
-            while set.len() >= 32 {
-                joined(&mut set, &pb, &mut clients).await?;
-            }
-        }
-        while !set.is_empty() {
-            joined(&mut set, &pb, &mut clients).await?;
-        }
-        Ok::<(), String>(())
-    })?;
-    pb.finish();
-    // `clients` came back in completion order: index by node.
-    let mut by_node: std::collections::HashMap<_, EdgeClient> =
-        clients.into_iter().map(|c| (c.node_id(), c)).collect();
-    let t_join = t0.elapsed();
-    eprintln!("{n} members joined: {t_join:.1?}");
+            (
+                i,
+                Request::Join {
+                    member: m.id.clone(),
+                    przs: m.przs.public(),
+                    public_key: m.secret.public_key(seeder.as_mut()),
+                },
+            )
+        })
+        .collect();
+    let r = run_all(&rt, &connect, &members, calls, args.concurrency, "joining");
+    answers(n, r, &members, "join")?;
+    lap("join", &mut phases);
 
-    // The cycle.
+    // The member list and the cycle.
     let mut file = synthetic::generate(n, args.slots, args.seed)?;
     for (h, m) in file.households.iter_mut().zip(&members) {
         h.id = pb_inputs::HouseholdId::Text(m.id.to_string());
@@ -201,7 +393,11 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
         pb_inputs::Units::Round,
     )?;
     let ctx = parsed.context.clone();
-    let mut op = client(&operator);
+    let cycle = ctx.cycle();
+    let mut op = connect(&operator);
+    let signed: SignedRoster =
+        crate::client::sign_roster(&operator, &community, 1, roster_entries)?;
+    rt.block_on(crate::client::post_roster(&mut op, &signed))?;
     match rt
         .block_on(op.call(&Request::PutContext(ctx.clone())))
         .map_err(|e| e.to_string())?
@@ -210,39 +406,147 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
         Response::Ok => {}
         other => return Err(format!("context refused: {other:?}")),
     }
-    let list = match rt
-        .block_on(op.call(&Request::GetCycle { cycle: ctx.cycle() }))
-        .map_err(|e| e.to_string())?
-        .response
-    {
-        Response::Cycle { members, .. } => members,
-        other => return Err(format!("unexpected answer to GetCycle: {other:?}")),
-    };
-    let publics: Vec<_> = list.iter().map(|e| (e.member.clone(), e.przs)).collect();
+    lap("member list and context", &mut phases);
 
-    // Every member hides its data (what each core does; not timed).
-    let t_hide = Instant::now();
-    let pb = progress(n, "hiding (PRZS with every member, encryption)");
-    let cid = CommunityId(community.clone());
-    let hidden: Vec<HiddenData> = members
+    // Advertise (each member's per-cycle keys, signed).
+    let advertisers = active(1);
+    let mut clients: Vec<Option<Client>> = (0..n).map(|_| None).collect();
+    let started: Vec<(usize, Client)> = advertisers
         .par_iter()
-        .zip(parsed.households.par_iter())
-        .map(|(m, d): (&Member, &Data)| {
+        .map(|&i| {
+            let m = &members[i];
+            Client::start(
+                &signed,
+                &operator.id().0,
+                3,
+                cycle.0,
+                &m.id,
+                m.key.signing_key(),
+                &mut rand_core::OsRng,
+            )
+            .map(|c| (i, c))
+            .map_err(|e| format!("{}: {e}", m.id))
+        })
+        .collect::<Result<_, String>>()?;
+    for (i, c) in started {
+        clients[i] = Some(c);
+    }
+    let calls = advertisers
+        .iter()
+        .filter_map(|&i| {
+            clients[i].as_ref().map(|c| {
+                (
+                    i,
+                    Request::Advertise {
+                        cycle,
+                        bundle: c.bundle().clone(),
+                    },
+                )
+            })
+        })
+        .collect();
+    let r = run_all(
+        &rt,
+        &connect,
+        &members,
+        calls,
+        args.concurrency,
+        "advertising",
+    );
+    answers(n, r, &members, "advertise")?;
+    wait_round(
+        &rt,
+        &mut op,
+        cycle,
+        Round::Share,
+        give_up + Duration::from_secs(deadline),
+    )?;
+    lap("advertise round", &mut phases);
+
+    // Share.
+    let calls = advertisers
+        .iter()
+        .map(|&i| (i, Request::GetBundles { cycle }))
+        .collect();
+    let r = run_all(
+        &rt,
+        &connect,
+        &members,
+        calls,
+        args.concurrency,
+        "fetching key bundles",
+    );
+    let got = answers(n, r, &members, "bundles")?;
+    let shares: Vec<(usize, Request)> = clients
+        .par_iter_mut()
+        .enumerate()
+        .filter_map(|(i, c)| Some((i, c.as_mut()?)))
+        .map(|(i, c)| {
+            let Some(Response::Bundles(b)) = &got[i] else {
+                return Err(format!("{}: no bundles", members[i].id));
+            };
+            let shares = c
+                .share(b, &mut rand_core::OsRng)
+                .map_err(|e| format!("{}: {e}", members[i].id))?;
+            Ok((i, Request::Share { cycle, shares }))
+        })
+        .collect::<Result<_, String>>()?;
+    let r = run_all(&rt, &connect, &members, shares, args.concurrency, "sharing");
+    answers(n, r, &members, "share")?;
+    wait_round(&rt, &mut op, cycle, Round::Mask, give_up)?;
+    lap("share round", &mut phases);
+
+    // Mask: each member's hidden data masked (the cores' work, not timed).
+    let calls = advertisers
+        .iter()
+        .map(|&i| (i, Request::GetShares { cycle }))
+        .collect();
+    let r = run_all(
+        &rt,
+        &connect,
+        &members,
+        calls,
+        args.concurrency,
+        "fetching shares",
+    );
+    let got = answers(n, r, &members, "shares")?;
+    let cid = CommunityId(community.clone());
+    let pb = progress(advertisers.len(), "hiding and masking");
+    let prepared: Vec<(usize, Request)> = clients
+        .par_iter_mut()
+        .enumerate()
+        .filter_map(|(i, c)| Some((i, c.as_mut()?)))
+        .map(|(i, c)| {
+            let m = &members[i];
+            let d: &Data = &parsed.households[i];
+            let alone = [(m.id.clone(), m.przs.public())];
             let keys =
-                PairwiseKeys::derive(&cid, &m.id, &m.przs, &publics).map_err(|e| e.to_string())?;
-            let secret = SecretKey::from_bytes(&m.secret).ok_or("key round trip")?;
+                PairwiseKeys::derive(&cid, &m.id, &m.przs, &alone).map_err(|e| e.to_string())?;
+            let secret = SecretKey::from_bytes(&m.secret.to_bytes()).ok_or("key round trip")?;
             let h = HidingContext::new(keys, secret);
             let mut seeder = pb_glwe::seeding::new_seeder();
-            let out = h.hide(d, &ctx, seeder.as_mut()).map_err(|e| e.to_string());
+            let mut hidden: HiddenData = h
+                .hide(d, &ctx, seeder.as_mut())
+                .map_err(|e| e.to_string())?;
+            let Some(Response::Shares(s)) = &got[i] else {
+                return Err(format!("{}: no shares", m.id));
+            };
+            let masked = c
+                .mask(s, &hidden.masked)
+                .map_err(|e| format!("{}: {e}", m.id))?;
+            hidden.masked = masked.vectors.clone();
             pb.inc(1);
-            out
+            Ok((
+                i,
+                Request::Submit {
+                    data: hidden,
+                    partners: masked.partners.clone(),
+                },
+            ))
         })
         .collect::<Result<_, String>>()?;
     pb.finish();
-    eprintln!(
-        "{n} submissions prepared: {:.1?} (the cores' work, not part of the load)",
-        t_hide.elapsed()
-    );
+    lap("hiding and masking at the members (not load)", &mut phases);
 
     // The load: each member submits once at a random moment of the window.
     let mut rng = ChaCha20Rng::seed_from_u64(args.seed);
@@ -262,34 +566,33 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
     };
     eprintln!("submitting over {} s ...", args.window_secs);
     let start_at = tokio::time::Instant::now() + Duration::from_millis(200);
+    let pb = progress(prepared.len(), "submitting (timed)");
     let results: Vec<(usize, Duration, Result<Response, String>)> = rt.block_on(async {
         let mut set = tokio::task::JoinSet::new();
-        for (i, (m, h)) in members.iter().zip(hidden).enumerate() {
-            let Some(mut c) = by_node.remove(&m.key.id()) else {
-                continue;
-            };
+        for (i, request) in prepared {
+            let mut c = connect(&members[i].key);
             let offset = Duration::from_micros(rng.next_u64() % (window.as_micros() as u64));
             set.spawn(async move {
                 tokio::time::sleep_until(start_at + offset).await;
                 let sent = Instant::now();
                 let r = c
-                    .call(&Request::Submit(h))
+                    .call(&request)
                     .await
                     .map(|x| x.response)
                     .map_err(|e| e.to_string());
-                (i, sent.elapsed(), r, c)
+                (i, sent.elapsed(), r)
             });
         }
         let mut out = Vec::with_capacity(n);
         while let Some(j) = set.join_next().await {
-            if let Ok((i, t, r, c)) = j {
-                by_node.insert(c.node_id(), c);
-                out.push((i, t, r));
+            if let Ok(r) = j {
+                pb.inc(1);
+                out.push(r);
             }
         }
         out
     });
-    let t_window = start_at.elapsed();
+    pb.finish();
     let accepted = results
         .iter()
         .filter(|(_, _, r)| matches!(r, Ok(Response::Ok)))
@@ -303,29 +606,143 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
     }
     let mut lat: Vec<Duration> = results.iter().map(|(_, t, _)| *t).collect();
     lat.sort();
+    wait_round(&rt, &mut op, cycle, Round::Confirm, give_up)?;
+    lap("mask round (timed window)", &mut phases);
 
-    // Bills: every member fetches and decrypts its own.
-    let t_bills = Instant::now();
-    let want = reference::bills(&ctx, &parsed.households).map_err(|e| e.to_string())?;
-    let give_up = Instant::now() + Duration::from_secs(args.timeout_secs);
+    // Confirm and reveal (those that stay).
+    let stay = active(2);
+    let calls = stay
+        .iter()
+        .map(|&i| (i, Request::GetSurvivors { cycle }))
+        .collect();
+    let r = run_all(
+        &rt,
+        &connect,
+        &members,
+        calls,
+        args.concurrency,
+        "fetching the survivor set",
+    );
+    let got = answers(n, r, &members, "survivors")?;
+    let confirms: Vec<(usize, Request)> = stay
+        .iter()
+        .map(|&i| {
+            let Some(Response::Survivors(set)) = &got[i] else {
+                return Err(format!("{}: no survivor set", members[i].id));
+            };
+            let c = clients[i].as_mut().ok_or("lost state")?;
+            let confirmation = c
+                .confirm(set, &signed.roster, members[i].key.signing_key())
+                .map_err(|e| format!("{}: {e}", members[i].id))?;
+            Ok((
+                i,
+                Request::Confirm {
+                    cycle,
+                    confirmation,
+                },
+            ))
+        })
+        .collect::<Result<_, String>>()?;
+    let r = run_all(
+        &rt,
+        &connect,
+        &members,
+        confirms,
+        args.concurrency,
+        "confirming",
+    );
+    answers(n, r, &members, "confirm")?;
+    let calls = stay
+        .iter()
+        .map(|&i| (i, Request::GetConfirmations { cycle }))
+        .collect();
+    let r = run_all(
+        &rt,
+        &connect,
+        &members,
+        calls,
+        args.concurrency,
+        "fetching confirmations",
+    );
+    let got_confirmations = answers(n, r, &members, "confirmations")?;
+    let reveals: Vec<(usize, Request)> = stay
+        .iter()
+        .map(|&i| {
+            let Some(Response::Confirmations(cs)) = &got_confirmations[i] else {
+                return Err(format!("{}: no confirmations", members[i].id));
+            };
+            let Some(Response::Survivors(set)) = &got[i] else {
+                return Err(format!("{}: no survivor set", members[i].id));
+            };
+            let c = clients[i].as_mut().ok_or("lost state")?;
+            let reveal = c
+                .reveal(set, cs)
+                .map_err(|e| format!("{}: {e}", members[i].id))?;
+            Ok((i, Request::Reveal { cycle, reveal }))
+        })
+        .collect::<Result<_, String>>()?;
+    let t_reveal = Instant::now();
+    // Requests made while the edge unmasks and bills: the operator asks
+    // for the cycle every 50 ms until it is billed.
+    let probing = Arc::new(AtomicBool::new(true));
+    let prober = {
+        let probing = probing.clone();
+        let mut probe = connect(&operator);
+        let handle = rt.handle().clone();
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            let mut billed_at = None;
+            while probing.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                if let Ok(x) = handle.block_on(probe.call(&Request::GetCycle { cycle })) {
+                    seen.push(t.elapsed());
+                    if let Response::Cycle { billed: true, .. } = x.response {
+                        billed_at = Some(Instant::now());
+                        break;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (seen, billed_at)
+        })
+    };
+    let r = run_all(
+        &rt,
+        &connect,
+        &members,
+        reveals,
+        args.concurrency,
+        "revealing",
+    );
+    answers(n, r, &members, "reveal")?;
+    lap("confirm and reveal rounds", &mut phases);
+
+    // Bills: every submitter that stayed fetches and decrypts its own.
+    let billed_members: Vec<usize> = stay.clone();
+    let want_members: Vec<Data> = (0..n)
+        .filter(|&i| vanish[i] != 1)
+        .map(|i| parsed.households[i].clone())
+        .collect();
+    let bills = reference::bills(&ctx, &want_members).map_err(|e| e.to_string())?;
+    let want: std::collections::BTreeMap<&MemberId, &pb_model::Bill> =
+        want_members.iter().map(Data::member).zip(&bills).collect();
+    let until = Instant::now() + give_up;
     let mut exact = 0;
-    let pb = progress(n, "fetching and decrypting bills");
-    for (i, m) in members.iter().enumerate() {
-        let c = by_node
-            .get_mut(&m.key.id())
-            .ok_or("a member's connection was lost")?;
+    let pb = progress(billed_members.len(), "fetching and decrypting bills");
+    for &i in &billed_members {
+        let m = &members[i];
+        let mut c = connect(&m.key);
         loop {
-            match rt.block_on(c.call(&Request::GetBill { cycle: ctx.cycle() })) {
+            match rt.block_on(c.call(&Request::GetBill { cycle })) {
                 Ok(x) => match x.response {
                     Response::Bill(b) => {
-                        let secret = SecretKey::from_bytes(&m.secret).ok_or("key round trip")?;
-                        let (bill, reward) = secret
+                        let (bill, reward) = m
+                            .secret
                             .decrypt_totals(&b.totals)
                             .map_err(|e| e.to_string())?;
-                        if (bill, reward) == (want[i].bill.0, want[i].reward.0) {
-                            exact += 1;
-                        } else {
-                            eprintln!("{}: bill DIFFERS from the plaintext model", m.id);
+                        match want.get(&m.id) {
+                            Some(w) if (bill, reward) == (w.bill.0, w.reward.0) => exact += 1,
+                            _ => eprintln!("{}: bill DIFFERS from the plaintext model", m.id),
                         }
                         break;
                     }
@@ -334,7 +751,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
                 },
                 Err(e) => return Err(format!("{}: {e}", m.id)),
             }
-            if Instant::now() > give_up {
+            if Instant::now() > until {
                 return Err("bills not ready in time".into());
             }
             std::thread::sleep(Duration::from_millis(200));
@@ -342,7 +759,13 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
         pb.inc(1);
     }
     pb.finish();
-    let t_billed = t_bills.elapsed();
+    probing.store(false, Ordering::Relaxed);
+    let (mut during, billed_at) = prober.join().map_err(|_| "the probe thread failed")?;
+    during.sort();
+    let billing_secs = billed_at
+        .map(|t| t.duration_since(t_reveal).as_secs_f64())
+        .unwrap_or_default();
+    lap("bills fetched and decrypted", &mut phases);
     stop_sampling.store(true, Ordering::Relaxed);
     let _ = sampler.join();
     let hwm = status_kib(pid, "VmHWM:").unwrap_or(0);
@@ -351,21 +774,17 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
 
     let mib = |kib: u64| kib as f64 / 1024.0;
     println!(
-        "load: {n} members, {} slots, window {} s",
+        "load: {n} members, {} slots, window {} s; {before} vanished before the cycle, {after} before unmasking",
         args.slots, args.window_secs
     );
     println!(
-        "submissions: {accepted} of {n} accepted, {} not ({:.1} s from the window's start to the last answer)",
-        n - accepted,
-        t_window.as_secs_f64()
+        "submissions: {accepted} of {submitters} accepted, {} not",
+        submitters - accepted,
     );
+    let accept = Latency::of(&lat);
     println!(
-        "acceptance latency: p50 {:.1?}  p90 {:.1?}  p99 {:.1?}  p99.9 {:.1?}  max {:.1?}",
-        percentile(&lat, 0.5),
-        percentile(&lat, 0.9),
-        percentile(&lat, 0.99),
-        percentile(&lat, 0.999),
-        lat.last().copied().unwrap_or_default()
+        "acceptance latency: p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+        accept.p50, accept.p99, accept.max
     );
     println!(
         "edge memory: {:.0} MiB at start, peak {:.0} MiB during the window (sampled), {:.0} MiB peak overall (VmHWM, billing included), {:.0} MiB at the end; store {:.0} MiB on disk",
@@ -375,31 +794,45 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
         mib(rss_end),
         store_bytes as f64 / (1 << 20) as f64
     );
+    let during_lat = Latency::of(&during);
     println!(
-        "bills: {exact} of {n} fetched, decrypted and equal to the plaintext model ({:.1?} after the window)",
-        t_billed
+        "unmasking + billing: {billing_secs:.1} s after the reveals began; {} requests meanwhile, p99 {:.1} ms, max {:.1} ms",
+        during.len(),
+        during_lat.p99,
+        during_lat.max
     );
-    let ok = accepted == n && exact == n;
+    println!(
+        "bills: {exact} of {} fetched, decrypted and equal to the plaintext model ({after} more billed for members that vanished before unmasking)",
+        billed_members.len()
+    );
+    let ok = accepted == submitters && exact == billed_members.len();
     println!("result: {}", if ok { "PASS" } else { "FAIL" });
+    if let Some(path) = &args.report {
+        let report = Report {
+            members: n,
+            slots: args.slots,
+            window_secs: args.window_secs,
+            dropouts_before: before,
+            dropouts_unmask: after,
+            submitters,
+            accepted,
+            exact_bills: exact,
+            edge_vmhwm_bytes: hwm * 1024,
+            edge_disk_bytes: store_bytes,
+            disk_bytes_per_member_cycle: store_bytes as f64 / submitters.max(1) as f64,
+            accept_latency_ms: accept,
+            billing_secs,
+            during_billing_latency_ms: during_lat,
+            during_billing_requests: during.len(),
+            phases_secs: phases,
+            pass: ok,
+        };
+        let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        crate::write_file(path, &text)?;
+        eprintln!("wrote {}", path.display());
+    }
     drop(edge);
     Ok(ok)
-}
-
-async fn joined(
-    set: &mut tokio::task::JoinSet<(EdgeClient, Result<Response, pb_net::NetError>)>,
-    pb: &Progress,
-    clients: &mut Vec<EdgeClient>,
-) -> Result<(), String> {
-    if let Some(j) = set.join_next().await {
-        let (c, r) = j.map_err(|e| e.to_string())?;
-        match r {
-            Ok(Response::Ok) => {}
-            other => return Err(format!("join refused: {other:?}")),
-        }
-        clients.push(c);
-        pb.inc(1);
-    }
-    Ok(())
 }
 
 fn dir_size(dir: &std::path::Path) -> u64 {

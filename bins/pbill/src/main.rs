@@ -188,6 +188,39 @@ enum Command {
         #[arg(long)]
         strict_units: bool,
     },
+    /// Operator: sign the member list with the operator's enrolment key
+    /// and post it to the edge.
+    ///
+    /// The list is every member enrolled in FILE (an edge.toml, or any TOML
+    /// with [[members]] member/node entries) less those given to --revoke.
+    /// Each core checks the list against the operator key pinned in its
+    /// core.toml, and shows its size and fingerprint (printed here too) so
+    /// that households can compare them out of band. Post a new version to
+    /// add or revoke members; a revoked member's requests are refused.
+    Roster {
+        /// Edge endpoint, e.g. tcp://127.0.0.1:5555.
+        #[arg(long)]
+        edge: String,
+        /// The operator's key file (its node id must be among the edge's
+        /// operators and in every core's `operator`).
+        #[arg(long)]
+        key: PathBuf,
+        /// The edge's node id (64 hex digits).
+        #[arg(long)]
+        edge_id: String,
+        /// The community (as in `edge.toml`).
+        #[arg(long)]
+        community: String,
+        /// The enrolment records: edge.toml or a TOML file of [[members]].
+        #[arg(long)]
+        members: PathBuf,
+        /// Leave this member out (revoke it); may be repeated.
+        #[arg(long)]
+        revoke: Vec<String>,
+        /// Version of the list (default: the edge's current version + 1).
+        #[arg(long)]
+        version: Option<u64>,
+    },
     /// Household: submit one cycle's data to the household's core.
     ///
     /// FILE is CSV with columns promise_kwh,actual_kwh (one row per slot)
@@ -296,6 +329,17 @@ fn main() -> ExitCode {
             strict_units,
         } => client::read_context(&file, cycle, model.map(Into::into), units(strict_units))
             .and_then(|ctx| client::context(&edge, &key, &edge_id, &community, ctx)),
+        Command::Roster {
+            edge,
+            key,
+            edge_id,
+            community,
+            members,
+            revoke,
+            version,
+        } => client::roster(
+            &edge, &key, &edge_id, &community, &members, &revoke, version,
+        ),
         Command::Submit {
             core,
             cycle,

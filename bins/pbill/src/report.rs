@@ -1,16 +1,15 @@
 //! `pbill report`: one self-contained HTML page about a billed (or open)
 //! cycle, from what the edge legitimately knows: its prices, the
-//! community's per-slot aggregates (recorded when the cycle was billed, or
-//! unmasked from the stored submissions and dropout corrections of a
-//! cycle still open), the rates they give, participation and the billing
-//! time. No household's data: the edge has none.
+//! community's per-slot aggregates (recorded when the cycle was billed:
+//! before SecAgg+ unmasks them the edge cannot read them), the rates they
+//! give, participation and the billing time. No household's data: the
+//! edge has none.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use pb_edge::EdgeStore;
 use pb_model::{Aggregate, Aggregates, CycleContext};
-use pb_przs::{decode, sub_assign};
 use pb_units::CycleId;
 use plotters::prelude::*;
 
@@ -48,66 +47,49 @@ fn gather(store: &EdgeStore, cycle: CycleId) -> Result<Facts, String> {
         .find(|c| c.context.cycle() == cycle)
         .ok_or_else(|| format!("the edge has no {cycle}"))?;
     let ctx = record.context.clone();
-    let subs = store.submissions(cycle).map_err(e)?;
-    let corrections = store.corrections(cycle).map_err(e)?;
-    let dropped = store.dropped(cycle).map_err(e)?.unwrap_or_default();
-    let slots = ctx.slots();
-    let stored = store.aggregates(cycle).map_err(e)?;
-    let aggregates = if let Some(stored) = stored.filter(|v| v.len() == 3) {
-        // Recorded when the cycle was billed.
-        let mut agg = Aggregates::default();
-        for (&which, v) in ctx.model().aggregates().iter().zip(stored) {
-            agg.insert(which, v);
-        }
-        Some(agg)
-    } else if subs.is_empty() {
-        None
-    } else {
-        // Sum of the masked vectors minus the survivors' corrections: the
-        // same unmasking the edge did when billing.
-        let mut agg = Aggregates::default();
-        for (i, &which) in ctx.model().aggregates().iter().enumerate() {
-            let mut sum = vec![0u64; slots];
-            for d in &subs {
-                let v = d.masked.get(i).ok_or("a stored submission is malformed")?;
-                pb_przs::add_assign(&mut sum, v).map_err(|x| x.to_string())?;
-            }
-            for c in &corrections {
-                let v = c.vectors.get(i).ok_or("a stored correction is malformed")?;
-                sub_assign(&mut sum, v).map_err(|x| x.to_string())?;
-            }
-            agg.insert(which, sum.into_iter().map(decode).collect());
-        }
-        unmaskable(
-            record.members.len(),
-            subs.len(),
-            dropped.len(),
-            corrections.len(),
-        )
-        .then_some(agg)
-    };
+    let submitted_open = store.submissions(cycle).map_err(e)?.len();
+    let roster = store
+        .rosters()
+        .map_err(e)?
+        .into_iter()
+        .find(|r| r.roster.version == record.roster_version)
+        .ok_or_else(|| {
+            format!(
+                "the edge's store lacks member list version {}",
+                record.roster_version
+            )
+        })?;
     let billed = store.billed(cycle).map_err(e)?;
+    // Only a billed cycle's aggregates are known: SecAgg+ unmasks them
+    // when the cycle is billed, and they are recorded then.
+    let aggregates = store
+        .aggregates(cycle)
+        .map_err(e)?
+        .filter(|v| v.len() == 3)
+        .map(|stored| {
+            let mut agg = Aggregates::default();
+            for (&which, v) in ctx.model().aggregates().iter().zip(stored) {
+                agg.insert(which, v);
+            }
+            agg
+        });
+    let mut dropped = Vec::new();
+    if billed.is_some() {
+        for m in &roster.roster.members {
+            if store.bill(cycle, &m.member).map_err(e)?.is_none() {
+                dropped.push(m.member.to_string());
+            }
+        }
+    }
     Ok(Facts {
-        members: record.members.len(),
+        members: roster.roster.members.len(),
         // Once billed the submissions are gone: the bills count them.
-        submitted: billed.map_or(subs.len(), |b| b.bills),
-        dropped: dropped.iter().map(ToString::to_string).collect(),
+        submitted: billed.map_or(submitted_open, |b| b.bills),
+        dropped,
         aggregates,
         billed,
         ctx,
     })
-}
-
-/// Whether a cycle's stored masked vectors sum to its aggregates: the
-/// PRZS masks cancel only once every member submitted, or, after dropouts
-/// were declared, once every survivor sent its correction. Before that
-/// the sum is noise, and the report says the aggregates are not known.
-fn unmaskable(members: usize, submitted: usize, dropped: usize, corrections: usize) -> bool {
-    if dropped == 0 {
-        submitted == members
-    } else {
-        submitted + dropped == members && corrections == submitted
-    }
 }
 
 /// A line chart of `series` (name, colour, values) over the slots, as SVG.
@@ -299,17 +281,4 @@ pub fn run(args: &ReportArgs) -> Result<(), String> {
         args.out.display()
     );
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::unmaskable;
-
-    #[test]
-    fn partial_sums_of_an_open_cycle_are_not_reported() {
-        assert!(unmaskable(4, 4, 0, 0));
-        assert!(!unmaskable(4, 3, 0, 0), "one member still to submit");
-        assert!(unmaskable(4, 3, 1, 3));
-        assert!(!unmaskable(4, 3, 1, 2), "a survivor's correction missing");
-    }
 }

@@ -22,6 +22,14 @@ pub struct CoreConfig {
     /// The edge's node id (64 hex digits): only answers signed by it are
     /// trusted.
     pub edge_node: String,
+    /// The operator's enrolment key (its node id, 64 hex digits): the
+    /// member list must be signed by it. Pinned here, never learnt from the
+    /// edge, so the edge cannot hand this core a list of its own making.
+    pub operator: String,
+    /// Fewest members a member list (and a cycle's survivor set) must have
+    /// for this household to take part.
+    #[serde(default = "default_min_members")]
+    pub min_members: usize,
     /// Endpoint of the household API (keep it on loopback or a private
     /// network: it is the household's own interface).
     #[serde(default = "default_listen")]
@@ -37,6 +45,11 @@ pub struct CoreConfig {
     /// created without it.
     #[serde(default)]
     pub secrets_passphrase_file: Option<PathBuf>,
+    /// Fault drill only (`pbill demo --unmask-dropouts`): after its masked
+    /// submission is accepted the core goes silent for that cycle, as a
+    /// household that vanishes before unmasking. Never set it otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drill_silent_after_mask: bool,
     /// How often the core talks to the edge while work is pending.
     #[serde(default = "default_poll")]
     pub poll_millis: u64,
@@ -47,6 +60,10 @@ pub struct CoreConfig {
 
 fn default_listen() -> String {
     "tcp://127.0.0.1:6000".into()
+}
+
+fn default_min_members() -> usize {
+    pb_units::limits::DEFAULT_MIN_MEMBERS
 }
 
 fn default_poll() -> u64 {
@@ -66,6 +83,10 @@ pub struct Checked {
     pub community: CommunityId,
     /// Edge identity.
     pub edge_node: NodeId,
+    /// The operator's enrolment key.
+    pub operator: [u8; 32],
+    /// Fewest members of a list or survivor set.
+    pub min_members: usize,
     /// Poll interval.
     pub poll: Duration,
     /// Request timeout.
@@ -92,6 +113,15 @@ impl CoreConfig {
         }
         let edge_node = NodeId::from_hex(&self.edge_node)
             .ok_or_else(|| CoreError::Config("edge_node: not a node id (64 hex digits)".into()))?;
+        let operator = NodeId::from_hex(&self.operator)
+            .ok_or_else(|| CoreError::Config("operator: not a node id (64 hex digits)".into()))?
+            .0;
+        if self.min_members < pb_units::limits::MIN_BILLABLE_MEMBERS {
+            return Err(CoreError::Config(format!(
+                "min_members: must be at least {}",
+                pb_units::limits::MIN_BILLABLE_MEMBERS
+            )));
+        }
         if self.poll_millis == 0 || self.request_timeout_millis == 0 {
             return Err(CoreError::Config(
                 "poll_millis and request_timeout_millis must be positive".into(),
@@ -101,6 +131,8 @@ impl CoreConfig {
             member,
             community: CommunityId(self.community.clone()),
             edge_node,
+            operator,
+            min_members: self.min_members,
             poll: Duration::from_millis(self.poll_millis),
             timeout: Duration::from_millis(self.request_timeout_millis),
         })

@@ -10,8 +10,9 @@ use std::time::Instant;
 
 use pb_hiding::HidingContext;
 use pb_net::{Connection, EdgeClient, Exchange, NetError, Server};
-use pb_protocol::{ErrorCode, NodeId, NodeKey, Request, Response};
+use pb_protocol::{ErrorCode, NodeId, NodeKey, Request, Response, RosterPage};
 use pb_przs::PairwiseKeys;
+use pb_secagg::{Client, Round, SignedRoster};
 use pb_units::CycleId;
 use tokio::runtime::Handle;
 
@@ -48,6 +49,12 @@ pub struct Node {
     edge: Mutex<EdgeClient>,
     rt: Handle,
     hiding: Mutex<BTreeMap<CycleId, Arc<HidingContext>>>,
+    /// The node key again, for SecAgg+ signatures (the envelope's copy
+    /// lives in the edge client).
+    identity: NodeKey,
+    passphrase: Option<crate::sealed::Passphrase>,
+    roster: Mutex<Option<Arc<SignedRoster>>>,
+    silent_after_mask: bool,
 }
 
 impl std::fmt::Debug for Node {
@@ -72,6 +79,8 @@ impl Node {
             .transpose()?;
         let secrets = store.secrets_with(passphrase.as_ref())?;
         let node = key.id();
+        let identity = NodeKey::read_file(&config.key_file)?;
+        let roster = store.roster()?.map(Arc::new);
         let edge = EdgeClient::new(
             Connection::new(config.edge.clone(), checked.timeout),
             key,
@@ -89,6 +98,10 @@ impl Node {
             edge: Mutex::new(edge),
             rt,
             hiding: Mutex::new(BTreeMap::new()),
+            identity,
+            passphrase,
+            roster: Mutex::new(roster),
+            silent_after_mask: config.drill_silent_after_mask,
         })
     }
 
@@ -139,7 +152,10 @@ impl Node {
         })?;
         match exchange.response {
             Response::Cycle {
-                context, members, ..
+                context,
+                roster_version,
+                roster_fingerprint,
+                ..
             } => {
                 if context.cycle() != cycle {
                     return Err(ApiResponse::error(
@@ -147,13 +163,28 @@ impl Node {
                         "the edge answered with another cycle",
                     ));
                 }
-                if !members.iter().any(|m| m.member == self.checked.member) {
+                let roster = self.roster(roster_version).map_err(|e| {
+                    ApiResponse::error(
+                        "edge_unavailable",
+                        format!("the member list of {cycle} cannot be used: {e}"),
+                    )
+                })?;
+                if roster.roster.fingerprint() != roster_fingerprint {
+                    return Err(ApiResponse::error(
+                        "internal",
+                        "the edge names another member list than it serves",
+                    ));
+                }
+                if roster.roster.entry(&self.checked.member).is_none() {
                     return Err(ApiResponse::error(
                         "not_member",
                         format!("{} is not a member of {cycle}", self.checked.member),
                     ));
                 }
-                let entry = CycleEntry { context, members };
+                let entry = CycleEntry {
+                    context,
+                    roster_version,
+                };
                 self.store.put_cycle(&entry).map_err(internal)?;
                 Ok(entry)
             }
@@ -182,16 +213,14 @@ impl Node {
         if let Some(h) = cache.get(&cycle) {
             return Ok(h.clone());
         }
-        let members: Vec<_> = entry
-            .members
-            .iter()
-            .map(|m| (m.member.clone(), m.przs))
-            .collect();
+        // The aggregate contributions are masked by SecAgg+, not PRZS:
+        // pairwise keys with nobody leave them unmasked for it.
+        let alone = [(self.checked.member.clone(), self.secrets.przs.public())];
         let keys = PairwiseKeys::derive(
             &self.checked.community,
             &self.checked.member,
             &self.secrets.przs,
-            &members,
+            &alone,
         )
         .map_err(|e| CoreError::Protocol(format!("{cycle}: {e}")))?;
         let h = Arc::new(HidingContext::new(keys, self.secrets.glwe.clone()));
@@ -259,8 +288,8 @@ impl Node {
                 "billed".into()
             } else if let Some(f) = &state.failure {
                 format!("failed: {f}")
-            } else if state.corrected {
-                "correcting".into()
+            } else if let Some(round) = state.sent.filter(|_| state.submitted) {
+                format!("submitted ({} round)", round_name(round))
             } else if state.submitted {
                 "submitted".into()
             } else {
@@ -299,8 +328,9 @@ impl Node {
         }))
     }
 
-    /// One round of work with the edge: join, submit what is queued, fetch
-    /// bills, send dropout corrections. Returns whether work remains.
+    /// One round of work with the edge: join, move each cycle with data
+    /// through its SecAgg+ rounds, fetch and decrypt bills. Returns whether
+    /// work remains.
     pub fn sync_once(&self) -> Result<bool, CoreError> {
         if !self.store.joined()? {
             let join = Request::Join {
@@ -330,12 +360,7 @@ impl Node {
                 continue;
             }
             pending = true;
-            if !state.submitted {
-                self.send_submission(cycle, &mut state)?;
-            }
-            if state.submitted && state.failure.is_none() {
-                self.fetch_bill(cycle, &mut state)?;
-            }
+            self.advance(cycle, &mut state)?;
         }
         Ok(pending)
     }
@@ -346,32 +371,318 @@ impl Node {
         self.store.put_state(cycle, state)
     }
 
-    fn send_submission(&self, cycle: CycleId, state: &mut CycleState) -> Result<(), CoreError> {
-        let Some(hidden) = self.store.hidden(cycle)? else {
-            return Ok(());
-        };
-        let exchange = self.call(&Request::Submit(hidden))?;
+    /// The member list of `version`: from memory or the store, else
+    /// fetched from the edge page by page, checked against the pinned
+    /// operator key and the minimum size, and stored. Its size and
+    /// fingerprint are logged for the household to compare out of band.
+    pub fn roster(&self, version: u64) -> Result<Arc<SignedRoster>, CoreError> {
+        if let Some(r) = self
+            .roster
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|r| r.roster.version == version)
+        {
+            return Ok(r.clone());
+        }
+        let mut pages = Vec::new();
+        loop {
+            let page = pages.len() as u32;
+            match self
+                .call(&Request::GetRoster {
+                    version: Some(version),
+                    page,
+                })?
+                .response
+            {
+                Response::Roster(p) => {
+                    let last = p.page + 1 >= p.pages;
+                    pages.push(p);
+                    if last {
+                        break;
+                    }
+                    if pages.len() > 1_000 {
+                        return Err(CoreError::Protocol(
+                            "the member list has more than 1,000 pages".into(),
+                        ));
+                    }
+                }
+                Response::Error { code, message } => {
+                    return Err(CoreError::Protocol(format!(
+                        "member list page {page} refused ({code:?}): {message}"
+                    )));
+                }
+                other => {
+                    return Err(CoreError::Protocol(format!(
+                        "unexpected answer to GetRoster: {other:?}"
+                    )));
+                }
+            }
+        }
+        let signed = RosterPage::join(&pages).ok_or_else(|| {
+            CoreError::Protocol("the member list's pages do not fit together".into())
+        })?;
+        let r = signed
+            .verify(&self.checked.operator, self.checked.min_members)
+            .map_err(|e| CoreError::Protocol(format!("member list refused: {e}")))?;
+        if r.version != version || r.community != self.checked.community.0 {
+            return Err(CoreError::Protocol(format!(
+                "member list refused: it is version {} of {:?}, not version {version} of {:?}",
+                r.version, r.community, self.checked.community.0
+            )));
+        }
+        match r.entry(&self.checked.member) {
+            Some(e) if e.identity == self.node.0 => {}
+            Some(_) => {
+                return Err(CoreError::Protocol(format!(
+                    "member list refused: it lists {} with another key than this core's",
+                    self.checked.member
+                )));
+            }
+            None => {
+                return Err(CoreError::Protocol(format!(
+                    "member list version {version} does not list {}",
+                    self.checked.member
+                )));
+            }
+        }
+        tracing::info!(
+            version,
+            members = r.members.len(),
+            fingerprint = %pb_secagg::roster::show_fingerprint(&r.fingerprint()),
+            "member list checked (compare its size and fingerprint with your neighbours)"
+        );
+        self.store.put_roster(&signed)?;
+        let signed = Arc::new(signed);
+        *self.roster.lock().unwrap_or_else(|p| p.into_inner()) = Some(signed.clone());
+        Ok(signed)
+    }
+
+    /// Sends a round message; `Ok(true)` once the edge has it.
+    fn send_round(
+        &self,
+        cycle: CycleId,
+        state: &mut CycleState,
+        round: Round,
+        request: &Request,
+    ) -> Result<bool, CoreError> {
+        if state.sent >= Some(round) {
+            return Ok(true);
+        }
+        let exchange = self.call(request)?;
         match exchange.response {
             Response::Ok
             | Response::Error {
                 code: ErrorCode::AlreadyDone,
                 ..
             } => {
-                state.submitted = true;
-                state.upload_bytes = exchange.sent as u64;
+                state.sent = Some(round);
+                if round == Round::Mask {
+                    state.submitted = true;
+                    state.upload_bytes = exchange.sent as u64;
+                    tracing::info!(%cycle, bytes = exchange.sent, "masked submission accepted by the edge");
+                }
                 self.store.put_state(cycle, state)?;
-                tracing::info!(%cycle, bytes = exchange.sent, "submission accepted by the edge");
+                tracing::debug!(%cycle, round = round_name(round), "round message accepted");
+                Ok(true)
             }
             Response::Error { code, message } if is_final(code) => {
-                self.fail(cycle, state, message)?
+                self.fail(cycle, state, message)?;
+                Ok(false)
             }
             Response::Error { code, message } => {
-                tracing::warn!(%cycle, ?code, %message, "submission refused for now")
+                tracing::debug!(%cycle, ?code, %message, round = round_name(round), "round message refused for now");
+                Ok(false)
             }
-            other => {
-                return Err(CoreError::Protocol(format!(
-                    "unexpected answer to Submit: {other:?}"
-                )));
+            other => Err(CoreError::Protocol(format!(
+                "unexpected answer in the {} round: {other:?}",
+                round_name(round)
+            ))),
+        }
+    }
+
+    /// Asks the edge for what the next step needs; `None` while it is not
+    /// ready (or after a final refusal, recorded in `state`).
+    fn fetch(
+        &self,
+        cycle: CycleId,
+        state: &mut CycleState,
+        request: &Request,
+    ) -> Result<Option<Response>, CoreError> {
+        match self.call(request)?.response {
+            // Unmasked and billed without this member's further messages
+            // (its neighbours' shares sufficed): fetch the bill.
+            Response::Error {
+                code: ErrorCode::AlreadyDone,
+                ..
+            } => {
+                self.fetch_bill(cycle, state)?;
+                Ok(None)
+            }
+            Response::Error { code, message } if is_final(code) => {
+                self.fail(cycle, state, message)?;
+                Ok(None)
+            }
+            Response::Error { code, message } => {
+                tracing::debug!(%cycle, ?code, %message, "not ready yet");
+                Ok(None)
+            }
+            other => Ok(Some(other)),
+        }
+    }
+
+    fn save(&self, cycle: CycleId, client: &Client) -> Result<(), CoreError> {
+        self.store
+            .put_client(cycle, client, self.passphrase.as_ref())
+    }
+
+    /// Moves one cycle on as far as the edge lets it: each step records
+    /// the SecAgg+ state before sending what depends on it.
+    fn advance(&self, cycle: CycleId, state: &mut CycleState) -> Result<(), CoreError> {
+        let (Some(entry), Some(hidden)) = (self.store.cycle(cycle)?, self.store.hidden(cycle)?)
+        else {
+            return Ok(());
+        };
+        let roster = self.roster(entry.roster_version)?;
+        let mut client = match self.store.client(cycle, self.passphrase.as_ref())? {
+            Some(c) => c,
+            None => {
+                let c = match Client::start(
+                    &roster,
+                    &self.checked.operator,
+                    self.checked.min_members,
+                    cycle.0,
+                    &self.checked.member,
+                    self.identity.signing_key(),
+                    &mut rand_core::OsRng,
+                ) {
+                    Ok(c) => c,
+                    Err(e) => return self.fail(cycle, state, e.to_string()),
+                };
+                self.save(cycle, &c)?;
+                c
+            }
+        };
+        let refused = |this: &Node, state: &mut CycleState, e: pb_secagg::Refusal| {
+            this.fail(cycle, state, format!("refused by this core: {e}"))
+        };
+        // At most one step per round per call; each `continue` follows a
+        // recorded state change.
+        for _ in 0..6 {
+            if state.failure.is_some() {
+                return Ok(());
+            }
+            if self.silent_after_mask && state.submitted {
+                tracing::warn!(%cycle, "drill: silent after masking (as a household that vanished before unmasking)");
+                return Ok(());
+            }
+            match client.round() {
+                Round::Advertise => {
+                    let request = Request::Advertise {
+                        cycle,
+                        bundle: client.bundle().clone(),
+                    };
+                    if !self.send_round(cycle, state, Round::Advertise, &request)? {
+                        return Ok(());
+                    }
+                    let Some(answer) = self.fetch(cycle, state, &Request::GetBundles { cycle })?
+                    else {
+                        return Ok(());
+                    };
+                    let Response::Bundles(bundles) = answer else {
+                        return Err(unexpected("GetBundles", &answer));
+                    };
+                    if let Err(e) = client.share(&bundles, &mut rand_core::OsRng) {
+                        return refused(self, state, e);
+                    }
+                    self.save(cycle, &client)?;
+                }
+                Round::Share => {
+                    let request = Request::Share {
+                        cycle,
+                        shares: client.sent_shares().to_vec(),
+                    };
+                    if !self.send_round(cycle, state, Round::Share, &request)? {
+                        return Ok(());
+                    }
+                    let Some(answer) = self.fetch(cycle, state, &Request::GetShares { cycle })?
+                    else {
+                        return Ok(());
+                    };
+                    let Response::Shares(shares) = answer else {
+                        return Err(unexpected("GetShares", &answer));
+                    };
+                    if let Err(e) = client.mask(&shares, &hidden.masked) {
+                        return refused(self, state, e);
+                    }
+                    self.save(cycle, &client)?;
+                }
+                Round::Mask => {
+                    let Some(masked) = client.masked() else {
+                        return Err(CoreError::Protocol("masked state lost".into()));
+                    };
+                    let mut data = hidden.clone();
+                    data.masked = masked.vectors.clone();
+                    let request = Request::Submit {
+                        data,
+                        partners: masked.partners.clone(),
+                    };
+                    if !self.send_round(cycle, state, Round::Mask, &request)? {
+                        return Ok(());
+                    }
+                    let Some(answer) =
+                        self.fetch(cycle, state, &Request::GetSurvivors { cycle })?
+                    else {
+                        return Ok(());
+                    };
+                    let Response::Survivors(set) = answer else {
+                        return Err(unexpected("GetSurvivors", &answer));
+                    };
+                    if let Err(e) =
+                        client.confirm(&set, &roster.roster, self.identity.signing_key())
+                    {
+                        return refused(self, state, e);
+                    }
+                    self.save(cycle, &client)?;
+                }
+                Round::Confirm => {
+                    let Some((set, confirmation)) = client.confirmed().cloned() else {
+                        return Err(CoreError::Protocol("confirmed state lost".into()));
+                    };
+                    let request = Request::Confirm {
+                        cycle,
+                        confirmation,
+                    };
+                    if !self.send_round(cycle, state, Round::Confirm, &request)? {
+                        return Ok(());
+                    }
+                    let Some(answer) =
+                        self.fetch(cycle, state, &Request::GetConfirmations { cycle })?
+                    else {
+                        return Ok(());
+                    };
+                    let Response::Confirmations(confirmations) = answer else {
+                        return Err(unexpected("GetConfirmations", &answer));
+                    };
+                    match client.reveal(&set, &confirmations) {
+                        Ok(_) => self.save(cycle, &client)?,
+                        Err(pb_secagg::Refusal::TooFewConfirmations { have, need }) => {
+                            tracing::debug!(%cycle, have, need, "waiting for neighbours' confirmations");
+                            return Ok(());
+                        }
+                        Err(e) => return refused(self, state, e),
+                    }
+                }
+                Round::Reveal | Round::Done => {
+                    let Some(reveal) = client.revealed().cloned() else {
+                        return Err(CoreError::Protocol("revealed state lost".into()));
+                    };
+                    let request = Request::Reveal { cycle, reveal };
+                    if !self.send_round(cycle, state, Round::Reveal, &request)? {
+                        return Ok(());
+                    }
+                    return self.fetch_bill(cycle, state);
+                }
             }
         }
         Ok(())
@@ -396,6 +707,7 @@ impl Node {
                         state.decrypt_micros = start.elapsed().as_micros() as u64;
                         state.download_bytes = exchange.received as u64;
                         self.store.put_bill(cycle, &bill, state)?;
+                        self.store.drop_client(cycle)?;
                         // The cycle's keys are no longer needed in memory.
                         self.hiding
                             .lock()
@@ -405,9 +717,6 @@ impl Node {
                     }
                     Err(e) => self.fail(cycle, state, format!("the bill does not decrypt: {e}"))?,
                 }
-            }
-            Response::Pending { dropouts: true, .. } if !state.corrected => {
-                self.maybe_correct(cycle, state)?
             }
             Response::Pending { .. } => {}
             Response::Error { code, message } if is_final(code) => {
@@ -424,55 +733,21 @@ impl Node {
         }
         Ok(())
     }
+}
 
-    fn maybe_correct(&self, cycle: CycleId, state: &mut CycleState) -> Result<(), CoreError> {
-        let Response::Cycle {
-            context,
-            members,
-            dropped,
-            ..
-        } = self.call(&Request::GetCycle { cycle })?.response
-        else {
-            return Ok(());
-        };
-        if dropped.is_empty() {
-            return Ok(());
-        }
-        if dropped.contains(&self.checked.member) {
-            return self.fail(
-                cycle,
-                state,
-                "declared dropped out: the data came after the deadline".into(),
-            );
-        }
-        let entry = CycleEntry { context, members };
-        let hiding = self.hiding_context(&entry)?;
-        let correction = hiding
-            .dropout_correction(&entry.context, &dropped)
-            .map_err(|e| CoreError::Protocol(e.to_string()))?;
-        match self.call(&Request::Correct(correction))?.response {
-            Response::Ok
-            | Response::Error {
-                code: ErrorCode::AlreadyDone,
-                ..
-            } => {
-                state.corrected = true;
-                self.store.put_state(cycle, state)?;
-                tracing::info!(%cycle, dropped = dropped.len(), "dropout correction accepted");
-            }
-            Response::Error { code, message } if is_final(code) => {
-                self.fail(cycle, state, message)?
-            }
-            Response::Error { code, message } => {
-                tracing::warn!(%cycle, ?code, %message, "correction refused for now")
-            }
-            other => {
-                return Err(CoreError::Protocol(format!(
-                    "unexpected answer to Correct: {other:?}"
-                )));
-            }
-        }
-        Ok(())
+fn unexpected(what: &str, answer: &Response) -> CoreError {
+    CoreError::Protocol(format!("unexpected answer to {what}: {answer:?}"))
+}
+
+/// The round's name for people.
+pub fn round_name(r: Round) -> &'static str {
+    match r {
+        Round::Advertise => "advertise",
+        Round::Share => "share",
+        Round::Mask => "mask",
+        Round::Confirm => "confirm",
+        Round::Reveal => "reveal",
+        Round::Done => "done",
     }
 }
 

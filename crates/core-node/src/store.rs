@@ -7,8 +7,8 @@ use pb_glwe::{CompactPublicKey, SecretKey};
 use pb_hiding::HiddenData;
 use pb_hiding::wire::Wire;
 use pb_model::{Bill, CycleContext, Data};
-use pb_protocol::MemberEntry;
 use pb_przs::IdentityKey;
+use pb_secagg::{Client, Round, SignedRoster};
 use pb_units::CycleId;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
@@ -27,23 +27,29 @@ const DATA: TableDefinition<u64, &[u8]> = TableDefinition::new("data");
 const HIDDEN: TableDefinition<u64, &[u8]> = TableDefinition::new("hidden");
 const STATE: TableDefinition<u64, &[u8]> = TableDefinition::new("state");
 const BILLS: TableDefinition<u64, &[u8]> = TableDefinition::new("bills");
+/// The last verified member list.
+const ROSTER: TableDefinition<&str, &[u8]> = TableDefinition::new("roster");
+/// Each cycle's SecAgg+ state (its per-cycle secrets: sealed with the
+/// passphrase when one is configured), written before any message that
+/// depends on it is sent.
+const SECAGG: TableDefinition<u64, &[u8]> = TableDefinition::new("secagg");
 
 /// A cycle as the edge described it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CycleEntry {
     /// Prices and model.
     pub context: CycleContext,
-    /// Members with their PRZS keys.
-    pub members: Vec<MemberEntry>,
+    /// Version of the signed member list the cycle runs on.
+    pub roster_version: u64,
 }
 
 /// Where one cycle stands at this core.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CycleState {
-    /// The edge accepted the submission.
+    /// The edge accepted the masked submission.
     pub submitted: bool,
-    /// The dropout correction was accepted.
-    pub corrected: bool,
+    /// The last SecAgg+ round whose message the edge accepted.
+    pub sent: Option<Round>,
     /// A final refusal from the edge.
     pub failure: Option<String>,
     /// Bytes of the sealed submission.
@@ -110,6 +116,8 @@ impl CoreStore {
             txn.open_table(HIDDEN).map_err(err)?;
             txn.open_table(STATE).map_err(err)?;
             txn.open_table(BILLS).map_err(err)?;
+            txn.open_table(ROSTER).map_err(err)?;
+            txn.open_table(SECAGG).map_err(err)?;
         }
         txn.commit().map_err(err)?;
         Ok(CoreStore { db })
@@ -355,6 +363,95 @@ impl CoreStore {
                 .insert(cycle.0, s.as_slice())
                 .map_err(err)?;
         }
+        txn.commit().map_err(err)
+    }
+
+    /// The last verified member list.
+    pub fn roster(&self) -> Result<Option<SignedRoster>, CoreError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let t = r.open_table(ROSTER).map_err(err)?;
+        t.get("current")
+            .map_err(err)?
+            .map(|v| dec(v.value()))
+            .transpose()
+    }
+
+    /// Remembers a verified member list.
+    pub fn put_roster(&self, roster: &SignedRoster) -> Result<(), CoreError> {
+        let bytes = enc(roster)?;
+        let txn = self.db.begin_write().map_err(err)?;
+        txn.open_table(ROSTER)
+            .map_err(err)?
+            .insert("current", bytes.as_slice())
+            .map_err(err)?;
+        txn.commit().map_err(err)
+    }
+
+    /// A cycle's SecAgg+ state.
+    pub fn client(
+        &self,
+        cycle: CycleId,
+        passphrase: Option<&Passphrase>,
+    ) -> Result<Option<Client>, CoreError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let t = r.open_table(SECAGG).map_err(err)?;
+        let Some(v) = t.get(cycle.0).map_err(err)? else {
+            return Ok(None);
+        };
+        let bytes = v.value();
+        match (bytes.split_first(), passphrase) {
+            (Some((0, clear)), None) => dec(clear).map(Some),
+            (Some((1, sealed_bytes)), Some(pass)) => {
+                let clear = sealed::open(pass, sealed_bytes)?;
+                dec(&clear).map(Some)
+            }
+            (Some((1, _)), None) => Err(CoreError::Config(
+                "this cycle's masking secrets are encrypted: set secrets_passphrase_file".into(),
+            )),
+            (Some((0, _)), Some(_)) => Err(CoreError::Config(
+                "secrets_passphrase_file is set but this cycle's masking secrets are in clear"
+                    .into(),
+            )),
+            _ => Err(CoreError::Store("corrupt masking state".into())),
+        }
+    }
+
+    /// Records a cycle's SecAgg+ state (before anything depending on it
+    /// is sent: a restarted core never answers differently).
+    pub fn put_client(
+        &self,
+        cycle: CycleId,
+        client: &Client,
+        passphrase: Option<&Passphrase>,
+    ) -> Result<(), CoreError> {
+        let clear = Zeroizing::new(enc(client)?);
+        let mut bytes = Vec::with_capacity(clear.len() + 64);
+        match passphrase {
+            Some(pass) => {
+                bytes.push(1);
+                bytes.extend_from_slice(&sealed::seal(pass, &clear)?);
+            }
+            None => {
+                bytes.push(0);
+                bytes.extend_from_slice(&clear);
+            }
+        }
+        let txn = self.db.begin_write().map_err(err)?;
+        txn.open_table(SECAGG)
+            .map_err(err)?
+            .insert(cycle.0, bytes.as_slice())
+            .map_err(err)?;
+        txn.commit().map_err(err)
+    }
+
+    /// Forgets a cycle's SecAgg+ state once its bill is in (its secrets
+    /// are of no further use).
+    pub fn drop_client(&self, cycle: CycleId) -> Result<(), CoreError> {
+        let txn = self.db.begin_write().map_err(err)?;
+        txn.open_table(SECAGG)
+            .map_err(err)?
+            .remove(cycle.0)
+            .map_err(err)?;
         txn.commit().map_err(err)
     }
 }

@@ -36,6 +36,7 @@ fn bad_household_requests_get_clear_errors_and_store_nothing() {
         limits: Default::default(),
         min_members: 3,
         dropout_deadline_secs: 3600,
+        round_secs: 3600,
         operators: vec![operator.id().to_hex()],
         members: names
             .iter()
@@ -68,18 +69,37 @@ fn bad_household_requests_get_clear_errors_and_store_nothing() {
             data_dir: d.join(format!("{n}-data")),
             key_file: d.join(format!("{n}.key")),
             secrets_passphrase_file: None,
+            operator: operator.id().to_hex(),
+            min_members: 3,
+            drill_silent_after_mask: false,
             poll_millis: 50,
             request_timeout_millis: 10_000,
         };
         cores.push(pb_core::spawn(rt.handle(), &config, stop.clone()).unwrap());
     }
+    let core_config_c = |pin: &NodeKey, data: &str| CoreConfig {
+        member: "c".into(),
+        community: "api".into(),
+        edge: edge.endpoint.clone(),
+        edge_node: edge_key.id().to_hex(),
+        listen: "tcp://127.0.0.1:0".into(),
+        data_dir: d.join(data),
+        key_file: d.join("c.key"),
+        secrets_passphrase_file: None,
+        operator: pin.id().to_hex(),
+        min_members: 3,
+        drill_silent_after_mask: false,
+        poll_millis: 50,
+        request_timeout_millis: 10_000,
+    };
     let mut conn = Connection::new(cores[0].endpoint.clone(), Duration::from_secs(20));
     let mut ask = |v: Value| -> Value { rt.block_on(conn.json(&v)).unwrap() };
     // Wait for the joins, then post a 4-slot context.
     let start = Instant::now();
+    let operator = Arc::new(operator);
     let mut op = EdgeClient::new(
         Connection::new(edge.endpoint.clone(), Duration::from_secs(20)),
-        operator,
+        operator.clone(),
         pb_protocol::Audience {
             edge: edge_key.id(),
             community: pb_units::CommunityId("api".into()),
@@ -93,6 +113,28 @@ fn bad_household_requests_get_clear_errors_and_store_nothing() {
         vec![PriceUnits(50_000); 4],
     )
     .unwrap();
+    let roster = pb_secagg::Roster::new(
+        "api",
+        1,
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| pb_secagg::RosterEntry {
+                member: pb_units::MemberId::new(*n).unwrap(),
+                identity: NodeKey::from_bytes([i as u8 + 1; 32]).id().0,
+            })
+            .collect(),
+    )
+    .unwrap();
+    let signed = pb_secagg::SignedRoster::sign(roster, operator.signing_key());
+    for page in pb_protocol::RosterPage::split(&signed) {
+        assert_eq!(
+            rt.block_on(op.call(&Request::PutRoster(page)))
+                .unwrap()
+                .response,
+            Response::Ok
+        );
+    }
     loop {
         if rt
             .block_on(op.call(&Request::PutContext(ctx.clone())))
@@ -166,6 +208,24 @@ fn bad_household_requests_get_clear_errors_and_store_nothing() {
     );
     assert_eq!(code(&r), "conflict", "{r}");
     assert!(ask(json!({"get_bill": {"cycle_id": 1}}))["pending"].is_object());
+
+    // A core that pins another operator key (as a household would whose
+    // edge hands it a member list of the edge's own making) refuses the
+    // list: nothing is stored, and the household is told why.
+    let stranger = NodeKey::from_bytes([77; 32]);
+    let misled = pb_core::spawn(
+        rt.handle(),
+        &core_config_c(&stranger, "c-misled"),
+        stop.clone(),
+    )
+    .unwrap();
+    let mut conn2 = Connection::new(misled.endpoint.clone(), Duration::from_secs(20));
+    let r: Value = rt.block_on(conn2.json(&good)).unwrap();
+    assert_eq!(code(&r), "edge_unavailable", "{r}");
+    assert!(message(&r).contains("not signed by the operator"), "{r}");
+    let status: Value = rt.block_on(conn2.json(&json!({"status": {}}))).unwrap();
+    assert_eq!(status["status"]["cycles"], json!([]), "{status}");
+    cores.push(misled);
     stop.store(true, Ordering::Relaxed);
     for c in cores {
         c.join();

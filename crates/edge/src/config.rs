@@ -35,10 +35,15 @@ pub struct EdgeConfig {
     /// Fewest members billed together.
     #[serde(default = "default_min_members")]
     pub min_members: usize,
-    /// Seconds after a cycle's context is recorded at which members that
-    /// have not submitted are declared dropped out.
+    /// Seconds after a cycle's context is recorded at which its advertise
+    /// round closes: members whose core has not advertised by then (it
+    /// does once the household's data is in) take no part in the cycle.
     #[serde(default = "default_deadline")]
     pub dropout_deadline_secs: u64,
+    /// Seconds each later round (share, mask) waits for members still
+    /// missing before it closes without them (they are then dropouts).
+    #[serde(default = "default_round_secs")]
+    pub round_secs: u64,
     /// Node ids allowed to send cycle contexts.
     #[serde(default)]
     pub operators: Vec<String>,
@@ -130,6 +135,10 @@ fn default_min_members() -> usize {
 
 fn default_deadline() -> u64 {
     900
+}
+
+fn default_round_secs() -> u64 {
+    60
 }
 
 /// Who may do what, from the configuration.

@@ -14,6 +14,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod rounds;
 pub mod service;
 pub mod store;
 
@@ -71,6 +72,7 @@ pub fn open_service(
             admission: config.admission()?,
             min_members: config.min_members,
             deadline: Duration::from_secs(config.dropout_deadline_secs),
+            round_time: Duration::from_secs(config.round_secs),
             requests_per_sec: NonZeroU32::new(config.limits.requests_per_sec).ok_or_else(|| {
                 EdgeError::Config("limits.requests_per_sec: must be at least 1".into())
             })?,

@@ -1,23 +1,28 @@
 //! The edge's request handling, independent of the transport: open the
-//! envelope, check admission and freshness, apply the request to
-//! [`SharedBilling`] and the store, bill ready cycles, answer signed.
+//! envelope, check admission and freshness, move each cycle's SecAgg+
+//! rounds on ([`crate::rounds`]), bill cycles whose aggregate is unmasked,
+//! answer signed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use pb_hiding::{DropoutCorrection, HiddenData};
-use pb_model::CycleContext;
+use pb_hiding::HiddenData;
+use pb_model::{Aggregates, CycleContext};
 use pb_protocol::{
     Audience, Envelope, ErrorCode, MAX_FRAME, MemberEntry, MemberList, NodeId, NodeKey,
-    ProtocolError, ReplayGuard, Request, RequestHash, Response, clock_counter,
+    ProtocolError, ReplayGuard, Request, RequestHash, Response, RosterPage, clock_counter,
     x25519_key_is_usable,
 };
+use pb_secagg::client::MaskedInput;
+use pb_secagg::server::Server;
+use pb_secagg::{Round, SignedRoster};
 use pb_shared_billing::{BillingError, ComputeBackend, SharedBilling};
 use pb_units::{CommunityId, CycleId, MemberId};
 
 use crate::EdgeError;
 use crate::config::{Admission, Role};
+use crate::rounds::{OpenCycle, RoundEvent, secagg_refusal};
 use crate::store::{BilledRecord, CycleRecord, EdgeStore, MemberRecord};
 
 /// What the edge needs besides its store.
@@ -30,8 +35,12 @@ pub struct ServiceConfig {
     pub admission: Admission,
     /// Fewest members billed together.
     pub min_members: usize,
-    /// Dropout deadline after a context is recorded.
+    /// Advertise deadline after a context is recorded: members whose core
+    /// has not advertised by then take no part in the cycle.
     pub deadline: Duration,
+    /// How long each later round (share, mask, confirm) waits for the
+    /// members still missing before it closes without them.
+    pub round_time: Duration,
     /// Sustained requests per second per enrolled node.
     pub requests_per_sec: NonZeroU32,
     /// Burst above the sustained rate.
@@ -42,16 +51,16 @@ pub struct ServiceConfig {
 /// map is bounded by the admission list).
 type RateLimiter = governor::DefaultKeyedRateLimiter<NodeId>;
 
-type Refusal = (ErrorCode, String);
+pub(crate) type Refusal = (ErrorCode, String);
 
-fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
 
-fn refuse(code: ErrorCode, message: impl Into<String>) -> Refusal {
+pub(crate) fn refuse(code: ErrorCode, message: impl Into<String>) -> Refusal {
     (code, message.into())
 }
 
@@ -88,10 +97,13 @@ pub struct Service {
     config: ServiceConfig,
     replay: ReplayGuard,
     members: BTreeMap<MemberId, MemberRecord>,
+    /// Verified member lists by version (the last is current).
+    rosters: BTreeMap<u64, SignedRoster>,
+    /// Pages of a member list being posted.
+    roster_pages: Vec<RosterPage>,
     cycles: BTreeMap<CycleId, CycleRecord>,
-    dropped: BTreeMap<CycleId, Vec<MemberId>>,
+    open: BTreeMap<CycleId, OpenCycle>,
     billed: BTreeMap<CycleId, BilledRecord>,
-    stuck: BTreeSet<CycleId>,
     counters: Counters,
     rate: RateLimiter,
 }
@@ -128,10 +140,11 @@ impl Service {
             config,
             replay,
             members: BTreeMap::new(),
+            rosters: BTreeMap::new(),
+            roster_pages: Vec::new(),
             cycles: BTreeMap::new(),
-            dropped: BTreeMap::new(),
+            open: BTreeMap::new(),
             billed: BTreeMap::new(),
-            stuck: BTreeSet::new(),
             counters: Counters::default(),
         };
         s.restore()?;
@@ -147,6 +160,9 @@ impl Service {
                 .map_err(restored)?;
             self.members.insert(id, m);
         }
+        for r in self.store.rosters()? {
+            self.rosters.insert(r.roster.version, r);
+        }
         for rec in self.store.cycles()? {
             let cycle = rec.context.cycle();
             if let Some(b) = self.store.billed(cycle)? {
@@ -154,26 +170,13 @@ impl Service {
                 self.cycles.insert(cycle, rec);
                 continue;
             }
-            self.billing
-                .record_context_with(
-                    rec.context.clone(),
-                    rec.members.iter().map(|m| m.member.clone()),
-                )
-                .map_err(restored)?;
-            for d in self.store.submissions(cycle)? {
-                self.billing.record_data(d).map_err(restored)?;
-            }
-            if let Some(dropped) = self.store.dropped(cycle)? {
-                let again = self.billing.declare_dropouts(cycle).map_err(restored)?;
-                if again != dropped {
-                    return Err(EdgeError::Store(format!(
-                        "{cycle}: stored dropouts do not match its submissions"
-                    )));
-                }
-                self.dropped.insert(cycle, dropped);
-            }
-            for c in self.store.corrections(cycle)? {
-                self.billing.record_correction(c).map_err(restored)?;
+            let open = self
+                .open_cycle(&rec)
+                .map_err(|(_, m)| EdgeError::Store(format!("restoring {cycle}: {m}")))?;
+            self.open.insert(cycle, open);
+            let events: Vec<RoundEvent> = self.store.round_events(cycle)?;
+            for event in events {
+                self.replay_event(cycle, event)?;
             }
             self.cycles.insert(cycle, rec);
         }
@@ -186,13 +189,73 @@ impl Service {
         Ok(())
     }
 
+    /// Rebuilds one stored round event into the cycle's state.
+    fn replay_event(&mut self, cycle: CycleId, event: RoundEvent) -> Result<(), EdgeError> {
+        let bad = |e: &dyn std::fmt::Display| {
+            EdgeError::Store(format!(
+                "restoring {cycle}: stored round event refused: {e}"
+            ))
+        };
+        let data = match &event {
+            RoundEvent::Submit { member, .. } => Some(
+                self.store
+                    .submission(cycle, member)?
+                    .ok_or_else(|| bad(&format!("the submission of {member} is missing")))?,
+            ),
+            _ => None,
+        };
+        let open = self
+            .open
+            .get_mut(&cycle)
+            .ok_or_else(|| bad(&"no such open cycle"))?;
+        if let Some(d) = &data {
+            self.billing.record_data(d.clone()).map_err(|e| bad(&e))?;
+        }
+        open.apply(event, data.as_ref()).map_err(|e| bad(&e))?;
+        Ok(())
+    }
+
+    /// A cycle's SecAgg+ server on the member list it runs on, and its
+    /// context recorded for billing over the members that joined.
+    fn open_cycle(&mut self, rec: &CycleRecord) -> Result<OpenCycle, Refusal> {
+        let roster = self.rosters.get(&rec.roster_version).ok_or_else(|| {
+            refuse(
+                ErrorCode::Internal,
+                format!("member list version {} is missing", rec.roster_version),
+            )
+        })?;
+        let ctx = &rec.context;
+        let need = pb_units::limits::min_members(self.config.min_members);
+        let server = Server::new(
+            roster,
+            &roster.operator,
+            ctx.cycle().0,
+            need,
+            ctx.model().aggregates().len(),
+            ctx.slots(),
+        )
+        .map_err(|e| refuse(ErrorCode::Rejected, e.to_string()))?;
+        let joined: Vec<MemberId> = roster
+            .roster
+            .members
+            .iter()
+            .filter(|e| self.members.contains_key(&e.member))
+            .map(|e| e.member.clone())
+            .collect();
+        self.billing
+            .record_context_with(ctx.clone(), joined)
+            .map_err(billing_refusal)?;
+        Ok(OpenCycle::new(server, rec.posted_at))
+    }
+
     /// After a failed write the in-memory state may be ahead of the store:
     /// rebuild it from the store, which is the truth.
     fn resync(&mut self) {
         tracing::error!("store write failed; reloading state from the store");
         self.members.clear();
+        self.rosters.clear();
         self.cycles.clear();
-        self.dropped.clear();
+        self.open.clear();
         self.billed.clear();
         let placeholder = SharedBilling::new(Box::new(pb_shared_billing::CpuBackend::new()));
         let backend = std::mem::replace(&mut self.billing, placeholder).into_backend();
@@ -353,6 +416,9 @@ impl Service {
         request: Request,
     ) -> Result<Response, Refusal> {
         let stamp = (sender, counter);
+        if let Role::Member(me) = &role {
+            self.check_not_revoked(me, sender)?;
+        }
         match (role, request) {
             (
                 Role::Member(me),
@@ -372,7 +438,7 @@ impl Service {
                     return Err(refuse(
                         ErrorCode::Rejected,
                         format!(
-                            "{member}: the PRZS key is a low-order X25519 point (every shared secret with it would be zero); generate a proper key"
+                            "{member}: the X25519 key is a low-order point (every shared secret with it would be zero); generate a proper key"
                         ),
                     ));
                 }
@@ -406,29 +472,145 @@ impl Service {
                 community: self.config.community.clone(),
                 members: self.member_entries(),
             })),
+            (Role::Operator, Request::PutRoster(page)) => self.put_roster(stamp, page),
+            (_, Request::GetRoster { version, page }) => self.get_roster(version, page),
             (Role::Operator, Request::PutContext(context)) => self.put_context(stamp, context),
             (role, Request::GetCycle { cycle }) => {
                 let rec = self.cycle_for(&role, cycle)?;
-                let (waiting, billed) = if self.billed.contains_key(&cycle) {
-                    (0, true)
-                } else {
-                    let waiting = match self.billing.status(cycle) {
-                        Ok(pb_shared_billing::CycleStatus::Collecting { waiting }) => waiting,
-                        _ => 0,
-                    };
-                    (waiting, false)
+                let fingerprint = self
+                    .rosters
+                    .get(&rec.roster_version)
+                    .map(|r| r.roster.fingerprint())
+                    .unwrap_or_default();
+                let (round, waiting) = match self.open.get(&cycle) {
+                    Some(o) => {
+                        let p = o.progress();
+                        (p.round, p.waiting.len())
+                    }
+                    None => (Round::Done, 0),
                 };
                 Ok(Response::Cycle {
                     context: rec.context.clone(),
-                    members: rec.members.clone(),
-                    dropped: self.dropped.get(&cycle).cloned().unwrap_or_default(),
+                    roster_version: rec.roster_version,
+                    roster_fingerprint: fingerprint,
+                    round,
                     waiting,
-                    billed,
+                    billed: self.billed.contains_key(&cycle),
                 })
             }
-            (Role::Member(me), Request::Submit(data)) => self.submit(stamp, &me, data),
-            (Role::Member(me), Request::Correct(correction)) => {
-                self.correct(stamp, &me, correction)
+            (Role::Member(me), Request::Advertise { cycle, bundle }) => {
+                if bundle.bundle.member != me {
+                    return Err(speaks_for(&me, &bundle.bundle.member));
+                }
+                if !self.members.contains_key(&me) {
+                    return Err(refuse(
+                        ErrorCode::NotReady,
+                        format!("{me} has not joined yet: its core joins before it advertises"),
+                    ));
+                }
+                self.round_event(
+                    stamp,
+                    &me,
+                    cycle,
+                    RoundEvent::Advertise(Box::new(bundle)),
+                    None,
+                )
+            }
+            (Role::Member(me), Request::GetBundles { cycle }) => {
+                let open = self.open_for(&me, cycle)?;
+                open.wait_for(Round::Share)?;
+                let bundles = open.server.bundles_for(&me).map_err(secagg_refusal)?;
+                Ok(Response::Bundles(bundles))
+            }
+            (Role::Member(me), Request::Share { cycle, shares }) => self.round_event(
+                stamp,
+                &me,
+                cycle,
+                RoundEvent::Share {
+                    from: me.clone(),
+                    shares,
+                },
+                None,
+            ),
+            (Role::Member(me), Request::GetShares { cycle }) => {
+                let open = self.open_for(&me, cycle)?;
+                open.wait_for(Round::Mask)?;
+                if open.server.round() > Round::Mask && !open.server.has_input(&me) {
+                    return Err(refuse(
+                        ErrorCode::Rejected,
+                        format!(
+                            "the mask round of {cycle} is closed: {me} is out of this cycle (its data came too late)"
+                        ),
+                    ));
+                }
+                let shares = open.server.shares_for(&me).map_err(secagg_refusal)?;
+                Ok(Response::Shares(shares))
+            }
+            (Role::Member(me), Request::Submit { data, partners }) => {
+                if data.member != me {
+                    return Err(speaks_for(&me, &data.member));
+                }
+                let cycle = data.cycle;
+                let input = MaskedInput {
+                    member: me.clone(),
+                    partners: partners.clone(),
+                    vectors: data.masked.clone(),
+                };
+                // Both SecAgg+ and the billing must accept before anything
+                // changes.
+                let open = self.open_for(&me, cycle)?;
+                open.server.check_submit(&input).map_err(secagg_refusal)?;
+                match self.billing.record_data(data.clone()) {
+                    Ok(()) => {}
+                    Err(BillingError::AlreadySubmitted { .. }) => {
+                        return Err(refuse(
+                            ErrorCode::AlreadyDone,
+                            format!("{me} already submitted for {cycle}"),
+                        ));
+                    }
+                    Err(e) => return Err(billing_refusal(e)),
+                }
+                self.round_event(
+                    stamp,
+                    &me,
+                    cycle,
+                    RoundEvent::Submit {
+                        member: me.clone(),
+                        partners,
+                    },
+                    Some(&data),
+                )
+            }
+            (Role::Member(me), Request::GetSurvivors { cycle }) => {
+                let open = self.open_for(&me, cycle)?;
+                open.wait_for(Round::Confirm)?;
+                let set = open.server.survivor_set().cloned().ok_or_else(|| {
+                    refuse(ErrorCode::NotReady, "no survivor set yet".to_string())
+                })?;
+                Ok(Response::Survivors(set))
+            }
+            (
+                Role::Member(me),
+                Request::Confirm {
+                    cycle,
+                    confirmation,
+                },
+            ) => {
+                if confirmation.member != me {
+                    return Err(speaks_for(&me, &confirmation.member));
+                }
+                self.round_event(stamp, &me, cycle, RoundEvent::Confirm(confirmation), None)
+            }
+            (Role::Member(me), Request::GetConfirmations { cycle }) => {
+                let open = self.open_for(&me, cycle)?;
+                open.wait_for(Round::Confirm)?;
+                Ok(Response::Confirmations(open.server.confirmations_for(&me)))
+            }
+            (Role::Member(me), Request::Reveal { cycle, reveal }) => {
+                if reveal.member != me {
+                    return Err(speaks_for(&me, &reveal.member));
+                }
+                self.round_event(stamp, &me, cycle, RoundEvent::Reveal(reveal), None)
             }
             (Role::Member(me), Request::GetBill { cycle }) => self.get_bill(&me, cycle),
             (role, request) => Err(refuse(
@@ -440,6 +622,32 @@ impl Service {
                         Role::Member(_) => "a member's core",
                     },
                     request_name(&request)
+                ),
+            )),
+        }
+    }
+
+    /// Once a member list exists, a member must be on the current one
+    /// with this node as its identity: a member the operator removed
+    /// (revoked) is refused everything.
+    fn check_not_revoked(&self, me: &MemberId, sender: &NodeId) -> Result<(), Refusal> {
+        let Some((_, current)) = self.rosters.last_key_value() else {
+            return Ok(());
+        };
+        match current.roster.entry(me) {
+            Some(e) if e.identity == sender.0 => Ok(()),
+            Some(_) => Err(refuse(
+                ErrorCode::NotEnrolled,
+                format!(
+                    "{me} is listed with another key in member list version {}: this node's key was replaced",
+                    current.roster.version
+                ),
+            )),
+            None => Err(refuse(
+                ErrorCode::NotEnrolled,
+                format!(
+                    "{me} is not on member list version {} (revoked by the operator)",
+                    current.roster.version
                 ),
             )),
         }
@@ -464,16 +672,54 @@ impl Service {
             )
         })?;
         if let Role::Member(me) = role {
-            if !rec.members.iter().any(|m| &m.member == me) {
+            let listed = self
+                .rosters
+                .get(&rec.roster_version)
+                .is_some_and(|r| r.roster.entry(me).is_some());
+            if !listed {
                 return Err(refuse(
                     ErrorCode::Forbidden,
                     format!(
-                        "{me} is not a member of {cycle} (it joined after the cycle's context)"
+                        "{me} is not a member of {cycle} (not on its member list, version {})",
+                        rec.roster_version
                     ),
                 ));
             }
         }
         Ok(rec)
+    }
+
+    /// The open cycle `me` takes part in.
+    fn open_for(&self, me: &MemberId, cycle: CycleId) -> Result<&OpenCycle, Refusal> {
+        self.cycle_for(&Role::Member(me.clone()), cycle)?;
+        self.open
+            .get(&cycle)
+            .ok_or_else(|| refuse(ErrorCode::AlreadyDone, format!("{cycle} is already billed")))
+    }
+
+    /// Applies a member's round message to its cycle and stores it with
+    /// the request's counter (and the submission it carries).
+    fn round_event(
+        &mut self,
+        stamp: (&NodeId, u64),
+        me: &MemberId,
+        cycle: CycleId,
+        event: RoundEvent,
+        data: Option<&HiddenData>,
+    ) -> Result<Response, Refusal> {
+        self.open_for(me, cycle)?;
+        let Some(open) = self.open.get_mut(&cycle) else {
+            return Err(refuse(ErrorCode::AlreadyDone, format!("{cycle} is billed")));
+        };
+        let seq = open.events;
+        open.apply(event.clone(), data).map_err(secagg_refusal)?;
+        let stored = self
+            .store
+            .put_round_event(Some(stamp), cycle, seq, &event, data);
+        self.committed(stored)?;
+        tracing::debug!(%cycle, member = %me, event = event.name(), "round message accepted");
+        self.tick();
+        Ok(Response::Ok)
     }
 
     /// A failed commit leaves memory ahead of the store: rebuild memory
@@ -485,26 +731,105 @@ impl Service {
         })
     }
 
-    /// Whether `me` may send data or a correction for `member` in `cycle`.
-    fn may_contribute(
-        &self,
-        me: &MemberId,
-        member: &MemberId,
-        cycle: CycleId,
-    ) -> Result<(), Refusal> {
-        if member != me {
+    fn put_roster(&mut self, stamp: (&NodeId, u64), page: RosterPage) -> Result<Response, Refusal> {
+        if page.page == 0 {
+            self.roster_pages.clear();
+        }
+        if page.page as usize != self.roster_pages.len() {
+            let expected = self.roster_pages.len();
+            self.roster_pages.clear();
             return Err(refuse(
-                ErrorCode::Forbidden,
-                format!("this node speaks for {me}, not {member}"),
+                ErrorCode::Rejected,
+                format!(
+                    "member list page {} arrived, page {expected} was expected: send the list again from page 0",
+                    page.page
+                ),
             ));
         }
-        if self.billed.contains_key(&cycle) {
+        let last = page.page + 1 >= page.pages;
+        self.roster_pages.push(page);
+        if !last {
+            return Ok(Response::Ok);
+        }
+        let pages = std::mem::take(&mut self.roster_pages);
+        let signed = RosterPage::join(&pages).ok_or_else(|| {
+            refuse(
+                ErrorCode::Rejected,
+                "the member list's pages do not fit together".to_string(),
+            )
+        })?;
+        let need = pb_units::limits::min_members(self.config.min_members);
+        let roster = signed
+            .verify(&stamp.0.0, need)
+            .map_err(|e| refuse(ErrorCode::Rejected, format!("member list refused: {e}")))?;
+        if roster.community != self.config.community.0 {
             return Err(refuse(
-                ErrorCode::AlreadyDone,
-                format!("{cycle} is already billed"),
+                ErrorCode::Misdirected,
+                format!(
+                    "the member list is for community {:?}, this edge serves {:?}",
+                    roster.community, self.config.community.0
+                ),
             ));
         }
-        self.cycle_for(&Role::Member(me.clone()), cycle).map(|_| ())
+        for e in &roster.members {
+            let enrolled = self.config.admission.role(&NodeId(e.identity));
+            if enrolled != Some(Role::Member(e.member.clone())) {
+                return Err(refuse(
+                    ErrorCode::Rejected,
+                    format!(
+                        "member list refused: {} is listed with node {} which this edge does not admit for it",
+                        e.member,
+                        NodeId(e.identity).to_hex()
+                    ),
+                ));
+            }
+        }
+        let version = roster.version;
+        if let Some((&current, existing)) = self.rosters.last_key_value() {
+            if version == current && *existing == signed {
+                return Ok(Response::Ok);
+            }
+            if version <= current {
+                return Err(refuse(
+                    ErrorCode::AlreadyDone,
+                    format!(
+                        "member list version {version} refused: version {current} is already in use; number the new list {}",
+                        current + 1
+                    ),
+                ));
+            }
+        }
+        let stored = self.store.put_roster(stamp, &signed);
+        self.committed(stored)?;
+        tracing::info!(
+            version,
+            members = signed.roster.members.len(),
+            fingerprint = %pb_secagg::roster::show_fingerprint(&signed.roster.fingerprint()),
+            "member list recorded"
+        );
+        self.rosters.insert(version, signed);
+        Ok(Response::Ok)
+    }
+
+    fn get_roster(&self, version: Option<u64>, page: u32) -> Result<Response, Refusal> {
+        let signed = match version {
+            Some(v) => self.rosters.get(&v),
+            None => self.rosters.last_key_value().map(|(_, r)| r),
+        }
+        .ok_or_else(|| {
+            refuse(
+                ErrorCode::NotReady,
+                match version {
+                    Some(v) => format!("no member list of version {v}"),
+                    None => "the operator has not posted a member list yet".to_string(),
+                },
+            )
+        })?;
+        RosterPage::split(signed)
+            .into_iter()
+            .nth(page as usize)
+            .map(Response::Roster)
+            .ok_or_else(|| refuse(ErrorCode::Rejected, format!("no page {page}")))
     }
 
     fn put_context(
@@ -523,64 +848,41 @@ impl Service {
                 ))
             };
         }
-        if self.members.len() < self.config.min_members {
+        let Some((&version, roster)) = self.rosters.last_key_value() else {
+            return Err(refuse(
+                ErrorCode::Rejected,
+                "no member list yet: the operator signs and posts one first (`pbill roster`)",
+            ));
+        };
+        let need = pb_units::limits::min_members(self.config.min_members);
+        let joined = roster
+            .roster
+            .members
+            .iter()
+            .filter(|e| self.members.contains_key(&e.member))
+            .count();
+        if joined < need {
             return Err(refuse(
                 ErrorCode::Rejected,
                 format!(
-                    "only {} members have joined; a cycle needs at least {}",
-                    self.members.len(),
-                    self.config.min_members
+                    "only {joined} members of member list version {version} have joined; a cycle needs at least {need}"
                 ),
             ));
         }
         let rec = CycleRecord {
-            context: context.clone(),
-            members: self.member_entries(),
+            context,
+            roster_version: version,
             posted_at: now_secs(),
         };
-        self.billing
-            .record_context_with(context, rec.members.iter().map(|m| m.member.clone()))
-            .map_err(billing_refusal)?;
+        let open = self.open_cycle(&rec)?;
         let stored = self.store.put_cycle(stamp, &rec);
-        self.committed(stored)?;
-        tracing::info!(%cycle, members = rec.members.len(), slots = rec.context.slots(), model = %rec.context.model(), "cycle context recorded");
+        if let Err(e) = stored {
+            self.billing.retire(cycle);
+            return self.committed(Err(e)).map(|()| Response::Ok);
+        }
+        tracing::info!(%cycle, members = open.server.roster().members.len(), roster = version, slots = rec.context.slots(), model = %rec.context.model(), "cycle context recorded");
+        self.open.insert(cycle, open);
         self.cycles.insert(cycle, rec);
-        Ok(Response::Ok)
-    }
-
-    fn submit(
-        &mut self,
-        stamp: (&NodeId, u64),
-        me: &MemberId,
-        data: HiddenData,
-    ) -> Result<Response, Refusal> {
-        let cycle = data.cycle;
-        self.may_contribute(me, &data.member, cycle)?;
-        self.billing
-            .record_data(data.clone())
-            .map_err(billing_refusal)?;
-        let stored = self.store.put_submission(stamp, &data);
-        self.committed(stored)?;
-        tracing::debug!(%cycle, member = %me, "submission accepted");
-        self.tick();
-        Ok(Response::Ok)
-    }
-
-    fn correct(
-        &mut self,
-        stamp: (&NodeId, u64),
-        me: &MemberId,
-        c: DropoutCorrection,
-    ) -> Result<Response, Refusal> {
-        let cycle = c.cycle;
-        self.may_contribute(me, &c.member, cycle)?;
-        self.billing
-            .record_correction(c.clone())
-            .map_err(billing_refusal)?;
-        let stored = self.store.put_correction(stamp, &c);
-        self.committed(stored)?;
-        tracing::debug!(%cycle, member = %me, "dropout correction accepted");
-        self.tick();
         Ok(Response::Ok)
     }
 
@@ -594,7 +896,9 @@ impl Service {
                 .ok_or_else(|| {
                     refuse(
                         ErrorCode::Rejected,
-                        format!("{me} was declared dropped out of {cycle}: it has no bill"),
+                        format!(
+                            "{me} did not take part in {cycle} (no masked data before its mask round closed): it has no bill"
+                        ),
                     )
                 })?;
             if let Ok(true) = self.store.mark_delivered(cycle, me, now_secs()) {
@@ -602,96 +906,112 @@ impl Service {
             }
             return Ok(Response::Bill(bill));
         }
-        if self.dropped.get(&cycle).is_some_and(|d| d.contains(me)) {
-            return Err(refuse(
-                ErrorCode::Rejected,
-                format!("{me} was declared dropped out of {cycle}: it has no bill"),
-            ));
+        let open = self.open_for(me, cycle)?;
+        if let Some(set) = open.server.survivor_set() {
+            if !set.contains(me) {
+                return Err(refuse(
+                    ErrorCode::Rejected,
+                    format!(
+                        "{me} is not among the survivors of {cycle} (no masked data before its mask round closed): it has no bill"
+                    ),
+                ));
+            }
         }
-        let waiting = match self.billing.status(cycle) {
-            Ok(pb_shared_billing::CycleStatus::Collecting { waiting }) => waiting,
-            _ => 0,
-        };
+        let p = open.progress();
         Ok(Response::Pending {
-            waiting,
-            dropouts: self.dropped.contains_key(&cycle),
+            round: p.round,
+            waiting: p.waiting.len(),
         })
     }
 
-    /// Declares dropouts past the deadline and bills every ready cycle.
+    /// Closes rounds whose members are all in or whose time is up, and
+    /// bills every cycle whose aggregate can be unmasked.
     pub fn tick(&mut self) {
         let now = now_secs();
-        let open: Vec<CycleId> = self
-            .cycles
-            .keys()
-            .filter(|c| !self.billed.contains_key(c))
-            .copied()
-            .collect();
-        for cycle in open {
-            if self.stuck.contains(&cycle) {
-                continue;
-            }
-            if self.billing.is_ready(cycle) {
-                self.bill(cycle);
-                continue;
-            }
-            let Some(rec) = self.cycles.get(&cycle) else {
+        let cycles: Vec<CycleId> = self.open.keys().copied().collect();
+        for cycle in cycles {
+            let deadline = self.config.deadline.as_secs();
+            let round_time = self.config.round_time.as_secs();
+            let Some(open) = self.open.get_mut(&cycle) else {
                 continue;
             };
-            let overdue = now >= rec.posted_at.saturating_add(self.config.deadline.as_secs());
-            if overdue && !self.dropped.contains_key(&cycle) {
-                match self.billing.declare_dropouts(cycle) {
-                    Ok(dropped) => {
-                        if let Err(e) = self.store.put_dropped(cycle, &dropped) {
-                            tracing::error!(error = %e, "cannot store dropouts");
-                            self.resync();
-                            return;
+            if open.stuck.is_some() {
+                continue;
+            }
+            match open.due(now, deadline, round_time) {
+                Ok(None) => {}
+                Ok(Some(event)) => {
+                    let seq = open.events;
+                    match open.apply(event.clone(), None) {
+                        Ok(()) => {
+                            if let Err(e) =
+                                self.store.put_round_event(None, cycle, seq, &event, None)
+                            {
+                                tracing::error!(error = %e, "cannot store a round's closing");
+                                self.resync();
+                                return;
+                            }
+                            if let Some(open) = self.open.get(&cycle) {
+                                let p = open.progress();
+                                tracing::info!(%cycle, round = ?p.round, waiting = p.waiting.len(), "round closed");
+                            }
                         }
-                        tracing::warn!(%cycle, dropped = dropped.len(), members = ?dropped, "deadline passed: members declared dropped out");
-                        self.dropped.insert(cycle, dropped);
-                        if self.billing.is_ready(cycle) {
-                            self.bill(cycle);
+                        Err(e) => {
+                            tracing::error!(%cycle, error = %e, "the cycle cannot go on");
+                            open.stuck = Some(e.to_string());
                         }
-                    }
-                    Err(e) => {
-                        tracing::error!(%cycle, error = %e, "deadline passed but the cycle cannot be billed");
-                        self.stuck.insert(cycle);
                     }
                 }
+                Err(e) => {
+                    tracing::error!(%cycle, error = %e, "the cycle cannot go on");
+                    open.stuck = Some(e.to_string());
+                }
+            }
+            if self.open.get_mut(&cycle).is_some_and(OpenCycle::unmaskable) {
+                self.bill(cycle);
             }
         }
     }
 
     fn bill(&mut self, cycle: CycleId) {
         let start = Instant::now();
-        // What the edge learns by design, kept for the operator's report.
-        let aggregates: Vec<Vec<i64>> =
-            match (self.billing.context(cycle), self.billing.aggregates(cycle)) {
-                (Some(ctx), Ok(a)) => ctx
-                    .model()
-                    .aggregates()
-                    .iter()
-                    .map(|&w| {
-                        a.get(w, ctx.slots())
-                            .map(<[i64]>::to_vec)
-                            .unwrap_or_default()
-                    })
-                    .collect(),
-                _ => Vec::new(),
-            };
-        match self.billing.compute_bills(cycle) {
+        let (Some(open), Some(ctx)) = (self.open.get_mut(&cycle), self.billing.context(cycle))
+        else {
+            return;
+        };
+        let sums = match open.server.unmask() {
+            Ok(s) => s,
+            Err(pb_secagg::Refusal::NotEnoughShares { waiting }) => {
+                tracing::debug!(%cycle, waiting = waiting.len(), "not enough shares yet");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(%cycle, error = %e, "the aggregate cannot be unmasked");
+                open.stuck = Some(e.to_string());
+                return;
+            }
+        };
+        let mut aggregates = Aggregates::default();
+        let mut kept: Vec<Vec<i64>> = Vec::new();
+        for (agg, sum) in ctx.model().aggregates().into_iter().zip(sums) {
+            let values: Vec<i64> = sum.into_iter().map(pb_przs::decode).collect();
+            kept.push(values.clone());
+            aggregates.insert(agg, values);
+        }
+        match self.billing.compute_bills_with(cycle, aggregates) {
             Ok(bills) => {
                 let record = BilledRecord {
                     at: now_secs(),
                     millis: start.elapsed().as_millis() as u64,
                     bills: bills.len(),
                 };
-                if let Err(e) = self.store.put_bills(cycle, &bills, record, &aggregates) {
+                if let Err(e) = self.store.put_bills(cycle, &bills, record, &kept) {
                     tracing::error!(%cycle, error = %e, "cannot store bills");
                     self.resync();
                     return;
                 }
                 self.billing.retire(cycle);
+                self.open.remove(&cycle);
                 self.billed.insert(cycle, record);
                 self.counters.billed += 1;
                 tracing::info!(
@@ -703,12 +1023,20 @@ impl Service {
                 );
             }
             Err(e) => {
-                if self.stuck.insert(cycle) {
+                if let Some(open) = self.open.get_mut(&cycle) {
                     tracing::error!(%cycle, error = %e, "cycle cannot be billed");
+                    open.stuck = Some(e.to_string());
                 }
             }
         }
     }
+}
+
+fn speaks_for(me: &MemberId, other: &MemberId) -> Refusal {
+    refuse(
+        ErrorCode::Forbidden,
+        format!("this node speaks for {me}, not {other}"),
+    )
 }
 
 fn request_name(r: &Request) -> &'static str {
@@ -717,8 +1045,17 @@ fn request_name(r: &Request) -> &'static str {
         Request::GetMembers => "GetMembers",
         Request::PutContext(_) => "PutContext",
         Request::GetCycle { .. } => "GetCycle",
-        Request::Submit(_) => "Submit",
-        Request::Correct(_) => "Correct",
+        Request::Submit { .. } => "Submit",
         Request::GetBill { .. } => "GetBill",
+        Request::PutRoster(_) => "PutRoster",
+        Request::GetRoster { .. } => "GetRoster",
+        Request::Advertise { .. } => "Advertise",
+        Request::GetBundles { .. } => "GetBundles",
+        Request::Share { .. } => "Share",
+        Request::GetShares { .. } => "GetShares",
+        Request::GetSurvivors { .. } => "GetSurvivors",
+        Request::Confirm { .. } => "Confirm",
+        Request::GetConfirmations { .. } => "GetConfirmations",
+        Request::Reveal { .. } => "Reveal",
     }
 }

@@ -6,11 +6,12 @@ use std::path::Path;
 
 use pb_glwe::CompactPublicKey;
 use pb_hiding::wire::Wire;
-use pb_hiding::{DropoutCorrection, HiddenBill, HiddenData};
+use pb_hiding::{HiddenBill, HiddenData};
 use pb_inputs::private_store_file;
 use pb_model::CycleContext;
-use pb_protocol::{MemberEntry, NodeId};
+use pb_protocol::NodeId;
 use pb_przs::IdentityPublic;
+use pb_secagg::SignedRoster;
 use pb_units::{CycleId, MemberId};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::de::DeserializeOwned;
@@ -21,8 +22,11 @@ use crate::EdgeError;
 const MEMBERS: TableDefinition<&str, &[u8]> = TableDefinition::new("members");
 const CYCLES: TableDefinition<u64, &[u8]> = TableDefinition::new("cycles");
 const SUBMISSIONS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("submissions");
-const DROPPED: TableDefinition<u64, &[u8]> = TableDefinition::new("dropped");
-const CORRECTIONS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("corrections");
+/// Signed member lists by version.
+const ROSTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("rosters");
+/// Each open cycle's SecAgg+ messages and round closings, in order
+/// (`(cycle, sequence)`): replaying them rebuilds the cycle's state.
+const ROUNDS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("rounds");
 const BILLS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("bills");
 const BILLED: TableDefinition<u64, &[u8]> = TableDefinition::new("billed");
 /// A billed cycle's unmasked per-slot aggregates (what the edge learns by
@@ -47,9 +51,9 @@ pub struct MemberRecord {
 pub struct CycleRecord {
     /// Prices and model.
     pub context: CycleContext,
-    /// Members frozen at recording.
-    pub members: Vec<MemberEntry>,
-    /// Unix seconds of recording (the dropout deadline counts from here).
+    /// Version of the signed member list the cycle runs on.
+    pub roster_version: u64,
+    /// Unix seconds of recording (the advertise deadline counts from here).
     pub posted_at: u64,
 }
 
@@ -113,8 +117,8 @@ impl EdgeStore {
             txn.open_table(MEMBERS).map_err(err)?;
             txn.open_table(CYCLES).map_err(err)?;
             txn.open_table(SUBMISSIONS).map_err(err)?;
-            txn.open_table(DROPPED).map_err(err)?;
-            txn.open_table(CORRECTIONS).map_err(err)?;
+            txn.open_table(ROSTERS).map_err(err)?;
+            txn.open_table(ROUNDS).map_err(err)?;
             txn.open_table(BILLS).map_err(err)?;
             txn.open_table(BILLED).map_err(err)?;
             txn.open_table(AGGREGATES).map_err(err)?;
@@ -182,33 +186,85 @@ impl EdgeStore {
         })
     }
 
-    /// Stores a cycle's dropouts.
-    pub fn put_dropped(&self, cycle: CycleId, dropped: &[MemberId]) -> Result<(), EdgeError> {
-        let bytes = enc(&dropped)?;
-        self.write(None, |t| {
-            t.open_table(DROPPED)
+    /// Stores a verified member list.
+    pub fn put_roster(&self, stamp: Stamp<'_>, r: &SignedRoster) -> Result<(), EdgeError> {
+        let bytes = enc(r)?;
+        self.write(Some(stamp), |t| {
+            t.open_table(ROSTERS)
                 .map_err(err)?
-                .insert(cycle.0, bytes.as_slice())
+                .insert(r.roster.version, bytes.as_slice())
                 .map_err(err)?;
             Ok(())
         })
     }
 
-    /// Stores a dropout correction.
-    pub fn put_correction(&self, stamp: Stamp<'_>, c: &DropoutCorrection) -> Result<(), EdgeError> {
-        let bytes = c.to_bytes();
-        self.write(Some(stamp), |t| {
-            t.open_table(CORRECTIONS)
+    /// Every stored member list, oldest first.
+    pub fn rosters(&self) -> Result<Vec<SignedRoster>, EdgeError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let t = r.open_table(ROSTERS).map_err(err)?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(err)? {
+            out.push(dec(row.map_err(err)?.1.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Appends an event of an open cycle's rounds (with the request's
+    /// counter when a request caused it, and the submission it carries,
+    /// in the same transaction).
+    pub fn put_round_event<E: Serialize>(
+        &self,
+        stamp: Option<Stamp<'_>>,
+        cycle: CycleId,
+        seq: u64,
+        event: &E,
+        submission: Option<&HiddenData>,
+    ) -> Result<(), EdgeError> {
+        let bytes = enc(event)?;
+        let data = submission.map(|d| d.to_bytes());
+        self.write(stamp, |t| {
+            t.open_table(ROUNDS)
                 .map_err(err)?
-                .insert((c.cycle.0, c.member.as_str()), bytes.as_slice())
+                .insert((cycle.0, seq), bytes.as_slice())
                 .map_err(err)?;
+            if let (Some(d), Some(bytes)) = (submission, &data) {
+                t.open_table(SUBMISSIONS)
+                    .map_err(err)?
+                    .insert((d.cycle.0, d.member.as_str()), bytes.as_slice())
+                    .map_err(err)?;
+            }
             Ok(())
         })
+    }
+
+    /// An open cycle's round events, in order.
+    pub fn round_events<E: DeserializeOwned>(&self, cycle: CycleId) -> Result<Vec<E>, EdgeError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let t = r.open_table(ROUNDS).map_err(err)?;
+        let mut out = Vec::new();
+        for row in t.range((cycle.0, 0)..=(cycle.0, u64::MAX)).map_err(err)? {
+            out.push(dec(row.map_err(err)?.1.value())?);
+        }
+        Ok(out)
+    }
+
+    /// One member's submission of a cycle.
+    pub fn submission(
+        &self,
+        cycle: CycleId,
+        member: &MemberId,
+    ) -> Result<Option<HiddenData>, EdgeError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let t = r.open_table(SUBMISSIONS).map_err(err)?;
+        t.get((cycle.0, member.as_str()))
+            .map_err(err)?
+            .map(|v| wire(v.value()))
+            .transpose()
     }
 
     /// Stores all bills of a cycle and its unmasked aggregates (one vector
     /// per field, in the model's order) and marks it billed, in one
-    /// transaction, and drops its submissions and corrections (no longer
+    /// transaction, and drops its submissions and round events (no longer
     /// needed).
     pub fn put_bills(
         &self,
@@ -236,8 +292,8 @@ impl EdgeStore {
                 .map_err(err)?
                 .insert(cycle.0, agg.as_slice())
                 .map_err(err)?;
-            for def in [SUBMISSIONS, CORRECTIONS] {
-                let mut table = t.open_table(def).map_err(err)?;
+            {
+                let mut table = t.open_table(SUBMISSIONS).map_err(err)?;
                 let keys: Vec<String> = table
                     .range((cycle.0, "")..(cycle.0.saturating_add(1), ""))
                     .map_err(err)?
@@ -247,6 +303,10 @@ impl EdgeStore {
                     table.remove((cycle.0, k.as_str())).map_err(err)?;
                 }
             }
+            t.open_table(ROUNDS)
+                .map_err(err)?
+                .retain_in((cycle.0, 0)..=(cycle.0, u64::MAX), |_, _| false)
+                .map_err(err)?;
             Ok(())
         })
     }
@@ -330,21 +390,6 @@ impl EdgeStore {
     /// A cycle's submissions.
     pub fn submissions(&self, cycle: CycleId) -> Result<Vec<HiddenData>, EdgeError> {
         self.per_cycle(SUBMISSIONS, cycle, wire)
-    }
-
-    /// A cycle's corrections.
-    pub fn corrections(&self, cycle: CycleId) -> Result<Vec<DropoutCorrection>, EdgeError> {
-        self.per_cycle(CORRECTIONS, cycle, wire)
-    }
-
-    /// A cycle's dropouts, if declared.
-    pub fn dropped(&self, cycle: CycleId) -> Result<Option<Vec<MemberId>>, EdgeError> {
-        let r = self.db.begin_read().map_err(err)?;
-        let t = r.open_table(DROPPED).map_err(err)?;
-        t.get(cycle.0)
-            .map_err(err)?
-            .map(|v| dec(v.value()))
-            .transpose()
     }
 
     /// A billed cycle's unmasked aggregates, one vector per field in the

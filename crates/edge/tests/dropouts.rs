@@ -1,11 +1,12 @@
-//! Dropouts against a running edge over real sockets: a member that never
-//! submits, one that fetches the cycle and vanishes before submitting (and
-//! comes back late, after the correction round: refused), and a survivor
-//! that vanishes during the correction round and comes back (the cycle
-//! waits for it). The survivors are billed exactly, the dropped members get
-//! no bill, and the edge's own store shows that it never held an
-//! individual value: each stored contribution is masked, and all it can
-//! compute from them is the survivors' aggregate.
+//! Dropouts at every round against a running edge over real sockets, with
+//! SecAgg+: a member that never takes part, one that shares its keys and
+//! vanishes before masking (and comes back late: refused, nothing
+//! changes), and a survivor that vanishes before revealing (the cycle
+//! waits for it, and says so, then completes when it is back). The survivors
+//! are billed exactly, the dropped members get no bill, and what the edge
+//! stores shows that it never held an individual value: each stored
+//! contribution is masked, and what it unmasked is the survivors'
+//! aggregate.
 
 mod common;
 
@@ -17,13 +18,13 @@ use common::{Member, context, data, edge_config, error_code};
 use pb_edge::EdgeStore;
 use pb_glwe::SecretKey;
 use pb_glwe::seeding::deterministic;
-use pb_hiding::HidingContext;
 use pb_model::{Aggregates, BillingModel, Data, reference};
 use pb_net::{Connection, EdgeClient};
 use pb_protocol::{ErrorCode, NodeKey, Request, Response};
-use pb_przs::{IdentityKey, PairwiseKeys, encode};
-use pb_shared_billing::{CpuBackend, SharedBilling};
-use pb_units::{CommunityId, CycleId, MemberId};
+use pb_przs::{IdentityKey, encode};
+use pb_secagg::Round;
+use pb_shared_billing::CpuBackend;
+use pb_units::{CycleId, MemberId};
 
 const N: usize = 6;
 
@@ -74,18 +75,15 @@ fn survivors_are_billed_and_late_or_vanished_members_change_nothing() {
     }
     let ctx = context(1);
     let mut op = client(&operator);
+    let refs: Vec<&Member> = members.iter().collect();
+    let signed = common::signed_roster("dropouts", 1, &operator, &refs);
+    assert_eq!(common::post_roster(&call, &mut op, &signed), Response::Ok);
     assert_eq!(
         call(&mut op, &Request::PutContext(ctx.clone())),
         Response::Ok
     );
-    let roster: Vec<_> = members
-        .iter()
-        .map(|m| (m.id.clone(), m.przs.public()))
-        .collect();
     for m in &mut members {
-        let keys =
-            PairwiseKeys::derive(&CommunityId("dropouts".into()), &m.id, &m.przs, &roster).unwrap();
-        m.hiding = Some(HidingContext::new(keys, m.glwe.clone()));
+        m.hiding = Some(common::hiding("dropouts", m));
     }
     let all: Vec<Data> = (0..N).map(|i| data(&members[i].id, i as i64 + 2)).collect();
     let hide = |i: usize| {
@@ -96,66 +94,111 @@ fn survivors_are_billed_and_late_or_vanished_members_change_nothing() {
             .hide(&all[i], &ctx, &mut deterministic(100 + i as u128))
             .unwrap()
     };
+    let mut secagg: Vec<pb_secagg::Client> = members
+        .iter()
+        .map(|m| common::start(&signed, &operator, m, 1))
+        .collect();
 
-    // d0..d3 submit. d4 fetches the cycle, then vanishes before submitting;
-    // d5 never says anything.
-    for i in 0..4 {
+    // d0..d4 advertise; d5 never says anything: the advertise round closes
+    // at its deadline without it.
+    for i in 0..5 {
         assert_eq!(
-            call(&mut clients[i], &Request::Submit(hide(i))),
+            common::advertise(&call, &mut clients[i], &secagg[i], 1),
             Response::Ok
         );
     }
-    assert!(matches!(
-        call(&mut clients[4], &Request::GetCycle { cycle: CycleId(1) }),
-        Response::Cycle { .. }
-    ));
-
-    // The deadline passes: d4 and d5 are declared dropped out.
-    let give_up = Instant::now() + Duration::from_secs(20);
-    let dropped = loop {
-        match call(&mut op, &Request::GetCycle { cycle: CycleId(1) }) {
-            Response::Cycle { dropped, .. } if !dropped.is_empty() => break dropped,
-            _ => {}
+    common::wait_round(&call, &mut op, 1, Round::Share);
+    match call(
+        &mut clients[5],
+        &Request::Advertise {
+            cycle: CycleId(1),
+            bundle: secagg[5].bundle().clone(),
+        },
+    ) {
+        Response::Error { code, message } => {
+            assert_eq!(code, ErrorCode::Rejected);
+            assert!(message.contains("advertise round"), "{message}");
         }
-        assert!(Instant::now() < give_up, "no dropouts declared");
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    assert_eq!(dropped, vec![members[4].id.clone(), members[5].id.clone()]);
-
-    // d4 comes back and submits after the correction round began: refused
-    // (its data with the survivors' corrections would expose it), and
-    // nothing changes.
+        other => panic!("{other:?}"),
+    }
+    // d0..d4 share; d0..d3 mask and submit; d4 vanishes before masking.
+    for i in 0..5 {
+        assert_eq!(
+            common::share(&call, &mut clients[i], &mut secagg[i], 1),
+            Response::Ok
+        );
+    }
+    common::wait_round(&call, &mut op, 1, Round::Mask);
+    let mut sent = Vec::new();
+    for i in 0..4 {
+        let r = common::masked(&call, &mut clients[i], &mut secagg[i], hide(i), 1);
+        assert_eq!(call(&mut clients[i], &r), Response::Ok);
+        sent.push(r);
+    }
+    let late = common::masked(&call, &mut clients[4], &mut secagg[4], hide(4), 1);
+    // The mask round closes at its time without d4.
+    common::wait_round(&call, &mut op, 1, Round::Confirm);
+    // d4 comes back: its masked data is refused (its mask key is about to
+    // be revealed), and nothing changes.
     assert_eq!(
-        error_code(&call(&mut clients[4], &Request::Submit(hide(4)))),
+        error_code(&call(&mut clients[4], &late)),
         Some(ErrorCode::Rejected)
     );
-    // d0..d2 send their corrections; d3 has vanished for now: the cycle waits.
-    let correction = |i: usize| {
-        members[i]
-            .hiding
-            .as_ref()
-            .unwrap()
-            .dropout_correction(&ctx, &dropped)
-            .unwrap()
-    };
-    for i in 0..3 {
+    assert_eq!(
+        error_code(&call(
+            &mut clients[4],
+            &Request::GetShares { cycle: CycleId(1) }
+        )),
+        Some(ErrorCode::Rejected)
+    );
+    // The survivors confirm; d0..d2 reveal, d3 vanishes before revealing.
+    for i in 0..4 {
         assert_eq!(
-            call(&mut clients[i], &Request::Correct(correction(i))),
+            common::confirm(
+                &call,
+                &mut clients[i],
+                &mut secagg[i],
+                &signed,
+                &members[i].key,
+                1
+            ),
             Response::Ok
         );
     }
-    assert_eq!(
-        call(&mut clients[0], &Request::GetBill { cycle: CycleId(1) }),
-        Response::Pending {
-            waiting: 1,
-            dropouts: true
+    for i in 0..3 {
+        let r = common::reveal(&call, &mut clients[i], &mut secagg[i], 1);
+        assert!(
+            r == Response::Ok || error_code(&r) == Some(ErrorCode::AlreadyDone),
+            "{r:?}"
+        );
+    }
+    // d0's holders are d1..d4: with d3 and d4 silent only two of them
+    // answered, one short of its threshold of three. The edge says whom it
+    // waits for.
+    std::thread::sleep(Duration::from_millis(500));
+    match call(&mut clients[0], &Request::GetBill { cycle: CycleId(1) }) {
+        Response::Pending { round, waiting } => {
+            assert_eq!(round, Round::Reveal);
+            assert_eq!(waiting, 1);
         }
+        other => panic!("{other:?}"),
+    }
+    // d3 is back and reveals: every submitter is billed.
+    let r = common::reveal(&call, &mut clients[3], &mut secagg[3], 1);
+    assert!(
+        r == Response::Ok || error_code(&r) == Some(ErrorCode::AlreadyDone),
+        "{r:?}"
     );
-    // d3 is back: the cycle is billed.
-    assert_eq!(
-        call(&mut clients[3], &Request::Correct(correction(3))),
-        Response::Ok
-    );
+    let give_up = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Response::Cycle { billed: true, .. } =
+            call(&mut op, &Request::GetCycle { cycle: CycleId(1) })
+        {
+            break;
+        }
+        assert!(Instant::now() < give_up, "the cycle was not billed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let want = reference::bills(&ctx, &all[..4]).unwrap();
     for i in 0..4 {
         let bill = match call(&mut clients[i], &Request::GetBill { cycle: CycleId(1) }) {
@@ -177,22 +220,27 @@ fn survivors_are_billed_and_late_or_vanished_members_change_nothing() {
         );
     }
     // Still refused after billing.
-    assert!(error_code(&call(&mut clients[4], &Request::Submit(hide(4)))).is_some());
+    assert!(error_code(&call(&mut clients[4], &late)).is_some());
     stop.store(true, Ordering::Relaxed);
     edge.join();
 
-    // What the edge holds after billing: the bills of the survivors, and no
-    // contribution or correction any more.
+    // What the edge holds after billing: the survivors' bills and the
+    // aggregate it unmasked, which is exactly theirs; no contribution.
     let store = EdgeStore::open(&dir.path().join("data")).unwrap();
     assert_eq!(store.bill_count(CycleId(1)).unwrap(), 4);
     assert!(store.submissions(CycleId(1)).unwrap().is_empty());
-    assert!(store.corrections(CycleId(1)).unwrap().is_empty());
-
-    // What the edge received. Each contribution is masked: no slot of it
-    // equals the member's value (a chance of about 2^-64 per slot).
-    let received: Vec<_> = (0..4).map(hide).collect();
     let v: Vec<_> = all.iter().map(Data::vectors).collect();
-    for (i, h) in received.iter().enumerate() {
+    let clear = Aggregates::in_clear(BillingModel::Ucs, ctx.slots(), &v[..4]);
+    let stored = store.aggregates(CycleId(1)).unwrap().unwrap();
+    for (a, got) in BillingModel::Ucs.aggregates().iter().zip(&stored) {
+        assert_eq!(clear.get(*a, ctx.slots()).unwrap(), got.as_slice());
+    }
+    // What the edge received: each contribution is masked, no slot of it
+    // equals the member's value (a chance of about 2^-64 per slot).
+    for (i, r) in sent.iter().enumerate() {
+        let Request::Submit { data: h, .. } = r else {
+            unreachable!()
+        };
         for (a, masked) in BillingModel::Ucs.aggregates().iter().zip(&h.masked) {
             let clear: Vec<u64> = a.contribution(&v[i]).iter().map(|&x| encode(x)).collect();
             assert!(
@@ -202,24 +250,4 @@ fn survivors_are_billed_and_late_or_vanished_members_change_nothing() {
             );
         }
     }
-    // All it can compute from them, with the corrections, is the
-    // survivors' aggregate.
-    let mut replay = SharedBilling::new(Box::new(CpuBackend::new()));
-    for (id, m) in store.members().unwrap() {
-        replay.register_member(id, m.public_key).unwrap();
-    }
-    replay
-        .record_context_with(ctx.clone(), members.iter().map(|m| m.id.clone()))
-        .unwrap();
-    for h in received {
-        replay.record_data(h).unwrap();
-    }
-    assert_eq!(replay.declare_dropouts(CycleId(1)).unwrap(), dropped);
-    for i in 0..4 {
-        replay.record_correction(correction(i)).unwrap();
-    }
-    assert_eq!(
-        replay.aggregates(CycleId(1)).unwrap(),
-        Aggregates::in_clear(BillingModel::Ucs, ctx.slots(), &v[..4])
-    );
 }

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use pb_glwe::SecretKey;
 use pb_glwe::seeding::deterministic;
-use pb_hiding::HidingContext;
 use pb_model::{BillingModel, CycleContext, Data, reference};
 use pb_net::{Connection, EdgeClient};
 use pb_protocol::{Audience, Envelope, ErrorCode, NodeKey, Request, Response};
-use pb_przs::{IdentityKey, PairwiseKeys};
+use pb_przs::IdentityKey;
+use pb_secagg::Round;
 use pb_shared_billing::CpuBackend;
 use pb_units::{CommunityId, CycleId, MemberId, PriceUnits, Wh};
 
@@ -109,38 +109,71 @@ fn hostile_requests_are_refused_and_change_nothing() {
         };
         assert_eq!(call(c, &join), Response::Ok);
     }
-    // A member may not post a context; the operator may.
+    // A member may not post a context or a member list; the operator may
+    // (the list first).
     assert_eq!(
         error_code(&call(&mut clients[0], &Request::PutContext(context(1)))),
         Some(ErrorCode::Forbidden)
     );
+    let refs: Vec<&Member> = members.iter().collect();
+    let signed = common::signed_roster("hostile", 1, &operator, &refs);
+    assert_eq!(
+        error_code(&common::post_roster(&call, &mut clients[0], &signed)),
+        Some(ErrorCode::Forbidden)
+    );
     let mut op = client(&operator);
+    match call(&mut op, &Request::PutContext(context(1))) {
+        Response::Error { code, message } => {
+            assert_eq!(code, ErrorCode::Rejected);
+            assert!(message.contains("no member list"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A list signed by someone else than the operator who posts it.
+    let forged = common::signed_roster("hostile", 1, &stranger, &refs);
+    assert_eq!(
+        error_code(&common::post_roster(&call, &mut op, &forged)),
+        Some(ErrorCode::Rejected)
+    );
+    // A list of another community.
+    let elsewhere = common::signed_roster("elsewhere", 1, &operator, &refs);
+    assert_eq!(
+        error_code(&common::post_roster(&call, &mut op, &elsewhere)),
+        Some(ErrorCode::Misdirected)
+    );
+    assert_eq!(common::post_roster(&call, &mut op, &signed), Response::Ok);
     assert_eq!(
         call(&mut op, &Request::PutContext(context(1))),
         Response::Ok
     );
     let cycle_state = |c: &mut EdgeClient| match call(c, &Request::GetCycle { cycle: CycleId(1) }) {
         Response::Cycle {
-            members,
-            dropped,
+            round,
             waiting,
             billed,
             ..
-        } => (members.len(), dropped.len(), waiting, billed),
+        } => (round, waiting, billed),
         other => panic!("{other:?}"),
     };
-    let before = cycle_state(&mut op);
-    assert_eq!(before, (3, 0, 3, false));
-
-    let roster: Vec<(MemberId, pb_przs::IdentityPublic)> = members
-        .iter()
-        .map(|m| (m.id.clone(), m.przs.public()))
-        .collect();
+    assert_eq!(cycle_state(&mut op), (Round::Advertise, 3, false));
     for m in members.iter_mut() {
-        let keys =
-            PairwiseKeys::derive(&CommunityId("hostile".into()), &m.id, &m.przs, &roster).unwrap();
-        m.hiding = Some(HidingContext::new(keys, m.glwe.clone()));
+        m.hiding = Some(common::hiding("hostile", m));
     }
+    // The SecAgg+ rounds up to masking.
+    let mut secagg: Vec<pb_secagg::Client> = members
+        .iter()
+        .map(|m| common::start(&signed, &operator, m, 1))
+        .collect();
+    for (c, s) in clients.iter_mut().zip(&secagg) {
+        assert_eq!(common::advertise(&call, c, s, 1), Response::Ok);
+    }
+    common::wait_round(&call, &mut op, 1, Round::Share);
+    for (c, s) in clients.iter_mut().zip(secagg.iter_mut()) {
+        assert_eq!(common::share(&call, c, s, 1), Response::Ok);
+    }
+    common::wait_round(&call, &mut op, 1, Round::Mask);
+    let before = cycle_state(&mut op);
+    assert_eq!(before, (Round::Mask, 3, false));
     let hidden = |i: usize, d: &Data, ctx: &CycleContext| {
         let mut seeder = deterministic(1000 + i as u128);
         members[i]
@@ -150,19 +183,32 @@ fn hostile_requests_are_refused_and_change_nothing() {
             .hide(d, ctx, &mut seeder)
             .unwrap()
     };
-    let good0 = hidden(0, &data(&members[0].id, 1), &context(1));
+    let all: Vec<Data> = (0..3).map(|i| data(&members[i].id, i as i64 + 1)).collect();
+    let good0 = common::masked(
+        &call,
+        &mut clients[0],
+        &mut secagg[0],
+        hidden(0, &all[0], &context(1)),
+        1,
+    );
+    let Request::Submit {
+        data: good0_data,
+        partners: good0_partners,
+    } = good0.clone()
+    else {
+        unreachable!()
+    };
+    let submit = |data: pb_hiding::HiddenData| Request::Submit {
+        data,
+        partners: good0_partners.clone(),
+    };
 
     // 1. Random bytes, truncated frames, bit flips, wrong signature.
     assert_eq!(
         error_code(&raw(b"hello edge".to_vec())),
         Some(ErrorCode::BadFrame)
     );
-    let frame = Envelope::seal_request(
-        &members[0].key,
-        pb_net::now_counter(0),
-        &audience,
-        &Request::Submit(good0.clone()),
-    );
+    let frame = Envelope::seal_request(&members[0].key, pb_net::now_counter(0), &audience, &good0);
     assert_eq!(
         error_code(&raw(frame[..frame.len() / 2].to_vec())),
         Some(ErrorCode::BadFrame)
@@ -195,12 +241,7 @@ fn hostile_requests_are_refused_and_change_nothing() {
             "another edge",
         ),
     ] {
-        let frame = Envelope::seal_request(
-            &members[0].key,
-            pb_net::now_counter(0),
-            &to,
-            &Request::Submit(good0.clone()),
-        );
+        let frame = Envelope::seal_request(&members[0].key, pb_net::now_counter(0), &to, &good0);
         match raw(frame) {
             Response::Error { code, message } => {
                 assert_eq!(code, ErrorCode::Misdirected);
@@ -217,7 +258,7 @@ fn hostile_requests_are_refused_and_change_nothing() {
     // 3. Unknown identity: refused at the handshake, before any frame of
     // it is decrypted or decoded.
     let mut s = client(&stranger);
-    match rt.block_on(s.call(&Request::Submit(good0.clone()))) {
+    match rt.block_on(s.call(&good0)) {
         Err(pb_net::NetError::Secure { source, .. }) => {
             assert!(source.to_string().contains("not enrolled"), "{source}")
         }
@@ -231,7 +272,7 @@ fn hostile_requests_are_refused_and_change_nothing() {
             &members[0].key,
             pb_net::now_counter(0),
             &audience,
-            &Request::Submit(good0.clone()),
+            &good0,
         )))
         .unwrap();
     assert_eq!(answer[0], pb_net::secure::REFUSED);
@@ -266,11 +307,11 @@ fn hostile_requests_are_refused_and_change_nothing() {
     assert_eq!(error_code(&raw(relayed)), Some(ErrorCode::Forbidden));
     // 4. Someone else's data; an operator submitting.
     assert_eq!(
-        error_code(&call(&mut clients[1], &Request::Submit(good0.clone()))),
+        error_code(&call(&mut clients[1], &good0)),
         Some(ErrorCode::Forbidden)
     );
     assert_eq!(
-        error_code(&call(&mut op, &Request::Submit(good0.clone()))),
+        error_code(&call(&mut op, &good0)),
         Some(ErrorCode::Forbidden)
     );
     // 5. Wrong vector lengths (a context of another size) and wrong cycle.
@@ -291,7 +332,19 @@ fn hostile_requests_are_refused_and_change_nothing() {
     .unwrap();
     let bad_len = hidden(0, &short, &short_ctx);
     assert_eq!(
-        error_code(&call(&mut clients[0], &Request::Submit(bad_len))),
+        error_code(&call(&mut clients[0], &submit(bad_len))),
+        Some(ErrorCode::Rejected)
+    );
+    // The masked contributions of the right member and cycle but masked
+    // with other neighbours than it shared with.
+    assert_eq!(
+        error_code(&call(
+            &mut clients[0],
+            &Request::Submit {
+                data: good0_data.clone(),
+                partners: vec![members[1].id.clone()],
+            }
+        )),
         Some(ErrorCode::Rejected)
     );
     let other_cycle = hidden(
@@ -306,7 +359,7 @@ fn hostile_requests_are_refused_and_change_nothing() {
         &context(5),
     );
     assert_eq!(
-        error_code(&call(&mut clients[0], &Request::Submit(other_cycle))),
+        error_code(&call(&mut clients[0], &submit(other_cycle))),
         Some(ErrorCode::UnknownCycle)
     );
     assert_eq!(
@@ -328,12 +381,7 @@ fn hostile_requests_are_refused_and_change_nothing() {
         &audience,
         &Request::GetBill { cycle: CycleId(1) },
     );
-    let frame = Envelope::seal_request(
-        &members[0].key,
-        pb_net::now_counter(0),
-        &audience,
-        &Request::Submit(good0.clone()),
-    );
+    let frame = Envelope::seal_request(&members[0].key, pb_net::now_counter(0), &audience, &good0);
     assert_eq!(raw(frame.clone()), Response::Ok);
     assert_eq!(error_code(&raw(frame.clone())), Some(ErrorCode::Replay));
     assert_eq!(error_code(&raw(early)), Some(ErrorCode::Replay));
@@ -349,15 +397,15 @@ fn hostile_requests_are_refused_and_change_nothing() {
     ));
     // A second submission with a fresh counter is "already done".
     assert_eq!(
-        error_code(&call(&mut clients[0], &Request::Submit(good0.clone()))),
+        error_code(&call(&mut clients[0], &good0)),
         Some(ErrorCode::AlreadyDone)
     );
-    assert_eq!(cycle_state(&mut op), (3, 0, 2, false));
+    assert_eq!(cycle_state(&mut op), (Round::Mask, 2, false));
     assert_eq!(
         call(&mut clients[0], &Request::GetBill { cycle: CycleId(1) }),
         Response::Pending {
+            round: Round::Mask,
             waiting: 2,
-            dropouts: false
         }
     );
 
@@ -383,7 +431,7 @@ fn hostile_requests_are_refused_and_change_nothing() {
         call(&mut clients[1], &Request::GetMembers),
         Response::Members(_)
     ));
-    assert_eq!(cycle_state(&mut op), (3, 0, 2, false));
+    assert_eq!(cycle_state(&mut op), (Round::Mask, 2, false));
     // 8. A refused request's frame cannot be replayed later: a request
     // refused as rate limited is sent again once the bucket has refilled;
     // the old edge recorded counters of successful requests only and
@@ -409,11 +457,33 @@ fn hostile_requests_are_refused_and_change_nothing() {
         Some(ErrorCode::Replay)
     );
 
-    // The edge still serves: the others submit and everyone is billed exactly.
-    let all: Vec<Data> = (0..3).map(|i| data(&members[i].id, i as i64 + 1)).collect();
+    // The edge still serves: the others submit, everyone confirms and
+    // reveals, and everyone is billed exactly (once the flooder's bucket
+    // has refilled).
+    std::thread::sleep(Duration::from_secs(1));
     for i in 1..3 {
         let h = hidden(i, &all[i], &context(1));
-        assert_eq!(call(&mut clients[i], &Request::Submit(h)), Response::Ok);
+        let r = common::masked(&call, &mut clients[i], &mut secagg[i], h, 1);
+        assert_eq!(call(&mut clients[i], &r), Response::Ok);
+    }
+    common::wait_round(&call, &mut op, 1, Round::Confirm);
+    for i in 0..3 {
+        let r = common::confirm(
+            &call,
+            &mut clients[i],
+            &mut secagg[i],
+            &signed,
+            &members[i].key,
+            1,
+        );
+        assert_eq!(r, Response::Ok);
+    }
+    for i in 0..3 {
+        let r = common::reveal(&call, &mut clients[i], &mut secagg[i], 1);
+        assert!(
+            matches!(r, Response::Ok) || error_code(&r) == Some(ErrorCode::AlreadyDone),
+            "{r:?}"
+        );
     }
     let want = reference::bills(&context(1), &all).unwrap();
     for i in 0..3 {
@@ -429,7 +499,7 @@ fn hostile_requests_are_refused_and_change_nothing() {
     // Data for a billed cycle is refused.
     let again = hidden(1, &all[1], &context(1));
     assert_eq!(
-        error_code(&call(&mut clients[1], &Request::Submit(again))),
+        error_code(&call(&mut clients[1], &submit(again))),
         Some(ErrorCode::AlreadyDone)
     );
     drop(good0);

@@ -157,8 +157,20 @@ fn main() {
         ("get-cycle", Request::GetCycle { cycle: CycleId(7) }),
         ("get-members", Request::GetMembers),
         ("put-context", Request::PutContext(ctx.clone())),
-        ("submit", Request::Submit(hidden[1].clone())),
-        ("correct", Request::Correct(correction.clone())),
+        (
+            "submit",
+            Request::Submit {
+                data: hidden[1].clone(),
+                partners: vec![community.households[0].member().clone()],
+            },
+        ),
+        (
+            "get-roster",
+            Request::GetRoster {
+                version: None,
+                page: 0,
+            },
+        ),
         (
             "join",
             Request::Join {
@@ -171,7 +183,7 @@ fn main() {
     for (name, r) in &requests {
         write("signed_request", name, &payload(r));
         // Large payloads are seeded through signed_request only.
-        if !matches!(r, Request::Submit(_) | Request::Join { .. }) {
+        if !matches!(r, Request::Submit { .. } | Request::Join { .. }) {
             write(
                 "envelope",
                 &format!("request-{name}"),
@@ -192,8 +204,8 @@ fn main() {
         (
             "pending",
             Response::Pending {
+                round: pb_secagg::Round::Reveal,
                 waiting: 2,
-                dropouts: true,
             },
         ),
     ];

@@ -9,7 +9,7 @@ use crate::{NodeId, NodeKey, Request, Response};
 
 /// Version of the envelope and message formats (2: requests name their
 /// edge and community, responses the hash of their request).
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Largest frame accepted: a `HiddenData` of the longest cycle (1 MiB) plus
 /// the envelope.
@@ -148,14 +148,14 @@ trait Kind: Serialize + DeserializeOwned {
 }
 
 impl Kind for Request {
-    const TAG: &'static [u8] = b"private-billing request v2\0";
+    const TAG: &'static [u8] = b"private-billing request v3\0";
     fn check(&self) -> Result<(), &'static str> {
         self.check_shape()
     }
 }
 
 impl Kind for Response {
-    const TAG: &'static [u8] = b"private-billing response v2\0";
+    const TAG: &'static [u8] = b"private-billing response v3\0";
     fn check(&self) -> Result<(), &'static str> {
         match self {
             Response::Bill(b) => b.check_shape(),
@@ -461,8 +461,8 @@ mod tests {
             5,
             RequestHash::of(&first),
             &Response::Pending {
+                round: pb_secagg::Round::Mask,
                 waiting: 1,
-                dropouts: false,
             },
         );
         assert!(Envelope::open_response(&answer, &first).is_ok());

@@ -31,6 +31,13 @@ impl NodeKey {
         NodeId(self.0.verifying_key().to_bytes())
     }
 
+    /// The Ed25519 key itself, for signatures outside the envelope (a
+    /// member's SecAgg+ key bundles and confirmations; the operator's
+    /// member list).
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.0
+    }
+
     pub(crate) fn sign(&self, message: &[u8]) -> [u8; 64] {
         self.0.sign(message).to_bytes()
     }

@@ -21,5 +21,5 @@ pub use envelope::{
     RequestHash,
 };
 pub use identity::{KeyFileError, NodeId, NodeKey, x25519_key_is_usable};
-pub use message::{ErrorCode, MemberEntry, MemberList, Request, Response};
+pub use message::{ErrorCode, MemberEntry, MemberList, ROSTER_PAGE, Request, Response, RosterPage};
 pub use replay::{FRESHNESS_WINDOW, Replay, ReplayGuard, clock_counter};

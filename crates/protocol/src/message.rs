@@ -1,7 +1,8 @@
 use pb_glwe::CompactPublicKey;
-use pb_hiding::{DropoutCorrection, HiddenBill, HiddenData};
+use pb_hiding::{HiddenBill, HiddenData};
 use pb_model::CycleContext;
 use pb_przs::IdentityPublic;
+use pb_secagg::{Confirmation, EncryptedShare, Reveal, Round, SignedBundle, SurvivorSet};
 use pb_units::{CommunityId, CycleId, MemberId};
 use serde::{Deserialize, Serialize};
 
@@ -24,20 +25,166 @@ pub enum Request {
     GetMembers,
     /// Operator: a cycle's context.
     PutContext(CycleContext),
-    /// Core: a cycle's context, members and dropouts.
+    /// Core: a cycle's context, its member list version and its round.
     GetCycle {
         /// The cycle.
         cycle: CycleId,
     },
-    /// Core: the household's hidden data for a cycle.
-    Submit(HiddenData),
-    /// Core: a dropout correction.
-    Correct(DropoutCorrection),
+    /// Core, mask round: the household's hidden data, whose aggregate
+    /// contributions (`HiddenData::masked`) are masked by SecAgg+ with the
+    /// self mask and the pairwise masks of `partners`.
+    Submit {
+        /// The hidden data.
+        data: HiddenData,
+        /// The neighbours the contributions are masked with (sorted).
+        partners: Vec<MemberId>,
+    },
     /// Core: the household's hidden bill, once computed.
     GetBill {
         /// The cycle.
         cycle: CycleId,
     },
+    /// Operator: a new version of the member list, signed by the
+    /// operator's enrolment key (sent in pages: the edge assembles them
+    /// and checks the signature once the last page is in).
+    PutRoster(RosterPage),
+    /// Any enrolled node: one page of the member list of `version` (the
+    /// current one when `None`).
+    GetRoster {
+        /// The version.
+        version: Option<u64>,
+        /// The page, from 0.
+        page: u32,
+    },
+    /// Core, advertise round: its signed per-cycle key bundle.
+    Advertise {
+        /// The cycle.
+        cycle: CycleId,
+        /// The bundle.
+        bundle: SignedBundle,
+    },
+    /// Core, share round: the bundles of its neighbours that advertised.
+    GetBundles {
+        /// The cycle.
+        cycle: CycleId,
+    },
+    /// Core, share round: its encrypted shares, one per holder.
+    Share {
+        /// The cycle.
+        cycle: CycleId,
+        /// The shares.
+        shares: Vec<EncryptedShare>,
+    },
+    /// Core, mask round: the shares its neighbours sent it.
+    GetShares {
+        /// The cycle.
+        cycle: CycleId,
+    },
+    /// Core, confirm round: the survivor set the edge announced.
+    GetSurvivors {
+        /// The cycle.
+        cycle: CycleId,
+    },
+    /// Core, confirm round: its signature over the survivor set.
+    Confirm {
+        /// The cycle.
+        cycle: CycleId,
+        /// The signature.
+        confirmation: Confirmation,
+    },
+    /// Core, reveal round: its neighbours' confirmations.
+    GetConfirmations {
+        /// The cycle.
+        cycle: CycleId,
+    },
+    /// Core, reveal round: one share per neighbour it holds shares of.
+    Reveal {
+        /// The cycle.
+        cycle: CycleId,
+        /// The answers.
+        reveal: Reveal,
+    },
+}
+
+/// Members per page of the member list (each entry is a member id of at
+/// most 64 bytes and a 32-byte key: a page stays far below a frame).
+pub const ROSTER_PAGE: usize = 5_000;
+
+/// One page of a signed member list: the list's header and signature on
+/// every page, its entries `page * ROSTER_PAGE ..` on this one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RosterPage {
+    /// The list's header (community, version, tolerances) with this
+    /// page's entries only.
+    pub roster: pb_secagg::Roster,
+    /// The operator's enrolment key.
+    pub operator: [u8; 32],
+    /// The operator's signature over the whole list's fingerprint.
+    pub signature: Vec<u8>,
+    /// This page.
+    pub page: u32,
+    /// Pages in all.
+    pub pages: u32,
+}
+
+impl RosterPage {
+    /// Splits a signed list into pages.
+    pub fn split(signed: &pb_secagg::SignedRoster) -> Vec<RosterPage> {
+        let entries = &signed.roster.members;
+        let pages = entries.len().div_ceil(ROSTER_PAGE).max(1);
+        (0..pages)
+            .map(|p| {
+                let mut roster = signed.roster.clone();
+                roster.members = entries
+                    .iter()
+                    .skip(p * ROSTER_PAGE)
+                    .take(ROSTER_PAGE)
+                    .cloned()
+                    .collect();
+                RosterPage {
+                    roster,
+                    operator: signed.operator,
+                    signature: signed.signature.clone(),
+                    page: p as u32,
+                    pages: pages as u32,
+                }
+            })
+            .collect()
+    }
+
+    /// Reassembles pages (in order, all of one list) into the signed list;
+    /// `None` when they do not fit together. The signature is checked by
+    /// the caller against the key it pins.
+    pub fn join(pages: &[RosterPage]) -> Option<pb_secagg::SignedRoster> {
+        let first = pages.first()?;
+        let n = first.pages as usize;
+        if pages.len() != n {
+            return None;
+        }
+        let mut roster = first.roster.clone();
+        roster.members.clear();
+        for (i, p) in pages.iter().enumerate() {
+            let same_header = p.roster.community == first.roster.community
+                && p.roster.version == first.roster.version
+                && p.roster.dropout_permille == first.roster.dropout_permille
+                && p.roster.collusion_permille == first.roster.collusion_permille;
+            if p.page as usize != i
+                || p.pages != first.pages
+                || !same_header
+                || p.operator != first.operator
+                || p.signature != first.signature
+                || p.roster.members.len() > ROSTER_PAGE
+            {
+                return None;
+            }
+            roster.members.extend(p.roster.members.iter().cloned());
+        }
+        Some(pb_secagg::SignedRoster {
+            roster,
+            operator: first.operator,
+            signature: first.signature.clone(),
+        })
+    }
 }
 
 impl Request {
@@ -47,12 +194,11 @@ impl Request {
             Request::Join { public_key, .. } if !public_key.0.is_well_formed() => {
                 Err("malformed public key")
             }
-            Request::Submit(d) => d.check_shape(),
-            Request::Correct(c)
-                if c.vectors.len() != 3
-                    || c.vectors.iter().any(|v| v.len() != c.vectors[0].len()) =>
-            {
-                Err("correction vectors of unequal lengths")
+            Request::Submit { data, partners } => {
+                if partners.windows(2).any(|w| w[0] >= w[1]) {
+                    return Err("partners not sorted, or one twice");
+                }
+                data.check_shape()
             }
             _ => Ok(()),
         }
@@ -115,30 +261,40 @@ pub enum Response {
     Ok,
     /// The member list.
     Members(MemberList),
-    /// A cycle's context, members and dropped members.
+    /// A cycle's context, the member list it runs on and its round.
     Cycle {
         /// Context.
         context: CycleContext,
-        /// Members of the cycle with their PRZS keys, frozen when the
-        /// context was recorded.
-        members: Vec<MemberEntry>,
-        /// Members declared dropped out.
-        dropped: Vec<MemberId>,
-        /// Submissions or corrections still awaited (0 once billed).
+        /// Version of the signed member list the cycle runs on.
+        roster_version: u64,
+        /// That list's fingerprint.
+        roster_fingerprint: [u8; 32],
+        /// The SecAgg+ round (`Done` once the aggregate is unmasked).
+        round: Round,
+        /// Members whose message for this round is awaited.
         waiting: usize,
         /// Whether the bills are computed.
         billed: bool,
     },
     /// A hidden bill.
     Bill(HiddenBill),
-    /// Not yet: this many members' data or corrections are missing.
+    /// Not yet: the cycle is in `round`, waiting for this many members.
     Pending {
+        /// The round.
+        round: Round,
         /// Members waited for.
         waiting: usize,
-        /// Members were declared dropped out: survivors must send their
-        /// dropout corrections (the list comes with `GetCycle`).
-        dropouts: bool,
     },
+    /// One page of the member list.
+    Roster(RosterPage),
+    /// The key bundles of the asker's neighbours.
+    Bundles(Vec<SignedBundle>),
+    /// The shares addressed to the asker.
+    Shares(Vec<EncryptedShare>),
+    /// The survivor set.
+    Survivors(SurvivorSet),
+    /// The asker's neighbours' confirmations.
+    Confirmations(Vec<Confirmation>),
     /// Refused; nothing changed.
     Error {
         /// Class of error.

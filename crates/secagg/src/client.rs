@@ -204,6 +204,23 @@ impl Client {
     pub fn neighbours(&self) -> impl Iterator<Item = &MemberId> {
         self.neighbours.iter().map(|(m, _)| m)
     }
+    /// The shares sent in the share round (empty before it).
+    pub fn sent_shares(&self) -> &[EncryptedShare] {
+        &self.sent_shares
+    }
+    /// The masked input sent in the mask round, if masked.
+    pub fn masked(&self) -> Option<&MaskedInput> {
+        self.masked.as_ref()
+    }
+    /// The survivor set this member signed and its signature, if any.
+    pub fn confirmed(&self) -> Option<&(SurvivorSet, Confirmation)> {
+        self.confirmed.as_ref()
+    }
+    /// The answers this member revealed, if it did (recorded: it never
+    /// answers differently).
+    pub fn revealed(&self) -> Option<&Reveal> {
+        self.revealed.as_ref()
+    }
     /// The share holders and threshold (after [`Client::share`]).
     pub fn holders(&self) -> (&[Holder], usize) {
         (&self.holders, self.threshold)

@@ -231,6 +231,16 @@ impl Server {
     /// Mask round: a member's masked vectors, masked with exactly its
     /// partners.
     pub fn submit(&mut self, input: MaskedInput) -> Result<(), Refusal> {
+        self.check_submit(&input)?;
+        if !self.inputs.contains_key(&input.member) {
+            self.inputs.insert(input.member.clone(), input);
+        }
+        Ok(())
+    }
+
+    /// Whether [`Server::submit`] would accept `input` (so that a caller
+    /// can check other conditions before anything changes).
+    pub fn check_submit(&self, input: &MaskedInput) -> Result<(), Refusal> {
         self.require(Round::Mask)?;
         let m = input.member.clone();
         if !self.shares.contains_key(&m) {
@@ -247,13 +257,19 @@ impl Server {
             return Err(Refusal::BadInput(m, "wrong number of fields or slots"));
         }
         match self.inputs.get(&m) {
-            Some(i) if *i == input => Ok(()),
-            Some(_) => Err(Refusal::Duplicate(m)),
-            None => {
-                self.inputs.insert(m, input);
-                Ok(())
-            }
+            Some(i) if i != input => Err(Refusal::Duplicate(m)),
+            _ => Ok(()),
         }
+    }
+
+    /// Whether `m`'s masked input is in.
+    pub fn has_input(&self, m: &MemberId) -> bool {
+        self.inputs.contains_key(m)
+    }
+
+    /// The member list the cycle runs on.
+    pub fn roster(&self) -> &Roster {
+        &self.roster
     }
 
     /// Ends the mask round and announces the survivor set: the members

@@ -72,6 +72,7 @@ pub fn edge_config(
         limits: Default::default(),
         min_members: 3,
         dropout_deadline_secs,
+        round_secs: dropout_deadline_secs,
         operators: vec![operator.id().to_hex()],
         members: members
             .iter()
@@ -80,5 +81,220 @@ pub fn edge_config(
                 node: m.key.id().to_hex(),
             })
             .collect(),
+    }
+}
+
+/// One request to the edge (the test's runtime and client).
+pub type Call<'a> = &'a dyn Fn(&mut pb_net::EdgeClient, &pb_protocol::Request) -> Response;
+
+/// A member's hiding context for SecAgg+: pairwise PRZS keys with nobody,
+/// so `hide` leaves the contributions for SecAgg+ to mask.
+pub fn hiding(community: &str, m: &Member) -> HidingContext {
+    let alone = [(m.id.clone(), m.przs.public())];
+    let keys = pb_przs::PairwiseKeys::derive(
+        &pb_units::CommunityId(community.into()),
+        &m.id,
+        &m.przs,
+        &alone,
+    )
+    .unwrap();
+    HidingContext::new(keys, m.glwe.clone())
+}
+
+/// The member list of `members`, signed by `operator`.
+pub fn signed_roster(
+    community: &str,
+    version: u64,
+    operator: &NodeKey,
+    members: &[&Member],
+) -> pb_secagg::SignedRoster {
+    let roster = pb_secagg::Roster::new(
+        community,
+        version,
+        members
+            .iter()
+            .map(|m| pb_secagg::RosterEntry {
+                member: m.id.clone(),
+                identity: m.key.id().0,
+            })
+            .collect(),
+    )
+    .unwrap();
+    pb_secagg::SignedRoster::sign(roster, operator.signing_key())
+}
+
+/// Posts a signed member list; the answer to its last page.
+pub fn post_roster(
+    call: Call<'_>,
+    op: &mut pb_net::EdgeClient,
+    signed: &pb_secagg::SignedRoster,
+) -> Response {
+    let mut last = Response::Ok;
+    for page in pb_protocol::RosterPage::split(signed) {
+        last = call(op, &pb_protocol::Request::PutRoster(page));
+    }
+    last
+}
+
+/// A member's SecAgg+ state for `cycle`.
+pub fn start(
+    signed: &pb_secagg::SignedRoster,
+    operator: &NodeKey,
+    m: &Member,
+    cycle: u64,
+) -> pb_secagg::Client {
+    pb_secagg::Client::start(
+        signed,
+        &operator.id().0,
+        3,
+        cycle,
+        &m.id,
+        m.key.signing_key(),
+        &mut rand_core::OsRng,
+    )
+    .unwrap()
+}
+
+/// Advertise round.
+pub fn advertise(
+    call: Call<'_>,
+    c: &mut pb_net::EdgeClient,
+    client: &pb_secagg::Client,
+    cycle: u64,
+) -> Response {
+    call(
+        c,
+        &pb_protocol::Request::Advertise {
+            cycle: CycleId(cycle),
+            bundle: client.bundle().clone(),
+        },
+    )
+}
+
+/// Share round: fetches the neighbours' bundles, sends the shares.
+pub fn share(
+    call: Call<'_>,
+    c: &mut pb_net::EdgeClient,
+    client: &mut pb_secagg::Client,
+    cycle: u64,
+) -> Response {
+    let Response::Bundles(b) = call(
+        c,
+        &pb_protocol::Request::GetBundles {
+            cycle: CycleId(cycle),
+        },
+    ) else {
+        panic!("no bundles");
+    };
+    let shares = client.share(&b, &mut rand_core::OsRng).unwrap();
+    call(
+        c,
+        &pb_protocol::Request::Share {
+            cycle: CycleId(cycle),
+            shares,
+        },
+    )
+}
+
+/// Mask round: fetches the shares and returns the masked submission.
+pub fn masked(
+    call: Call<'_>,
+    c: &mut pb_net::EdgeClient,
+    client: &mut pb_secagg::Client,
+    mut hidden: pb_hiding::HiddenData,
+    cycle: u64,
+) -> pb_protocol::Request {
+    let Response::Shares(s) = call(
+        c,
+        &pb_protocol::Request::GetShares {
+            cycle: CycleId(cycle),
+        },
+    ) else {
+        panic!("no shares");
+    };
+    let m = client.mask(&s, &hidden.masked).unwrap();
+    hidden.masked = m.vectors.clone();
+    pb_protocol::Request::Submit {
+        data: hidden,
+        partners: m.partners.clone(),
+    }
+}
+
+/// Confirm round.
+pub fn confirm(
+    call: Call<'_>,
+    c: &mut pb_net::EdgeClient,
+    client: &mut pb_secagg::Client,
+    signed: &pb_secagg::SignedRoster,
+    key: &NodeKey,
+    cycle: u64,
+) -> Response {
+    let Response::Survivors(set) = call(
+        c,
+        &pb_protocol::Request::GetSurvivors {
+            cycle: CycleId(cycle),
+        },
+    ) else {
+        panic!("no survivor set");
+    };
+    let confirmation = client
+        .confirm(&set, &signed.roster, key.signing_key())
+        .unwrap();
+    call(
+        c,
+        &pb_protocol::Request::Confirm {
+            cycle: CycleId(cycle),
+            confirmation,
+        },
+    )
+}
+
+/// Reveal round.
+pub fn reveal(
+    call: Call<'_>,
+    c: &mut pb_net::EdgeClient,
+    client: &mut pb_secagg::Client,
+    cycle: u64,
+) -> Response {
+    let Response::Confirmations(cs) = call(
+        c,
+        &pb_protocol::Request::GetConfirmations {
+            cycle: CycleId(cycle),
+        },
+    ) else {
+        panic!("no confirmations");
+    };
+    let set = client.confirmed().unwrap().0.clone();
+    let reveal = client.reveal(&set, &cs).unwrap();
+    call(
+        c,
+        &pb_protocol::Request::Reveal {
+            cycle: CycleId(cycle),
+            reveal,
+        },
+    )
+}
+
+/// Waits until the cycle reaches `round`.
+pub fn wait_round(call: Call<'_>, c: &mut pb_net::EdgeClient, cycle: u64, round: pb_secagg::Round) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Response::Cycle {
+            round: r, billed, ..
+        } = call(
+            c,
+            &pb_protocol::Request::GetCycle {
+                cycle: CycleId(cycle),
+            },
+        ) {
+            if r >= round || billed {
+                return;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "round {round:?} not reached"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
