@@ -281,7 +281,7 @@ fn network_commands_refuse_bad_input_before_sending() {
     assert!(!ok && err.contains("min_members"), "{err}");
     std::fs::write(
         d.join("core.toml"),
-        "member = \"a\"\ncommunity = \"c\"\nedge = \"tcp://127.0.0.1:1\"\nedge_node = \"00\"\ndata_dir = \"x\"\nkey_file = \"k\"\n",
+        "member = \"a\"\ncommunity = \"c\"\nedge = \"tcp://127.0.0.1:1\"\nedge_node = \"00\"\noperator = \"00\"\ndata_dir = \"x\"\nkey_file = \"k\"\n",
     )
     .unwrap();
     let (ok, err) = pbill(&["core", "--config", &path("core.toml")]);

@@ -108,7 +108,7 @@ fn python_household_example() {
     let mut cores = Vec::new();
     for n in names {
         let toml = format!(
-            "member = {n:?}\ncommunity = \"test\"\nedge = {edge_ep:?}\nedge_node = {edge_id:?}\nlisten = \"tcp://127.0.0.1:0\"\ndata_dir = {:?}\nkey_file = {:?}\npoll_millis = 100\n",
+            "member = {n:?}\ncommunity = \"test\"\nedge = {edge_ep:?}\nedge_node = {edge_id:?}\noperator = {operator:?}\nlisten = \"tcp://127.0.0.1:0\"\ndata_dir = {:?}\nkey_file = {:?}\npoll_millis = 100\n",
             d.join(format!("{n}-data")),
             d.join(format!("{n}.key"))
         );
@@ -143,6 +143,29 @@ fn python_household_example() {
         );
     }
     std::fs::write(d.join("prices.csv"), prices).unwrap();
+    // The operator signs the member list (everyone enrolled in edge.toml)
+    // and posts it; each core checks it against the operator key pinned
+    // in its core.toml.
+    let out = run_ok(
+        pbill()
+            .args([
+                "roster",
+                "--edge",
+                &edge_ep,
+                "--edge-id",
+                &edge_id,
+                "--community",
+                "test",
+                "--key",
+            ])
+            .arg(d.join("operator.key"))
+            .arg("--members")
+            .arg(d.join("edge.toml")),
+    );
+    assert!(
+        out.contains("member list version 1: 3 members, fingerprint"),
+        "{out}"
+    );
     // The context is accepted once all three cores have joined.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
