@@ -167,6 +167,7 @@ fn meter_file(data: &[u8], format: pb_inputs::MeterFormat) {
         ("2026-11-28T00:00:00+01:00", None),
         ("2026-11-28T00:00:00+01:00", Some(8)),
         ("1970-01-01T00:00:00Z", Some(4)),
+        ("2026-11-28T00:00:00+01:00", Some(usize::MAX)),
     ] {
         let Ok(clock) = pb_inputs::CycleClock::parse(start, slots) else {
             panic!("the fuzz clock does not parse");
@@ -176,6 +177,7 @@ fn meter_file(data: &[u8], format: pb_inputs::MeterFormat) {
             if let Ok(v) = pb_inputs::meter_series(&file, &clock, units, &mut rounding) {
                 assert!(!v.is_empty() && v.len() <= MAX_SLOTS as usize);
                 assert!(slots.is_none_or(|n| v.len() == n), "{} slots", v.len());
+                assert_ne!(slots, Some(usize::MAX), "more slots than a cycle has");
                 assert!(v.iter().all(|w| w.abs() <= MAX_SLOT_WH), "{v:?}");
             }
         }

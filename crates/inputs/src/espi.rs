@@ -14,7 +14,8 @@
 //!   positive), 19 (reverse: received from it, counted negative) or 4 (net,
 //!   signed as given); default 1. A file with readings of several
 //!   directions gives, per slot, their signed sum; each direction's
-//!   readings must cover the cycle on their own.
+//!   readings must cover the cycle on their own. One file is one meter:
+//!   two usage points' readings of one direction are duplicates.
 //!
 //! Other ESPI elements (costs, qualities, `LocalTimeParameters`) are
 //! ignored: times are instants, so daylight-saving changes need nothing.
@@ -300,19 +301,27 @@ pub(crate) fn readings(origin: &str, text: &str) -> Result<Vec<Direction>, Strin
             pb_units::shorten(&root)
         ));
     }
-    let units: Vec<Unit> = types
-        .iter()
-        .map(|t| check_type(origin, t))
-        .collect::<Result<_, _>>()?;
-    if units.is_empty() {
+    if types.is_empty() {
         return Err(format!(
             "{origin}: no <ReadingType>: the unit of the readings is unknown"
         ));
     }
+    // Only the reading types that readings use are checked (a feed may
+    // also describe, say, a gas meter).
+    let mut units: BTreeMap<usize, Unit> = BTreeMap::new();
     let mut groups: BTreeMap<u8, Vec<Reading>> = BTreeMap::new();
     for r in raw {
         let at = format!("line {} <IntervalReading>", r.line);
-        let unit = &units[r.types_before.saturating_sub(1)];
+        let index = r.types_before.saturating_sub(1);
+        if !units.contains_key(&index) {
+            let t = types
+                .get(index)
+                .ok_or_else(|| format!("{origin}: {at}: no <ReadingType>"))?;
+            units.insert(index, check_type(origin, t)?);
+        }
+        let Some(unit) = units.get(&index) else {
+            return Err(format!("{origin}: {at}: no <ReadingType>"));
+        };
         let need = |v: Option<String>, what: &str| {
             v.map(|s| s.trim().to_string())
                 .ok_or_else(|| format!("{origin}: {at}: no {what}"))
@@ -511,6 +520,17 @@ mod tests {
         let e = series(&watts, None).unwrap_err();
         assert!(
             e.starts_with("g.xml: line 2: <ReadingType>: uom \"38\" is not a unit this reads"),
+            "{e}"
+        );
+        let gas = format!(
+            "<feed xmlns:e=\"http://naesb.org/espi\"><e:ReadingType><e:uom>169</e:uom></e:ReadingType>{}</feed>",
+            block(&["1"], "")
+        );
+        assert_eq!(series(&gas, None).unwrap(), vec![1]);
+        let gas_only = gas.replace("<ReadingType><uom>72</uom></ReadingType>", "");
+        let e = series(&gas_only, None).unwrap_err();
+        assert!(
+            e.starts_with("g.xml: line 1: <ReadingType>: uom \"169\""),
             "{e}"
         );
         let untyped = block(&["1"], "").replace("<ReadingType><uom>72</uom></ReadingType>", "");

@@ -249,7 +249,12 @@ pub(crate) fn to_slots(
     } else {
         SLOT_SECONDS
     };
-    let cycle_end = clock.slots.map(|n| t0 + n as i64 * SLOT_SECONDS);
+    let cycle_end = clock.slots.map(|n| {
+        i64::try_from(n)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(SLOT_SECONDS)
+            .saturating_add(t0)
+    });
     let mut out: Vec<i64> = Vec::new();
     let mut prev: Option<(&Reading, i64)> = None;
     let mut seen: HashMap<i64, &str> = HashMap::new();
@@ -727,6 +732,11 @@ mod tests {
             e.starts_with(
                 "m.csv: line 6: the interval to 2026-11-28T01:15:00+01:00 is past the cycle's end"
             ),
+            "{e}"
+        );
+        let e = err(&text, Some(usize::MAX));
+        assert!(
+            e.contains("the cycle's 18446744073709551615 slots run to"),
             "{e}"
         );
         let one = rows("timestamp,energy_kwh", 15, &["1"]);
