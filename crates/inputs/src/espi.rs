@@ -313,14 +313,14 @@ pub(crate) fn readings(origin: &str, text: &str) -> Result<Vec<Direction>, Strin
     for r in raw {
         let at = format!("line {} <IntervalReading>", r.line);
         let index = r.types_before.saturating_sub(1);
-        if !units.contains_key(&index) {
-            let t = types
-                .get(index)
-                .ok_or_else(|| format!("{origin}: {at}: no <ReadingType>"))?;
-            units.insert(index, check_type(origin, t)?);
-        }
-        let Some(unit) = units.get(&index) else {
-            return Err(format!("{origin}: {at}: no <ReadingType>"));
+        let unit = match units.entry(index) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let t = types
+                    .get(index)
+                    .ok_or_else(|| format!("{origin}: {at}: no <ReadingType>"))?;
+                e.insert(check_type(origin, t)?)
+            }
         };
         let need = |v: Option<String>, what: &str| {
             v.map(|s| s.trim().to_string())
