@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use pb_core::api::{ApiRequest, ApiResponse, CycleRef, SubmitRequest};
-use pb_inputs::Units;
+use pb_inputs::{HouseholdData, MeterFile, MeterFormat, Units};
 use pb_model::{BillingModel, CycleContext};
 use pb_net::{Connection, EdgeClient};
 use pb_protocol::{NodeId, NodeKey, Request, Response};
@@ -245,22 +245,107 @@ pub fn api_call(core: &str, request: &ApiRequest) -> Result<ApiResponse, String>
     serde_json::from_slice(&answer).map_err(|e| format!("unexpected answer from the core: {e}"))
 }
 
-/// `pbill submit`: a household's data for a cycle, from CSV
-/// (`promise_kwh,actual_kwh` per slot) or JSON.
-pub fn submit(core: &str, cycle: u64, file: &Path, units: Units) -> Result<(), String> {
-    let text = read(file)?;
-    let origin = file.display().to_string();
-    // Check locally first for a precise message; the core checks again.
-    let parsed = if is_csv(file) {
-        pb_inputs::data_csv(&origin, &text, units)?
-    } else {
-        pb_inputs::data_json(&origin, &text, units)?
+/// Where `pbill submit` reads a household's data.
+pub enum Source<'a> {
+    /// One file, a value per slot: CSV (`promise_kwh,actual_kwh`) or JSON.
+    File(&'a Path),
+    /// Meter files placed on the cycle's slots by time.
+    Meters {
+        /// The promises.
+        forecast: &'a Path,
+        /// The meter's readings.
+        actual: &'a Path,
+        /// `--cycle-start`.
+        cycle_start: Option<&'a str>,
+        /// `--slots`.
+        slots: Option<usize>,
+    },
+}
+
+/// The format of a meter file: `format` if given, else its extension.
+fn meter_format(path: &Path, format: Option<MeterFormat>) -> Result<MeterFormat, String> {
+    format
+        .or_else(|| MeterFormat::from_path(path))
+        .ok_or_else(|| {
+            format!(
+                "{}: cannot tell its format from its name (.csv or .xml): give --format csv or --format espi",
+                path.display()
+            )
+        })
+}
+
+/// Reads and checks a household's data for `pbill submit`, before
+/// anything is sent; prints the rounding warning.
+pub fn read_household(
+    source: &Source<'_>,
+    format: Option<MeterFormat>,
+    units: Units,
+) -> Result<HouseholdData, String> {
+    let parsed = match *source {
+        Source::File(file) => {
+            let text = read(file)?;
+            let origin = file.display().to_string();
+            // Any extension but .csv and .xml is read as JSON, as before.
+            let format = format
+                .or_else(|| MeterFormat::from_path(file))
+                .unwrap_or(MeterFormat::Json);
+            match format {
+                MeterFormat::Csv => pb_inputs::data_csv(&origin, &text, units)?,
+                MeterFormat::Json => pb_inputs::data_json(&origin, &text, units)?,
+                MeterFormat::Espi => {
+                    return Err(format!(
+                        "{origin}: an ESPI file holds one meter series: give it as --actual (or \
+                         --forecast) with the other series and --cycle-start"
+                    ));
+                }
+            }
+        }
+        Source::Meters {
+            forecast,
+            actual,
+            cycle_start,
+            slots,
+        } => {
+            let start = cycle_start.ok_or(
+                "--cycle-start is needed to place meter readings on the cycle's slots \
+                 (ISO 8601 with an offset, e.g. 2026-11-28T00:00:00+01:00)",
+            )?;
+            let clock = pb_inputs::CycleClock::parse(start, slots)
+                .map_err(|e| e.replace("cycle start:", "--cycle-start:"))?;
+            let (f_text, a_text) = (read(forecast)?, read(actual)?);
+            let (f_origin, a_origin) =
+                (forecast.display().to_string(), actual.display().to_string());
+            pb_inputs::household_from_meters(
+                &MeterFile {
+                    origin: &f_origin,
+                    text: &f_text,
+                    format: meter_format(forecast, format)?,
+                },
+                &MeterFile {
+                    origin: &a_origin,
+                    text: &a_text,
+                    format: meter_format(actual, format)?,
+                },
+                &clock,
+                units,
+            )?
+        }
+    };
+    let origin = match source {
+        Source::File(f) => f.display().to_string(),
+        Source::Meters { actual, .. } => format!("{} and its forecast", actual.display()),
     };
     warn_rounding(&origin, &parsed.rounding);
+    Ok(parsed.value)
+}
+
+/// `pbill submit`: a household's data for a cycle, checked by
+/// [`read_household`].
+pub fn submit(core: &str, cycle: u64, data: HouseholdData, units: Units) -> Result<(), String> {
     let request = ApiRequest::Submit(SubmitRequest {
         cycle_id: cycle,
-        promises_kwh: parsed.value.promises_kwh,
-        actual_kwh: parsed.value.actual_kwh,
+        promises_kwh: data.promises_kwh,
+        actual_kwh: data.actual_kwh,
         strict_units: units == Units::Strict,
     });
     match api_call(core, &request)? {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use pb_inputs::{HouseholdId, Units};
+use pb_inputs::{HouseholdId, MeterFormat, Units};
 use pb_model::{Bill, BillingModel};
 use pb_shared_billing::BackendChoice;
 use pb_shared_billing::community::{Phase, plaintext_bills, run_local_with_progress};
@@ -52,6 +52,28 @@ impl From<ModelArg> for BillingModel {
     }
 }
 
+/// The format of an input file on the command line.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FormatArg {
+    /// CSV: interval CSV for meter files, `promise_kwh,actual_kwh` rows
+    /// for `--file`.
+    Csv,
+    /// Green Button (ESPI) interval XML.
+    Espi,
+    /// JSON (`--file` only).
+    Json,
+}
+
+impl From<FormatArg> for MeterFormat {
+    fn from(f: FormatArg) -> MeterFormat {
+        match f {
+            FormatArg::Csv => MeterFormat::Csv,
+            FormatArg::Espi => MeterFormat::Espi,
+            FormatArg::Json => MeterFormat::Json,
+        }
+    }
+}
+
 /// `Round` unless `--strict-units`.
 fn units(strict: bool) -> Units {
     if strict { Units::Strict } else { Units::Round }
@@ -75,6 +97,12 @@ enum Command {
     /// currency/kWh, and the prices may not let a household's energy cost
     /// over the cycle (at 100 kWh a slot) exceed 175,921.86 currency; the
     /// encrypted and the --plaintext path refuse exactly the same inputs.
+    ///
+    /// A household may give meter files instead of the two arrays:
+    /// {"id": "..", "forecast_file": "f.csv", "actual_file": "m.xml"}
+    /// (paths relative to the community file; interval CSV or Green
+    /// Button ESPI XML, by extension or --format), placed on the cycle's
+    /// 15-minute slots from "cycle_start" in the file or --cycle-start.
     ///
     /// Output: {"model": "..", "bills": [{"id", "bill", "reward", "total"}]},
     /// ids as given, amounts as exact decimal strings with 8 decimals. On
@@ -103,6 +131,15 @@ enum Command {
         /// a GPU is usable, else CPU), `cpu` or `cuda`. The choice is printed.
         #[arg(long, default_value_t = BackendChoice::Auto)]
         backend: BackendChoice,
+        /// Start of the cycle's first 15-minute slot, ISO 8601 with an
+        /// offset (2026-11-28T00:00:00+01:00), for households that give
+        /// meter files; overrides the file's cycle_start.
+        #[arg(long)]
+        cycle_start: Option<String>,
+        /// Format of the meter files the community file names (else each
+        /// file's extension: .csv or .xml).
+        #[arg(long, value_enum)]
+        format: Option<FormatArg>,
     },
     /// Write a synthetic community file (daily load shapes, some households
     /// with PV, forecasts with noise) for `simulate`.
@@ -223,8 +260,14 @@ enum Command {
     },
     /// Household: submit one cycle's data to the household's core.
     ///
-    /// FILE is CSV with columns promise_kwh,actual_kwh (one row per slot)
-    /// or JSON {"promises_kwh": [..], "actual_kwh": [..]}.
+    /// Either --file: CSV with columns promise_kwh,actual_kwh (one row per
+    /// slot) or JSON {"promises_kwh": [..], "actual_kwh": [..]}; or meter
+    /// files as utilities export them, --forecast (the promises) and
+    /// --actual (the meter's readings): interval CSV (an ISO 8601
+    /// timestamp column with offset, an energy column whose header states
+    /// kWh or Wh, 15-minute or hourly rows) or Green Button ESPI XML,
+    /// placed on the cycle's 15-minute slots from --cycle-start. Every
+    /// file is checked before anything is sent.
     Submit {
         /// The core's household API endpoint, e.g. tcp://127.0.0.1:6000.
         #[arg(long)]
@@ -232,9 +275,30 @@ enum Command {
         /// Cycle number.
         #[arg(long)]
         cycle: u64,
-        /// Data file (.csv or .json).
+        /// Data file (.csv or .json), one row or value per slot.
+        #[arg(
+            long,
+            required_unless_present_all = ["forecast", "actual"],
+            conflicts_with_all = ["forecast", "actual", "cycle_start", "slots"]
+        )]
+        file: Option<PathBuf>,
+        /// Forecast file (.csv interval CSV or .xml ESPI): the promises.
+        #[arg(long, requires = "actual")]
+        forecast: Option<PathBuf>,
+        /// Meter file (.csv interval CSV or .xml ESPI): the actual values.
+        #[arg(long, requires = "forecast")]
+        actual: Option<PathBuf>,
+        /// Start of the cycle's first 15-minute slot, ISO 8601 with an
+        /// offset (2026-11-28T00:00:00+01:00); needed with meter files.
         #[arg(long)]
-        file: PathBuf,
+        cycle_start: Option<String>,
+        /// The cycle's number of slots, to check the meter files against
+        /// (else the core checks it).
+        #[arg(long)]
+        slots: Option<usize>,
+        /// Format of the files (else the extension says: .csv, .xml, .json).
+        #[arg(long, value_enum)]
+        format: Option<FormatArg>,
         /// Refuse values finer than 1 Wh instead of rounding them.
         #[arg(long)]
         strict_units: bool,
@@ -285,14 +349,18 @@ fn main() -> ExitCode {
             min_members,
             strict_units,
             backend,
+            cycle_start,
+            format,
         } => simulate(
             &input,
             &output,
-            model.into(),
-            plaintext,
-            min_members,
+            (model.into(), plaintext, min_members),
             units(strict_units),
             backend,
+            Meters {
+                cycle_start,
+                format: format.map(Into::into),
+            },
         ),
         Command::Generate {
             households,
@@ -344,8 +412,30 @@ fn main() -> ExitCode {
             core,
             cycle,
             file,
+            forecast,
+            actual,
+            cycle_start,
+            slots,
+            format,
             strict_units,
-        } => client::submit(&core, cycle, &file, units(strict_units)),
+        } => {
+            let source = match (&file, &forecast, &actual) {
+                (Some(file), _, _) => client::Source::File(file),
+                (None, Some(forecast), Some(actual)) => client::Source::Meters {
+                    forecast,
+                    actual,
+                    cycle_start: cycle_start.as_deref(),
+                    slots,
+                },
+                _ => {
+                    eprintln!("error: give --file, or --forecast and --actual");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let units = units(strict_units);
+            client::read_household(&source, format.map(Into::into), units)
+                .and_then(|data| client::submit(&core, cycle, data, units))
+        }
         Command::Bill { core, cycle, json } => match client::bill(&core, cycle, json) {
             Ok(client::BillOutcome::Billed) => Ok(()),
             Ok(client::BillOutcome::Pending) => return ExitCode::from(3),
@@ -363,19 +453,37 @@ fn main() -> ExitCode {
     }
 }
 
+/// How `simulate` reads the meter files a community file names.
+struct Meters {
+    cycle_start: Option<String>,
+    format: Option<MeterFormat>,
+}
+
 fn simulate(
     input: &Path,
     output: &Path,
-    model: BillingModel,
-    plaintext: bool,
-    min_members: usize,
+    (model, plaintext, min_members): (BillingModel, bool, usize),
     units: Units,
     backend: BackendChoice,
+    meters: Meters,
 ) -> Result<(), String> {
     refuse_same_file(input, output)?;
     let text = client::read(input)?;
-    let community = pb_inputs::community(&text, model, min_members, units)
-        .map_err(|e| format!("{}: {e}", input.display()))?;
+    // Meter files are named relative to the community file.
+    let base = input.parent().unwrap_or(Path::new("."));
+    let load = |name: &str| client::read(&base.join(name));
+    let community = pb_inputs::community_with(
+        &text,
+        model,
+        min_members,
+        units,
+        pb_inputs::MeterFiles {
+            cycle_start: meters.cycle_start.as_deref(),
+            format: meters.format,
+            load: Some(&load),
+        },
+    )
+    .map_err(|e| format!("{}: {e}", input.display()))?;
     client::warn_rounding(&input.display().to_string(), &community.rounding);
     let n = community.households.len();
     let slots = community.context.slots();

@@ -81,6 +81,8 @@ pub fn generate(households: usize, slots: usize, seed: u64) -> Result<CommunityF
             id: HouseholdId::Text(format!("house-{:03}", i + 1)),
             promises_kwh: promises,
             actual_kwh: actual,
+            forecast_file: None,
+            actual_file: None,
         });
     }
     if let Some(p) = &shown {
@@ -90,5 +92,6 @@ pub fn generate(households: usize, slots: usize, seed: u64) -> Result<CommunityF
         cycle_id: 1,
         prices,
         households: out,
+        cycle_start: None,
     })
 }

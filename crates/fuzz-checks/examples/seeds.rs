@@ -52,8 +52,11 @@ fn main() {
                 },
                 promises_kwh: decimals(&["0.5", "-0.25", "1.0", "0.5005"]),
                 actual_kwh: decimals(&[["0.4", "0.5", "0.6"][i], "-3e-1", "1.1", "0.05"]),
+                forecast_file: None,
+                actual_file: None,
             })
             .collect(),
+        cycle_start: None,
     };
     let json = serde_json::to_string_pretty(&file).expect("json");
     write("community_file", "three-households.json", json.as_bytes());

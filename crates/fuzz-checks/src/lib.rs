@@ -29,6 +29,8 @@ pub const TARGETS: &[Target] = &[
     ("data_file", data_file),
     ("decimal", decimal),
     ("zmtp_stream", zmtp_stream),
+    ("meter_csv", meter_csv),
+    ("espi_xml", espi_xml),
 ];
 
 /// The fixed key that signs fuzzed payloads.
@@ -147,6 +149,53 @@ pub fn data_file(data: &[u8]) {
         let _ = pb_inputs::data_csv("fuzz.csv", t, pb_inputs::Units::Round);
         let _ = pb_inputs::data_json("fuzz.json", t, pb_inputs::Units::Strict);
     }
+}
+
+/// One meter file in `format`, put on the slots of a cycle of unknown
+/// and of known length, rounding and strict: an error or a series within
+/// the limits, never a panic.
+fn meter_file(data: &[u8], format: pb_inputs::MeterFormat) {
+    use pb_units::limits::{MAX_SLOT_WH, MAX_SLOTS};
+    let Some(t) = text(data) else { return };
+    let file = pb_inputs::MeterFile {
+        origin: "fuzz",
+        text: t,
+        format,
+    };
+    // The examples' cycle start (docs/examples), so that seeds line up.
+    for (start, slots) in [
+        ("2026-11-28T00:00:00+01:00", None),
+        ("2026-11-28T00:00:00+01:00", Some(8)),
+        ("1970-01-01T00:00:00Z", Some(4)),
+        ("2026-11-28T00:00:00+01:00", Some(usize::MAX)),
+    ] {
+        let Ok(clock) = pb_inputs::CycleClock::parse(start, slots) else {
+            panic!("the fuzz clock does not parse");
+        };
+        for units in [pb_inputs::Units::Round, pb_inputs::Units::Strict] {
+            let mut rounding = pb_inputs::Rounding::default();
+            if let Ok(v) = pb_inputs::meter_series(&file, &clock, units, &mut rounding) {
+                assert!(!v.is_empty() && v.len() <= MAX_SLOTS as usize);
+                assert!(slots.is_none_or(|n| v.len() == n), "{} slots", v.len());
+                assert_ne!(slots, Some(usize::MAX), "more slots than a cycle has");
+                assert!(v.iter().all(|w| w.abs() <= MAX_SLOT_WH), "{v:?}");
+            }
+        }
+    }
+    let clock = pb_inputs::CycleClock::parse("2026-11-28T00:00:00+01:00", None);
+    if let Ok(clock) = clock {
+        let _ = pb_inputs::household_from_meters(&file, &file, &clock, pb_inputs::Units::Round);
+    }
+}
+
+/// An interval CSV meter file (`pb_inputs::meter_csv`).
+pub fn meter_csv(data: &[u8]) {
+    meter_file(data, pb_inputs::MeterFormat::Csv);
+}
+
+/// A Green Button (ESPI) XML meter file (`pb_inputs::espi`).
+pub fn espi_xml(data: &[u8]) {
+    meter_file(data, pb_inputs::MeterFormat::Espi);
 }
 
 /// The exact decimal parser: whatever the text, parsing and rounding to

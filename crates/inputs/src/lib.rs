@@ -8,6 +8,10 @@
 //! * [`context_csv`] / [`context_json`]: an operator's prices for a cycle.
 //! * [`data_csv`] / [`data_json`]: one household's promises and meter
 //!   values for a cycle.
+//! * [`household_from_meters`]: one household's promises and meter values
+//!   from meter files as utilities export them, interval CSV
+//!   ([`meter_csv`]) or Green Button XML ([`espi`]), put on the cycle's
+//!   slots by time ([`meter`]).
 
 #![warn(missing_docs)]
 
@@ -18,9 +22,13 @@ use pb_model::{BillingModel, CycleContext, Data};
 use pb_units::{CycleId, Decimal, MemberId, shorten};
 use serde::{Deserialize, Serialize};
 
+pub mod espi;
+pub mod meter;
+pub mod meter_csv;
 pub mod private;
 pub mod read;
 
+pub use meter::{CycleClock, MeterFile, MeterFormat, household_from_meters, meter_series};
 pub use pb_model::parse::{Rounding, Units};
 pub use private::private_store_file;
 pub use read::{Kind, ReadError, bounded, bounded_text};
@@ -124,6 +132,10 @@ pub struct CommunityFile {
     pub prices: PricesFile,
     /// Households.
     pub households: Vec<HouseholdFile>,
+    /// Start of the cycle's first slot, ISO 8601 with an offset: needed
+    /// when households give meter files (`--cycle-start` overrides it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cycle_start: Option<String>,
 }
 
 /// Prices per slot, currency per kWh.
@@ -144,10 +156,35 @@ pub struct PricesFile {
 pub struct HouseholdFile {
     /// Household id (a string or an integer).
     pub id: HouseholdId,
-    /// Promised energy per slot.
+    /// Promised energy per slot (or `forecast_file`).
+    #[serde(default)]
     pub promises_kwh: Vec<Decimal>,
-    /// Metered energy per slot.
+    /// Metered energy per slot (or `actual_file`).
+    #[serde(default)]
     pub actual_kwh: Vec<Decimal>,
+    /// The promises as a forecast file (interval CSV or ESPI XML), a path
+    /// relative to the community file; with `actual_file`, instead of the
+    /// two arrays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast_file: Option<String>,
+    /// The metered values as a meter file (interval CSV or ESPI XML).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actual_file: Option<String>,
+}
+
+/// Reads a file by the name a community file gives it.
+pub type Loader<'a> = dyn Fn(&str) -> Result<String, String> + 'a;
+
+/// How the meter files a community file names are read.
+#[derive(Clone, Copy, Default)]
+pub struct MeterFiles<'a> {
+    /// The cycle start (wins over the file's `cycle_start`).
+    pub cycle_start: Option<&'a str>,
+    /// The format of every meter file (else each file's extension says).
+    pub format: Option<MeterFormat>,
+    /// Reads a file by the name the community file gives; `None` refuses
+    /// meter files.
+    pub load: Option<&'a Loader<'a>>,
 }
 
 /// A checked community: the cycle's context and every household's data.
@@ -195,6 +232,18 @@ pub fn community(
     min_members: usize,
     units: Units,
 ) -> Result<Community, String> {
+    community_with(text, model, min_members, units, MeterFiles::default())
+}
+
+/// [`community`], where households may also give their data as meter
+/// files (`forecast_file` and `actual_file`), read through `meters`.
+pub fn community_with(
+    text: &str,
+    model: BillingModel,
+    min_members: usize,
+    units: Units,
+    meters: MeterFiles<'_>,
+) -> Result<Community, String> {
     let file: CommunityFile = from_json("community file", text)?;
     let mut rounding = Rounding::default();
     let context = context_from(
@@ -224,16 +273,48 @@ pub fn community(
             return Err(format!("households[{i}].id: {id} appears twice"));
         }
         let field = |name: &str| format!("households[{i}] ({id}).{name}");
+        let (promises_kwh, actual_kwh) = match (&h.forecast_file, &h.actual_file) {
+            (None, None) => {
+                if h.promises_kwh.is_empty() && h.actual_kwh.is_empty() {
+                    return Err(format!(
+                        "households[{i}] ({id}): no data: give promises_kwh and actual_kwh, or \
+                         forecast_file and actual_file"
+                    ));
+                }
+                (h.promises_kwh, h.actual_kwh)
+            }
+            (Some(forecast), Some(actual)) => {
+                if !h.promises_kwh.is_empty() || !h.actual_kwh.is_empty() {
+                    return Err(format!(
+                        "households[{i}] ({id}): give promises_kwh and actual_kwh, or \
+                         forecast_file and actual_file, not both"
+                    ));
+                }
+                let parsed = from_meter_files(
+                    forecast,
+                    actual,
+                    file.cycle_start.as_deref(),
+                    slots,
+                    units,
+                    meters,
+                )
+                .map_err(|e| format!("households[{i}] ({id}): {e}"))?;
+                rounding.merge(parsed.rounding);
+                (parsed.value.promises_kwh, parsed.value.actual_kwh)
+            }
+            (Some(_), None) => return Err(field("actual_file: missing (forecast_file is given)")),
+            (None, Some(_)) => return Err(field("forecast_file: missing (actual_file is given)")),
+        };
         let promises = energy_kwh(
             &field("promises_kwh"),
-            &h.promises_kwh,
+            &promises_kwh,
             slots,
             units,
             &mut rounding,
         )?;
         let actual = energy_kwh(
             &field("actual_kwh"),
-            &h.actual_kwh,
+            &actual_kwh,
             slots,
             units,
             &mut rounding,
@@ -250,6 +331,50 @@ pub fn community(
         ids,
         rounding,
     })
+}
+
+/// One household's data from the meter files a community file names.
+fn from_meter_files(
+    forecast: &str,
+    actual: &str,
+    file_start: Option<&str>,
+    slots: usize,
+    units: Units,
+    meters: MeterFiles<'_>,
+) -> Result<Parsed<HouseholdData>, String> {
+    let load = meters
+        .load
+        .ok_or("meter files (forecast_file, actual_file) are not read here: use pbill simulate")?;
+    let start = meters.cycle_start.or(file_start).ok_or(
+        "meter files need the cycle's start: give cycle_start in the file or --cycle-start",
+    )?;
+    let clock = CycleClock::parse(start, Some(slots))?;
+    let format = |name: &str| {
+        meters
+            .format
+            .or_else(|| MeterFormat::from_path(std::path::Path::new(name)))
+            .ok_or_else(|| {
+                format!(
+                    "{}: cannot tell its format from its name (.csv or .xml): give --format",
+                    shorten(name)
+                )
+            })
+    };
+    let (forecast_text, actual_text) = (load(forecast)?, load(actual)?);
+    household_from_meters(
+        &MeterFile {
+            origin: forecast,
+            text: &forecast_text,
+            format: format(forecast)?,
+        },
+        &MeterFile {
+            origin: actual,
+            text: &actual_text,
+            format: format(actual)?,
+        },
+        &clock,
+        units,
+    )
 }
 
 /// Reads CSV columns by header name, every value a decimal number.
@@ -581,5 +706,77 @@ mod tests {
             let e = community(one, BillingModel::Ucs, min, R).unwrap_err();
             assert!(e.contains("at least 3 are required"), "{e}");
         }
+    }
+
+    fn examples() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/examples")
+    }
+
+    #[test]
+    fn communities_may_name_meter_files() {
+        let text = std::fs::read_to_string(examples().join("community-meters.json")).unwrap();
+        let load = |name: &str| {
+            std::fs::read_to_string(examples().join(name)).map_err(|e| format!("{name}: {e}"))
+        };
+        let meters = MeterFiles {
+            load: Some(&load),
+            ..MeterFiles::default()
+        };
+        let c = community_with(&text, BillingModel::Ucs, 3, R, meters).unwrap();
+        let wh = |h: usize| -> Vec<i64> { c.households[h].actual().iter().map(|w| w.0).collect() };
+        assert_eq!(wh(0), vec![132, 118, 121, 140, 310, 295, 180, 162]);
+        assert_eq!(wh(1), vec![80, 75, 60, 10, -130, -230, -310, -330]);
+        assert_eq!(wh(2), vec![251, 251, 251, 250, 216, 216, 215, 215]);
+        let promised: Vec<i64> = c.households[0].promises().iter().map(|w| w.0).collect();
+        assert_eq!(promised, vec![125, 125, 125, 125, 237, 237, 237, 236]);
+        // The plain reader has no file access; a bad file is named with
+        // its household.
+        let e = community(&text, BillingModel::Ucs, 3, R).unwrap_err();
+        assert!(
+            e.starts_with("households[0] (house-001): meter files"),
+            "{e}"
+        );
+        let e = community_with(
+            &text.replace("\"cycle_start\": \"2026-11-28T00:00:00+01:00\",", ""),
+            BillingModel::Ucs,
+            3,
+            R,
+            meters,
+        )
+        .unwrap_err();
+        assert!(e.contains("meter files need the cycle's start"), "{e}");
+        // Another start: the files no longer line up with the cycle.
+        let e = community_with(
+            &text,
+            BillingModel::Ucs,
+            3,
+            R,
+            MeterFiles {
+                cycle_start: Some("2026-11-28T00:00:00Z"),
+                ..meters
+            },
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("households[0] (house-001): forecast-hourly.csv: line 2: 2026-11-27T23:00:00Z is before the cycle start"),
+            "{e}"
+        );
+        let e = community_with(
+            &text.replace(
+                "[0.06, 0.06, 0.06, 0.06, 0.06, 0.06, 0.06, 0.06]",
+                "[0.06, 0.06, 0.06, 0.06, 0.06, 0.06, 0.06, 0.06, 0.06]",
+            ),
+            BillingModel::Ucs,
+            3,
+            R,
+            meters,
+        );
+        assert!(e.is_err());
+        let both = text.replace(
+            "\"forecast_file\": \"forecast-2.csv\"",
+            "\"promises_kwh\": [1], \"forecast_file\": \"forecast-2.csv\"",
+        );
+        let e = community_with(&both, BillingModel::Ucs, 3, R, meters).unwrap_err();
+        assert!(e.contains("households[1] (house-002): give promises_kwh and actual_kwh, or forecast_file and actual_file, not both"), "{e}");
     }
 }
