@@ -34,8 +34,9 @@ class MaskingError(Error, ValueError):
     :class:`~private_billing.LocalCommunity`): typically too few households
     are left to go on (fewer than ``min_members`` survived a round, or too
     few of a household's neighbours are left to confirm or to reveal the
-    shares the edge needs). The round that refused changed nothing at the
-    edge.
+    shares the edge needs). The edge stays in the round that refused, and
+    the billing authority records nothing of it; a new cycle can start
+    with ``advertise``.
 
     ``round`` names the round (``advertise``, ``share``, ``mask``,
     ``confirm``, ``reveal``, ``unmask``); ``waiting`` lists the households
