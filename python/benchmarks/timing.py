@@ -55,20 +55,27 @@ def main():
         t = median_per_call(lambda: h.hide(d, ctx), number=20 if n == 50 else 5)
         print(f"hide, community of {n}: {t * 1e3:.3f} ms")
 
+    # A community of 8 on the PRZS path (pairwise masks with 7 peers), as
+    # the network runs it.
     ids = [f"m{i:05}" for i in range(8)]
-    community = pb.LocalCommunity(ids)
-    all_data = {h: data(i) for i, h in enumerate(ids)}
-    community.billing.record_context(ctx)
+    identities = {h: pb.IdentityKey.generate() for h in ids}
+    members = {h: k.public for h, k in identities.items()}
+    households = {h: pb.HidingContext(h, identities[h], members) for h in ids}
+    billing = pb.SharedBilling()
     for h in ids:
-        community.billing.record_data(community.households[h].hide(all_data[h], ctx))
-    bills = community.billing.compute_bills(1)
+        billing.register_member(h, households[h].public_key())
+    all_data = {h: data(i) for i, h in enumerate(ids)}
+    billing.record_context(ctx)
+    for h in ids:
+        billing.record_data(households[h].hide(all_data[h], ctx))
+    bills = billing.compute_bills(1)
     h, hb = ids[0], bills[ids[0]]
-    hc = community.households[h]
+    hc = households[h]
     t = median_per_call(lambda: hc.decrypt(hb), number=2000)
     print(f"decrypt: {t * 1e6:.2f} us")
 
     many = [data(i) for i in range(64)]
-    hidden_ctx = community.households[ids[0]]
+    hidden_ctx = households[ids[0]]
     for threads in (1, 2):
         with ThreadPoolExecutor(threads) as pool:
             runs = timeit.repeat(lambda: list(pool.map(lambda x: hidden_ctx.hide(x, ctx), many)),

@@ -39,7 +39,7 @@ from ._native import (
     plaintext_bills,
 )
 from .community import LocalCommunity
-from .errors import Error, NetworkError, RefusedError
+from .errors import Error, MaskingError, NetworkError, RefusedError
 
 __all__ = [
     "Bill",
@@ -53,6 +53,7 @@ __all__ = [
     "HidingContext",
     "IdentityKey",
     "LocalCommunity",
+    "MaskingError",
     "NetworkError",
     "PublicKey",
     "RefusedError",

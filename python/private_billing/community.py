@@ -1,56 +1,47 @@
 """A whole community in one process: every household's keys, the billing
-authority, and the rounds of the masking protocol.
+authority, and the rounds of the SecAgg+ masking protocol (``pb-secagg``,
+docs/design.md section 4.2) that the edge and the cores run.
 
-This is the one place that knows those rounds. Today they are: member
-identity keys are exchanged (the member list), every household derives its
-pairwise PRZS masking keys from that list; each household submits its
-hidden data; if members drop out, the billing authority declares them and
-every survivor sends a dropout correction; then the bills are computed and
-each household decrypts its own.
+``LocalCommunity``'s methods are the rounds of a cycle, each one a call
+into ``pb_secagg::Client`` at every household still there and into
+``pb_secagg::server::Server`` at the edge:
+
+1. ``advertise(context)``: the edge checks the operator-signed member list
+   and records the cycle's context; each household draws its cycle secrets
+   and advertises its signed key bundle;
+2. ``share()``: each household sends Shamir shares of its secrets to its
+   neighbours in the masking graph, encrypted to each;
+3. ``mask(data)``: each household hides its data (GLWE ciphertexts of its
+   billed vectors, its aggregate contributions), masks the contributions
+   and submits; the edge announces the survivor set;
+4. ``confirm()``: each survivor signs the survivor set;
+5. ``reveal()``: each survivor answers, for each neighbour, the share the
+   edge needs (the self-mask seed of a survivor, the mask key of a
+   household that dropped after sharing);
+6. ``unmask()``: the edge unmasks the survivors' sum, bills every survivor,
+   and each survivor still there decrypts its bill.
+
+``drop(*household_ids)`` makes households leave the cycle in progress
+between two rounds. A round that cannot go on (too few households left)
+raises :class:`~private_billing.MaskingError`.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, Iterable, Mapping, Optional
+from typing import Dict, Mapping, Optional
 
-from ._native import (
-    Bill,
-    CycleContext,
-    Data,
-    HiddenData,
-    HidingContext,
-    IdentityKey,
-    SharedBilling,
-)
+from ._native import Bill, CycleContext, Data
+from ._native import LocalCommunity as _NativeCommunity
 
 
-class LocalCommunity:
+class LocalCommunity(_NativeCommunity):
     """Households and their billing authority in this process.
 
     ``household_ids`` are strings (1 to 64 characters of
-    ``[A-Za-z0-9_.-]``); ``min_members`` is the smallest number of
-    households billed together (never fewer than 2).
+    ``[A-Za-z0-9_.-]``) or integers; ``min_members`` is the smallest
+    number of households billed together (never fewer than 3), which must
+    also survive every round.
     """
-
-    def __init__(
-        self,
-        household_ids: Iterable[str],
-        *,
-        community: str = "local",
-        min_members: int = 3,
-    ) -> None:
-        ids = [str(h) for h in household_ids]
-        identities = {h: IdentityKey.generate() for h in ids}
-        members = {h: k.public for h, k in identities.items()}
-        #: Each household's keys (its ``HidingContext``), by id.
-        self.households: Dict[str, HidingContext] = {
-            h: HidingContext(h, identities[h], members, community=community) for h in ids
-        }
-        #: The billing authority.
-        self.billing = SharedBilling(min_members=min_members)
-        for h, ctx in self.households.items():
-            self.billing.register_member(h, ctx.public_key())
 
     def bill(
         self,
@@ -59,24 +50,20 @@ class LocalCommunity:
         *,
         max_workers: Optional[int] = None,
     ) -> Dict[str, Bill]:
-        """Bills one cycle: households in ``data`` submit (hidden in a
-        thread pool), the others are declared dropped out and the
-        survivors correct for them; returns every survivor's decrypted
-        bill."""
-        self.billing.record_context(context)
-        unknown = [h for h in data if h not in self.households]
+        """Bills one cycle by running every round: households with an entry
+        in ``data`` take part, the others drop out before the mask round
+        (after sharing); returns every survivor's decrypted bill."""
+        members = set(self.household_ids)
+        given = {str(h) for h in data}
+        unknown = sorted(given - members)
         if unknown:
             raise ValueError(f"not members of this community: {unknown}")
-        with ThreadPoolExecutor(max_workers=max_workers) as pool:
-            hidden = list(
-                pool.map(lambda h: self.households[h].hide(data[h], context), data)
-            )
-        for hd in hidden:
-            self.billing.record_data(HiddenData.deserialize(hd.serialize()))
-        if len(data) < len(self.households):
-            dropped = self.billing.declare_dropouts(context.cycle_id)
-            for h in data:
-                corr = self.households[h].dropout_correction(context, dropped)
-                self.billing.record_correction(corr)
-        hidden_bills = self.billing.compute_bills(context.cycle_id)
-        return {h: self.households[h].decrypt(hb) for h, hb in hidden_bills.items()}
+        self.advertise(context)
+        self.share()
+        absent = [h for h in self.household_ids if h not in given]
+        if absent:
+            self.drop(*absent)
+        self.mask(data, max_workers=max_workers)
+        self.confirm()
+        self.reveal()
+        return self.unmask()

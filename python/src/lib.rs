@@ -12,6 +12,7 @@ use pyo3::prelude::*;
 
 mod community;
 mod convert;
+mod local;
 mod net;
 mod objects;
 
@@ -28,6 +29,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<objects::DropoutCorrection>()?;
     m.add_class::<objects::Bill>()?;
     m.add_class::<objects::SharedBilling>()?;
+    m.add_class::<local::LocalCommunity>()?;
     m.add_function(wrap_pyfunction!(community::simulate_text, m)?)?;
     m.add_function(wrap_pyfunction!(community::simulate_file, m)?)?;
     m.add_function(wrap_pyfunction!(community::plaintext_bills_py, m)?)?;

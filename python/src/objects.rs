@@ -319,13 +319,13 @@ impl IdentityKey {
 /// A household's GLWE public key, registered with the billing authority.
 #[pyclass(module = "private_billing", frozen)]
 pub struct PublicKey {
-    inner: pb_glwe::CompactPublicKey,
+    pub(crate) inner: pb_glwe::CompactPublicKey,
 }
 
 /// A household's keys: its pairwise masking keys and its GLWE secret key.
 #[pyclass(module = "private_billing", frozen)]
 pub struct HidingContext {
-    inner: pb_hiding::HidingContext,
+    pub(crate) inner: pb_hiding::HidingContext,
 }
 
 #[pymethods]
@@ -386,6 +386,12 @@ impl HidingContext {
         self.inner.member().as_str().to_string()
     }
 
+    /// The community these keys belong to (named in every `HiddenData`).
+    #[getter]
+    fn community(&self) -> String {
+        self.inner.community().0.clone()
+    }
+
     /// The GLWE public key to register with the billing authority.
     fn public_key(&self, py: Python<'_>) -> PublicKey {
         let inner = py.detach(|| self.inner.public_key(new_seeder().as_mut()));
@@ -444,7 +450,7 @@ impl HidingContext {
 }
 
 macro_rules! wire_object {
-    ($name:ident, $inner:ty, $doc:literal) => {
+    ($name:ident, $inner:ty, $doc:literal $(, { $($extra:tt)* })?) => {
         #[doc = $doc]
         #[pyclass(module = "private_billing", frozen)]
         #[derive(Clone)]
@@ -486,6 +492,8 @@ macro_rules! wire_object {
                 self.inner.cycle.0
             }
 
+            $($($extra)*)?
+
             fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
                 other
                     .cast::<$name>()
@@ -507,7 +515,15 @@ macro_rules! wire_object {
 wire_object!(
     HiddenData,
     pb_hiding::HiddenData,
-    "A household's masked and encrypted data, as the billing authority receives it."
+    "A household's masked and encrypted data, as the billing authority receives it \
+     (`.community` names the community it was hidden for).",
+    {
+        /// The community it was hidden for.
+        #[getter]
+        fn community(&self) -> String {
+            self.inner.community.0.clone()
+        }
+    }
 );
 wire_object!(
     HiddenBill,
@@ -587,10 +603,28 @@ impl Bill {
 #[pyclass(module = "private_billing", frozen)]
 pub struct SharedBilling {
     inner: Mutex<Engine>,
+    community: Option<String>,
 }
 
 impl SharedBilling {
-    fn with<T>(&self, f: impl FnOnce(&mut Engine) -> PyResult<T>) -> PyResult<T> {
+    /// A billing authority on the CPU backend, bound to `community` when
+    /// given (then `record_data` refuses data of any other community).
+    pub(crate) fn create(min_members: usize, community: Option<&str>) -> PyResult<SharedBilling> {
+        let mut engine = Engine::new(Box::new(CpuBackend::new()));
+        engine.set_min_members(min_members);
+        if let Some(c) = community {
+            if c.is_empty() {
+                return Err(value_error("community must not be empty"));
+            }
+            engine = engine.with_community(CommunityId(c.into()));
+        }
+        Ok(SharedBilling {
+            inner: Mutex::new(engine),
+            community: community.map(str::to_string),
+        })
+    }
+
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut Engine) -> PyResult<T>) -> PyResult<T> {
         let mut guard = self
             .inner
             .lock()
@@ -602,13 +636,16 @@ impl SharedBilling {
 #[pymethods]
 impl SharedBilling {
     #[new]
-    #[pyo3(signature = (*, min_members = pb_units::limits::DEFAULT_MIN_MEMBERS))]
-    fn new(min_members: usize) -> SharedBilling {
-        let mut engine = Engine::new(Box::new(CpuBackend::new()));
-        engine.set_min_members(min_members);
-        SharedBilling {
-            inner: Mutex::new(engine),
-        }
+    #[pyo3(signature = (*, min_members = pb_units::limits::DEFAULT_MIN_MEMBERS, community = Some("local")))]
+    fn new(min_members: usize, community: Option<&str>) -> PyResult<SharedBilling> {
+        SharedBilling::create(min_members, community)
+    }
+
+    /// The community whose data this billing authority accepts (`None`:
+    /// any community).
+    #[getter]
+    fn community(&self) -> Option<String> {
+        self.community.clone()
     }
 
     /// Registers a household with its GLWE public key.
@@ -629,7 +666,7 @@ impl SharedBilling {
     }
 
     /// Records a household's hidden data after checking it against the
-    /// cycle's context and membership.
+    /// community, the cycle's context and membership.
     fn record_data(&self, hidden: &Bound<'_, HiddenData>) -> PyResult<()> {
         let data = hidden.get().inner.clone();
         self.with(|e| e.record_data(data).map_err(value_error))
@@ -672,7 +709,10 @@ impl SharedBilling {
     }
 
     fn __repr__(&self) -> String {
-        "SharedBilling(backend='cpu')".into()
+        match &self.community {
+            Some(c) => format!("SharedBilling(community={c:?}, backend='cpu')"),
+            None => "SharedBilling(community=None, backend='cpu')".into(),
+        }
     }
 }
 

@@ -97,12 +97,13 @@ def test_foreign_data_and_wrong_keys_change_nothing():
     ctx = CycleContext(1, **PRICES)
     ids = ["a", "b", "c"]
     community = LocalCommunity(ids)
-    other = LocalCommunity(["a", "b", "x"], community="elsewhere")
+    other = LocalCommunity(["a", "b", "x"])
     billing = community.billing
     billing.record_context(ctx)
     hd = {h: community.households[h].hide(data(), ctx) for h in ids}
     billing.record_data(hd["a"])
-    # Data of another cycle, another community's member, twice the same.
+    # Data of another cycle, of a household that is not a member, twice
+    # the same.
     ctx2 = CycleContext(2, **PRICES)
     with pytest.raises(ValueError, match="no context recorded for cycle 2"):
         billing.record_data(community.households["b"].hide(data(cycle=2), ctx2))
@@ -152,10 +153,70 @@ def test_registration_and_correction_errors():
         pb.HidingContext("z", pb.IdentityKey.generate(), {"a": pb.IdentityKey.generate().public})
     with pytest.raises(ValueError, match="32 bytes"):
         pb.IdentityKey.from_bytes(b"short")
+    # The PRZS dropout round, by hand (what the network runs today).
+    ids = ["a", "b", "c"]
+    identities = {h: pb.IdentityKey.generate() for h in ids}
+    members = {h: k.public for h, k in identities.items()}
+    households = {h: pb.HidingContext(h, identities[h], members) for h in ids}
+    billing = pb.SharedBilling()
+    for h in ids:
+        billing.register_member(h, households[h].public_key())
     ctx = CycleContext(1, **PRICES)
-    community.billing.record_context(ctx)
-    corr = community.households["a"].dropout_correction(ctx, ["c"])
+    billing.record_context(ctx)
+    corr = households["a"].dropout_correction(ctx, ["c"])
     with pytest.raises(ValueError, match="unexpected dropout correction"):
-        community.billing.record_correction(corr)
+        billing.record_correction(corr)
     with pytest.raises(ValueError, match="at least 3"):
-        community.billing.declare_dropouts(1)
+        billing.declare_dropouts(1)
+    with pytest.raises(ValueError, match="c is not a peer"):
+        community.households["a"].dropout_correction(ctx, ["c"])
+
+
+def test_hidden_data_of_another_community_is_refused_and_changes_nothing():
+    """Two communities with the same member ids: the billing authority
+    tells their data apart by the community it names."""
+    ctx = CycleContext(1, **PRICES)
+    ids = ["a", "b", "c"]
+    ours = LocalCommunity(ids, community="north")
+    theirs = LocalCommunity(ids, community="south")
+    assert ours.billing.community == "north"
+    billing = ours.billing
+    billing.record_context(ctx)
+    foreign = theirs.households["a"].hide(data(), ctx)
+    assert theirs.households["a"].community == "south"
+    assert foreign.community == "south" and foreign.household_id == "a"
+    with pytest.raises(ValueError, match='data of community "south", this billing authority bills community "north"'):
+        billing.record_data(foreign)
+    # Through the wire too: the community travels with the data.
+    with pytest.raises(ValueError, match="community"):
+        billing.record_data(HiddenData.deserialize(foreign.serialize()))
+    # Nothing changed: a's own data is accepted, and the cycle bills exactly.
+    hd = {h: ours.households[h].hide(data(), ctx) for h in ids}
+    assert hd["a"].community == "north"
+    for h in ids:
+        billing.record_data(hd[h])
+    with pytest.raises(ValueError, match="community"):
+        billing.record_data(foreign)
+    hidden = billing.compute_bills(1)
+    expected = pb.plaintext_bills(ctx, {h: data() for h in ids})
+    for h in ids:
+        assert ours.households[h].decrypt(hidden[h]) == expected[h]
+    # A billing authority of no particular community accepts any.
+    anyone = pb.SharedBilling(community=None)
+    assert anyone.community is None
+    anyone.register_member("a", theirs.households["a"].public_key())
+    anyone.record_context(ctx)
+    anyone.record_data(foreign)
+    with pytest.raises(ValueError, match="community must not be empty"):
+        pb.SharedBilling(community="")
+
+
+def test_hidden_data_bytes_of_format_version_1_are_refused_clearly():
+    """HiddenData written before it named its community (format version 1)
+    is refused with what changed, not as malformed bytes."""
+    ctx = CycleContext(1, **PRICES)
+    wire = bytearray(LocalCommunity(["a", "b", "c"]).households["a"].hide(data(), ctx).serialize())
+    assert wire[:4] == b"PBHD" and int.from_bytes(wire[4:6], "little") == 2
+    wire[4:6] = (1).to_bytes(2, "little")
+    with pytest.raises(ValueError, match="format version 1 is from an earlier release.*names its community"):
+        HiddenData.deserialize(bytes(wire))

@@ -4,7 +4,7 @@ use pb_glwe::seeding::Seeder;
 use pb_glwe::{CompactPublicKey, DecryptError, HiddenTotals, SecretKey, SeededGlwe};
 use pb_model::{Bill, BillingModel, CycleContext, Data};
 use pb_przs::{PairwiseKeys, PrzsError, encode};
-use pb_units::{CycleId, MemberId, Money, SlotCount};
+use pb_units::{CommunityId, CycleId, MemberId, Money, SlotCount};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -46,6 +46,10 @@ pub enum HidingError {
 /// A household's data as the billing authority receives it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HiddenData {
+    /// The community the household hid it for (its keys'), so that a
+    /// billing authority refuses data of another community whose member
+    /// ids happen to coincide with its own.
+    pub community: CommunityId,
     /// The household.
     pub member: MemberId,
     /// The cycle.
@@ -87,9 +91,13 @@ pub struct DropoutCorrection {
 }
 
 impl HiddenData {
-    /// Checks internal consistency: slot count, three masked vectors of the
-    /// cycle's length, the number of ciphertexts of the layout, body sizes.
+    /// Checks internal consistency: a community named, slot count, three
+    /// masked vectors of the cycle's length, the number of ciphertexts of
+    /// the layout, body sizes.
     pub fn check_shape(&self) -> Result<(), &'static str> {
+        if self.community.0.is_empty() {
+            return Err("no community named");
+        }
         let t = self.slots.get();
         if self.masked.len() != 3 || self.masked.iter().any(|v| v.len() != t) {
             return Err("masked aggregates do not match the slot count");
@@ -144,6 +152,12 @@ impl HidingContext {
         self.keys.member()
     }
 
+    /// The community (that of the pairwise keys); [`HidingContext::hide`]
+    /// names it in every [`HiddenData`].
+    pub fn community(&self) -> &CommunityId {
+        self.keys.community()
+    }
+
     /// The compact public key to register with the billing authority.
     pub fn public_key(&self, seeder: &mut dyn Seeder) -> CompactPublicKey {
         self.secret.public_key(seeder)
@@ -186,6 +200,7 @@ impl HidingContext {
             .map(|m| self.secret.encrypt(m, seeder))
             .collect();
         Ok(HiddenData {
+            community: self.community().clone(),
             member: data.member().clone(),
             cycle: ctx.cycle(),
             model,

@@ -1,6 +1,11 @@
 //! Versioned binary encoding of what travels: `kind (4 bytes) | version
 //! (u16 LE) | bincode 2 (serde, fixed-width integers)`. Decoding refuses
 //! truncated, oversized, trailing or inconsistent input with a typed error.
+//!
+//! Each kind has its own version ([`Wire::VERSION`]): `HiddenData` is at
+//! version 2 since it names its community ([`HIDDEN_DATA_VERSION`]); bytes
+//! of an earlier version of a kind are refused as
+//! [`DecodeError::Outdated`], saying what changed.
 
 use bincode::config::{self, Config};
 use serde::Serialize;
@@ -9,8 +14,12 @@ use thiserror::Error;
 
 use crate::{DropoutCorrection, HiddenBill, HiddenData};
 
-/// Current format version.
+/// Format version of `HiddenBill` and `DropoutCorrection` (and of
+/// `HiddenData` before it named its community).
 pub const FORMAT_VERSION: u16 = 1;
+
+/// Format version of `HiddenData`: 2 since it names its community.
+pub const HIDDEN_DATA_VERSION: u16 = 2;
 
 /// Why bytes could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -33,8 +42,23 @@ pub enum DecodeError {
         expected: &'static str,
     },
     /// The input has an unsupported format version.
-    #[error("unsupported format version {0} (this build reads {FORMAT_VERSION})")]
+    #[error("unsupported format version {0}")]
     Version(u16),
+    /// The input has an earlier format version of its kind, which this
+    /// build no longer reads.
+    #[error(
+        "{name} of format version {found} is from an earlier release; this build reads version {reads} ({changed})"
+    )]
+    Outdated {
+        /// The kind.
+        name: &'static str,
+        /// The version found.
+        found: u16,
+        /// The version this build reads.
+        reads: u16,
+        /// What changed since.
+        changed: &'static str,
+    },
     /// The input does not decode.
     #[error("malformed input: {0}")]
     Malformed(String),
@@ -54,6 +78,10 @@ pub trait Wire: Serialize + DeserializeOwned {
     const NAME: &'static str;
     /// Largest valid encoding.
     const LIMIT: usize;
+    /// The format version written and read.
+    const VERSION: u16 = FORMAT_VERSION;
+    /// What changed at [`Wire::VERSION`], for the error on earlier bytes.
+    const CHANGED: &'static str = "";
     /// Consistency check after decoding.
     fn check(&self) -> Result<(), &'static str>;
 
@@ -61,7 +89,7 @@ pub trait Wire: Serialize + DeserializeOwned {
     fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(1024);
         out.extend_from_slice(&Self::KIND);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&Self::VERSION.to_le_bytes());
         // Serialising plain data into a Vec cannot fail.
         let body = bincode::serde::encode_to_vec(self, cfg()).unwrap_or_default();
         out.extend_from_slice(&body);
@@ -85,8 +113,17 @@ pub trait Wire: Serialize + DeserializeOwned {
             });
         }
         let version = u16::from_le_bytes([bytes[4], bytes[5]]);
-        if version != FORMAT_VERSION {
-            return Err(DecodeError::Version(version));
+        if version != Self::VERSION {
+            return Err(if version < Self::VERSION && !Self::CHANGED.is_empty() {
+                DecodeError::Outdated {
+                    name: Self::NAME,
+                    found: version,
+                    reads: Self::VERSION,
+                    changed: Self::CHANGED,
+                }
+            } else {
+                DecodeError::Version(version)
+            });
         }
         let body = &bytes[6..];
         let (value, used): (Self, usize) = bincode::serde::decode_from_slice(
@@ -122,6 +159,8 @@ impl Wire for HiddenData {
     const NAME: &'static str = "HiddenData";
     // 5 ciphertexts (4032 slots) of 128 KiB, masks of 3 x 4032 x 8 bytes.
     const LIMIT: usize = 1 << 20;
+    const VERSION: u16 = HIDDEN_DATA_VERSION;
+    const CHANGED: &'static str = "it now names its community: hide the data again";
     fn check(&self) -> Result<(), &'static str> {
         self.check_shape()
     }
@@ -160,7 +199,7 @@ mod tests {
     use pb_glwe::params::POLYNOMIAL_SIZE;
     use pb_glwe::{HiddenTotals, SeededGlwe};
     use pb_model::BillingModel;
-    use pb_units::{CycleId, MemberId, SlotCount};
+    use pb_units::{CommunityId, CycleId, MemberId, SlotCount};
     use proptest::prelude::*;
 
     fn words(seed: u64, n: usize) -> impl Iterator<Item = u64> {
@@ -177,6 +216,7 @@ mod tests {
         let mut w = words(seed, usize::MAX);
         let mut next = move || w.next().unwrap_or(0);
         HiddenData {
+            community: CommunityId(format!("c{}", seed % 7)),
             member: MemberId::new(format!("m{seed}")).unwrap(),
             cycle: CycleId(seed),
             model: BillingModel::ALL[(seed % 3) as usize],
@@ -230,5 +270,58 @@ mod tests {
             bytes[at] ^= byte | 1;
             let _ = HiddenBill::from_bytes(&bytes);
         }
+    }
+
+    #[test]
+    fn hidden_data_names_its_community_and_version_1_bytes_are_refused_clearly() {
+        let d = hidden_data(4, 3);
+        let bytes = d.to_bytes();
+        assert_eq!(
+            u16::from_le_bytes([bytes[4], bytes[5]]),
+            HIDDEN_DATA_VERSION
+        );
+        assert_eq!(
+            HiddenData::from_bytes(&bytes).unwrap().community,
+            d.community
+        );
+        // The bytes of version 1 (no community): the header says so.
+        let mut old = bytes.clone();
+        old[4..6].copy_from_slice(&1u16.to_le_bytes());
+        let e = HiddenData::from_bytes(&old).unwrap_err();
+        assert_eq!(
+            e,
+            DecodeError::Outdated {
+                name: "HiddenData",
+                found: 1,
+                reads: HIDDEN_DATA_VERSION,
+                changed: "it now names its community: hide the data again",
+            }
+        );
+        assert!(e.to_string().contains("names its community"), "{e}");
+        // A later, unknown version is another error.
+        old[4..6].copy_from_slice(&9u16.to_le_bytes());
+        assert_eq!(HiddenData::from_bytes(&old), Err(DecodeError::Version(9)));
+        // No community named: inconsistent.
+        let mut nameless = d.clone();
+        nameless.community = CommunityId(String::new());
+        assert_eq!(
+            HiddenData::from_bytes(&nameless.to_bytes()),
+            Err(DecodeError::Inconsistent("no community named"))
+        );
+    }
+
+    #[test]
+    fn bills_and_corrections_keep_format_version_1() {
+        let b = HiddenBill {
+            member: MemberId::new("h").unwrap(),
+            cycle: CycleId(1),
+            totals: HiddenTotals {
+                mask: vec![0; POLYNOMIAL_SIZE],
+                body: [0, 0],
+            },
+        };
+        let bytes = b.to_bytes();
+        assert_eq!(u16::from_le_bytes([bytes[4], bytes[5]]), FORMAT_VERSION);
+        assert_eq!(HiddenBill::from_bytes(&bytes).unwrap(), b);
     }
 }

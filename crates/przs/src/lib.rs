@@ -124,6 +124,7 @@ struct PairKey([u8; 32]);
 /// The pairwise PRZS keys of one member, derived once per member list.
 #[derive(Clone)]
 pub struct PairwiseKeys {
+    community: CommunityId,
     me: MemberId,
     peers: BTreeMap<MemberId, PairKey>,
 }
@@ -131,6 +132,7 @@ pub struct PairwiseKeys {
 impl std::fmt::Debug for PairwiseKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PairwiseKeys")
+            .field("community", &self.community)
             .field("me", &self.me)
             .field("peers", &self.peers.len())
             .finish()
@@ -179,9 +181,15 @@ impl PairwiseKeys {
             peers.insert(id.clone(), PairKey(okm));
         }
         Ok(PairwiseKeys {
+            community: community.clone(),
             me: me.clone(),
             peers,
         })
+    }
+
+    /// The community these keys were derived for.
+    pub fn community(&self) -> &CommunityId {
+        &self.community
     }
 
     /// The member these keys belong to.
@@ -377,6 +385,7 @@ mod tests {
         let (a, b, c) = (&members[0].0, &members[1].0, &members[2].0);
         assert_eq!(keys[0].peers[b].0, keys[1].peers[a].0);
         assert_ne!(keys[0].peers[b].0, keys[0].peers[c].0);
+        assert_eq!(keys[0].community(), &CommunityId("c".into()));
     }
 
     #[test]

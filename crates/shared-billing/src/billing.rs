@@ -8,7 +8,7 @@ use pb_hiding::{DropoutCorrection, HiddenBill, HiddenData};
 use pb_model::{Aggregates, CycleContext, ModelError};
 use pb_przs::{decode, sub_assign};
 use pb_units::limits::{DEFAULT_MIN_MEMBERS, MAX_MEMBERS};
-use pb_units::{CycleId, MemberId};
+use pb_units::{CommunityId, CycleId, MemberId};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{OsRng, RngCore, SeedableRng};
 use thiserror::Error;
@@ -18,6 +18,15 @@ use crate::{ComputeBackend, CpuBackend, EvalJob};
 /// Why the billing authority refused a call. Nothing changed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum BillingError {
+    /// The data was hidden for another community than this billing
+    /// authority's (its member id may coincide with one of ours).
+    #[error("data of community {found:?}, this billing authority bills community {expected:?}")]
+    OtherCommunity {
+        /// This billing authority's community.
+        expected: String,
+        /// The community the data names.
+        found: String,
+    },
     /// The member is not registered.
     #[error("unknown member {0}")]
     UnknownMember(MemberId),
@@ -153,6 +162,7 @@ pub struct SharedBilling {
     backend: Box<dyn ComputeBackend>,
     ntt: CrtNtt,
     min_members: usize,
+    community: Option<CommunityId>,
     members: BTreeMap<MemberId, CompactPublicKey>,
     cycles: BTreeMap<CycleId, Cycle>,
     rng: ChaCha20Rng,
@@ -162,6 +172,7 @@ impl std::fmt::Debug for SharedBilling {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SharedBilling")
             .field("backend", &self.backend.name())
+            .field("community", &self.community)
             .field("members", &self.members.len())
             .field("cycles", &self.cycles.len())
             .finish()
@@ -190,10 +201,34 @@ impl SharedBilling {
             backend,
             ntt: CrtNtt::new(POLYNOMIAL_SIZE),
             min_members: DEFAULT_MIN_MEMBERS,
+            community: None,
             members: BTreeMap::new(),
             cycles: BTreeMap::new(),
             rng: ChaCha20Rng::from_seed(seed),
         }
+    }
+
+    /// A billing authority of `community` on `backend` (fresh OS
+    /// randomness): [`SharedBilling::record_data`] refuses data hidden for
+    /// any other community.
+    pub fn for_community(
+        backend: Box<dyn ComputeBackend>,
+        community: CommunityId,
+    ) -> SharedBilling {
+        SharedBilling::new(backend).with_community(community)
+    }
+
+    /// This billing authority, bound to `community` (see
+    /// [`SharedBilling::for_community`]). Without it (`new`, `with_seed`),
+    /// the community data names is not checked.
+    pub fn with_community(mut self, community: CommunityId) -> SharedBilling {
+        self.community = Some(community);
+        self
+    }
+
+    /// The community this billing authority bills, if bound to one.
+    pub fn community(&self) -> Option<&CommunityId> {
+        self.community.as_ref()
     }
 
     /// Sets the minimum number of members billed together (never below
@@ -281,8 +316,16 @@ impl SharedBilling {
     }
 
     /// Records a household's hidden data after checking it against the
-    /// cycle's context and membership.
+    /// community (when bound to one), the cycle's context and membership.
     pub fn record_data(&mut self, data: HiddenData) -> Result<(), BillingError> {
+        if let Some(ours) = &self.community
+            && *ours != data.community
+        {
+            return Err(BillingError::OtherCommunity {
+                expected: ours.0.clone(),
+                found: data.community.0.clone(),
+            });
+        }
         let c = self.cycle(data.cycle)?;
         let (member, cycle) = (data.member.clone(), data.cycle);
         if c.billed {

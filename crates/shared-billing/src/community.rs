@@ -210,7 +210,7 @@ pub fn run_local_with_progress(
     let graph = Graph::new(server.session(), &roster.ids(), server.params());
     let mut edge_seed = [0u8; 32];
     rng.fill_bytes(&mut edge_seed);
-    let mut edge = SharedBilling::with_seed(backend, edge_seed);
+    let mut edge = SharedBilling::with_seed(backend, edge_seed).with_community(community.clone());
     edge.set_min_members(min_members);
     let mut contexts = Vec::with_capacity(households.len());
     let mut clients = Vec::with_capacity(households.len());

@@ -162,7 +162,8 @@ fn community(n: usize, slots: usize, model: BillingModel) -> Community {
         .map(|(d, k)| (d.member().clone(), k.public()))
         .collect();
     let mut seeder = deterministic(11);
-    let mut edge = SharedBilling::with_seed(Box::new(CpuBackend::new()), [1; 32]);
+    let mut edge = SharedBilling::with_seed(Box::new(CpuBackend::new()), [1; 32])
+        .with_community(CommunityId("t".into()));
     let hiding: Vec<HidingContext> = data
         .iter()
         .zip(&ids)
@@ -234,6 +235,75 @@ fn survivors_are_billed_after_a_dropout_and_late_data_is_refused() {
         c.edge.compute_bills(CycleId(7)).unwrap_err(),
         BillingError::AlreadyBilled(CycleId(7))
     );
+}
+
+#[test]
+fn hidden_data_of_another_community_is_refused_and_changes_nothing() {
+    let mut c = community(4, 24, BillingModel::Ucs);
+    assert_eq!(c.edge.community(), Some(&CommunityId("t".into())));
+    assert_eq!(c.hidden[0].community, CommunityId("t".into()));
+    // Another community whose members have the same ids (and, here, even
+    // the same identity keys): its data looks like ours but for the name.
+    let mut chacha = ChaCha20Rng::seed_from_u64(5);
+    let ids: Vec<IdentityKey> = c
+        .data
+        .iter()
+        .map(|_| IdentityKey::generate(&mut chacha))
+        .collect();
+    let list: Vec<_> = c
+        .data
+        .iter()
+        .zip(&ids)
+        .map(|(d, k)| (d.member().clone(), k.public()))
+        .collect();
+    let other = CommunityId("u".into());
+    let keys = PairwiseKeys::derive(&other, c.data[0].member(), &ids[0], &list).unwrap();
+    let mut seeder = deterministic(12);
+    let foreign = HidingContext::new(keys, SecretKey::generate(&mut seeder));
+    assert_eq!(foreign.community(), &other);
+    let theirs = foreign.hide(&c.data[0], &c.ctx, &mut seeder).unwrap();
+    assert_eq!(theirs.member, c.hidden[0].member);
+    assert_eq!(theirs.cycle, c.hidden[0].cycle);
+    let err = c.edge.record_data(theirs.clone()).unwrap_err();
+    assert_eq!(
+        err,
+        BillingError::OtherCommunity {
+            expected: "t".into(),
+            found: "u".into()
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "data of community \"u\", this billing authority bills community \"t\""
+    );
+    // Nothing changed: the member can still submit its own data, once.
+    assert_eq!(
+        c.edge.status(CycleId(7)).unwrap(),
+        CycleStatus::Collecting { waiting: 4 }
+    );
+    c.edge.record_data(c.hidden[0].clone()).unwrap();
+    assert_eq!(
+        c.edge.status(CycleId(7)).unwrap(),
+        CycleStatus::Collecting { waiting: 3 }
+    );
+    // Still refused once the member has submitted (the community is checked
+    // first, whatever else is wrong).
+    assert!(matches!(
+        c.edge.record_data(theirs.clone()),
+        Err(BillingError::OtherCommunity { .. })
+    ));
+    // The community survives the wire.
+    let back = HiddenData::from_bytes(&theirs.to_bytes()).unwrap();
+    assert_eq!(back.community, other);
+    // A billing authority bound to no community (SharedBilling::new,
+    // with_seed) does not check it.
+    let mut unbound = SharedBilling::with_seed(Box::new(CpuBackend::new()), [3; 32]);
+    assert_eq!(unbound.community(), None);
+    unbound
+        .register_member(c.data[0].member().clone(), foreign.public_key(&mut seeder))
+        .unwrap();
+    unbound.record_context(c.ctx.clone()).unwrap();
+    unbound.record_data(theirs).unwrap();
 }
 
 #[test]
