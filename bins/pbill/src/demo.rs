@@ -215,6 +215,7 @@ pub(crate) fn edge_config(
         data_dir: dir.join("edge-data"),
         key_file: dir.join("edge.key"),
         limits: Default::default(),
+        metrics: None,
         min_members: 3,
         dropout_deadline_secs,
         operators: vec![operator.id().to_hex()],

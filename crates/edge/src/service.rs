@@ -20,6 +20,11 @@ use crate::EdgeError;
 use crate::config::{Admission, Role};
 use crate::store::{BilledRecord, CycleRecord, EdgeStore, MemberRecord};
 
+// The operator's status answer and the metrics' view (read-only).
+#[path = "status.rs"]
+mod status;
+pub use status::MetricsView;
+
 /// What the edge needs besides its store.
 pub struct ServiceConfig {
     /// Community.
@@ -431,6 +436,7 @@ impl Service {
                 self.correct(stamp, &me, correction)
             }
             (Role::Member(me), Request::GetBill { cycle }) => self.get_bill(&me, cycle),
+            (Role::Operator, Request::Status { cycle }) => self.status(cycle).map(Response::Status),
             (role, request) => Err(refuse(
                 ErrorCode::Forbidden,
                 format!(
@@ -720,5 +726,6 @@ fn request_name(r: &Request) -> &'static str {
         Request::Submit(_) => "Submit",
         Request::Correct(_) => "Correct",
         Request::GetBill { .. } => "GetBill",
+        Request::Status { .. } => "Status",
     }
 }

@@ -332,6 +332,41 @@ impl EdgeStore {
         self.per_cycle(SUBMISSIONS, cycle, wire)
     }
 
+    /// The members that submitted data for a cycle (keys only: the
+    /// submissions themselves are not read).
+    pub fn submitted(&self, cycle: CycleId) -> Result<Vec<MemberId>, EdgeError> {
+        self.members_in(SUBMISSIONS, cycle)
+    }
+
+    /// The members that sent a dropout correction for a cycle (keys only).
+    pub fn corrected(&self, cycle: CycleId) -> Result<Vec<MemberId>, EdgeError> {
+        self.members_in(CORRECTIONS, cycle)
+    }
+
+    fn members_in(
+        &self,
+        def: TableDefinition<(u64, &str), &[u8]>,
+        cycle: CycleId,
+    ) -> Result<Vec<MemberId>, EdgeError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let t = r.open_table(def).map_err(err)?;
+        let mut out = Vec::new();
+        for row in t
+            .range((cycle.0, "")..(cycle.0.saturating_add(1), ""))
+            .map_err(err)?
+        {
+            let (k, _) = row.map_err(err)?;
+            let (c, member) = k.value();
+            if c == cycle.0 {
+                out.push(
+                    MemberId::new(member.to_string())
+                        .map_err(|e| EdgeError::Store(format!("corrupt member id: {e}")))?,
+                );
+            }
+        }
+        Ok(out)
+    }
+
     /// A cycle's corrections.
     pub fn corrections(&self, cycle: CycleId) -> Result<Vec<DropoutCorrection>, EdgeError> {
         self.per_cycle(CORRECTIONS, cycle, wire)

@@ -38,6 +38,12 @@ pub enum Request {
         /// The cycle.
         cycle: CycleId,
     },
+    /// Operator: where the cycles stand ([`crate::StatusReport`]): one
+    /// cycle with its members by node id, or the latest cycles.
+    Status {
+        /// The cycle, or `None` for the latest ones.
+        cycle: Option<CycleId>,
+    },
 }
 
 impl Request {
@@ -146,4 +152,6 @@ pub enum Response {
         /// Human-readable reason.
         message: String,
     },
+    /// The operator's view of the cycles.
+    Status(crate::StatusReport),
 }

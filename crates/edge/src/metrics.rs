@@ -1,0 +1,281 @@
+//! The edge's Prometheus metrics, fed from the transport loop: each request
+//! is counted by its kind and outcome from the frames that went in and out
+//! (only the variant tags are read, so a large submission is not decoded a
+//! second time), billed cycles from the service's records.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pb_metrics::{Daemon, Exporter, Metrics, Outcome};
+use pb_protocol::{Envelope, MAX_FRAME};
+use pb_units::CycleId;
+
+use crate::{EdgeError, Service};
+
+/// [`pb_protocol::Request`]'s variants in declaration order (bincode
+/// encodes a variant as its index).
+const REQUEST_KINDS: [&str; 8] = [
+    "Join",
+    "GetMembers",
+    "PutContext",
+    "GetCycle",
+    "Submit",
+    "Correct",
+    "GetBill",
+    "Status",
+];
+
+/// Index of [`pb_protocol::Response::Error`].
+const RESPONSE_ERROR: u32 = 5;
+
+/// [`pb_protocol::ErrorCode`]'s variants in declaration order.
+const ERROR_CODES: [&str; 12] = [
+    "BadFrame",
+    "BadSignature",
+    "Misdirected",
+    "Replay",
+    "NotEnrolled",
+    "Forbidden",
+    "UnknownCycle",
+    "Rejected",
+    "NotReady",
+    "RateLimited",
+    "AlreadyDone",
+    "Internal",
+];
+
+/// The envelope's payload, unverified (for counting only): the frame is
+/// a 4-byte magic, then the bincode of an [`Envelope`].
+fn payload(frame: &[u8]) -> Option<Vec<u8>> {
+    let cfg = bincode::config::standard()
+        .with_fixed_int_encoding()
+        .with_limit::<MAX_FRAME>();
+    bincode::serde::decode_from_slice::<Envelope, _>(frame.get(4..)?, cfg)
+        .ok()
+        .map(|(e, _)| e.payload)
+}
+
+fn tag(bytes: &[u8], at: usize) -> Option<u32> {
+    let b: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+    Some(u32::from_le_bytes(b))
+}
+
+/// The kind of request in a frame as received: its variant's name, or
+/// `unknown` when the frame does not decode.
+pub fn request_kind(frame: &[u8]) -> &'static str {
+    payload(frame)
+        .and_then(|p| tag(&p, 0))
+        .and_then(|t| REQUEST_KINDS.get(usize::try_from(t).ok()?).copied())
+        .unwrap_or("unknown")
+}
+
+/// How the edge's sealed answer ended: a refusal with its error code's
+/// name, else ok.
+pub fn outcome(answer: &[u8]) -> Outcome {
+    let Some(p) = payload(answer) else {
+        return Outcome::Refused("Internal");
+    };
+    if tag(&p, 0) != Some(RESPONSE_ERROR) {
+        return Outcome::Ok;
+    }
+    let code = tag(&p, 4)
+        .and_then(|t| ERROR_CODES.get(usize::try_from(t).ok()?).copied())
+        .unwrap_or("Internal");
+    Outcome::Refused(code)
+}
+
+/// The edge's metrics and their HTTP endpoint.
+pub struct EdgeMetrics {
+    metrics: Arc<Metrics>,
+    exporter: Exporter,
+    /// Cycles whose billing is already counted (or predates this process).
+    seen: BTreeSet<CycleId>,
+}
+
+impl std::fmt::Debug for EdgeMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EdgeMetrics")
+            .field("addr", &self.exporter.local_addr())
+            .finish()
+    }
+}
+
+impl EdgeMetrics {
+    /// Serves the metrics of `service` (whose store is in `data_dir`) on
+    /// `addr`; cycles billed before now are not counted again.
+    pub fn start(addr: &str, data_dir: &Path, service: &Service) -> Result<EdgeMetrics, EdgeError> {
+        let metrics = Arc::new(Metrics::new(Daemon::Edge, Some(data_dir.join("edge.redb"))));
+        let exporter = Exporter::start(addr, metrics.clone())?;
+        let mut m = EdgeMetrics {
+            metrics,
+            exporter,
+            seen: service.billed_cycles().map(|(c, _)| c).collect(),
+        };
+        m.refresh(service);
+        Ok(m)
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.exporter.local_addr()
+    }
+
+    /// Counts one request (`frame` in, `answer` out) and what it changed.
+    pub fn request(&mut self, frame: &[u8], oversized: bool, answer: &[u8], service: &Service) {
+        let kind = if oversized {
+            "unknown"
+        } else {
+            request_kind(frame)
+        };
+        let outcome = outcome(answer);
+        self.metrics.request(kind, outcome);
+        if kind == "Submit" && outcome == Outcome::Ok {
+            self.metrics.submission();
+        }
+        self.refresh(service);
+    }
+
+    /// Picks up cycles billed since the last call and the gauges.
+    pub fn refresh(&mut self, service: &Service) {
+        let view = service.metrics_view();
+        self.metrics.set_members(view.members);
+        self.metrics.set_open_cycles(view.open_cycles);
+        if view.billed_cycles == self.seen.len() {
+            return;
+        }
+        let backend = service.backend_name();
+        for (cycle, record) in service.billed_cycles() {
+            if self.seen.insert(cycle) {
+                self.metrics.cycle_billed(
+                    backend,
+                    Duration::from_millis(record.millis),
+                    record.bills as u64,
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pb_glwe::SecretKey;
+    use pb_glwe::seeding::deterministic;
+    use pb_hiding::{DropoutCorrection, HiddenData};
+    use pb_model::{BillingModel, CycleContext};
+    use pb_protocol::{Audience, ErrorCode, NodeKey, Request, RequestHash, Response};
+    use pb_units::{CommunityId, MemberId, PriceUnits, SlotCount};
+
+    /// Exhaustive, so that a new request variant breaks this test until
+    /// the table knows it.
+    fn name(r: &Request) -> &'static str {
+        match r {
+            Request::Join { .. } => "Join",
+            Request::GetMembers => "GetMembers",
+            Request::PutContext(_) => "PutContext",
+            Request::GetCycle { .. } => "GetCycle",
+            Request::Submit(_) => "Submit",
+            Request::Correct(_) => "Correct",
+            Request::GetBill { .. } => "GetBill",
+            Request::Status { .. } => "Status",
+        }
+    }
+
+    fn every_request() -> Vec<Request> {
+        let member = MemberId::new("m").unwrap();
+        let ctx = CycleContext::new(
+            CycleId(1),
+            BillingModel::Ucs,
+            vec![PriceUnits(1); 2],
+            vec![PriceUnits(2); 2],
+            vec![PriceUnits(1); 2],
+        )
+        .unwrap();
+        vec![
+            Request::Join {
+                member: member.clone(),
+                przs: pb_przs::IdentityKey::from_bytes([3; 32]).public(),
+                public_key: SecretKey::generate(&mut deterministic(1))
+                    .public_key(&mut deterministic(2)),
+            },
+            Request::GetMembers,
+            Request::PutContext(ctx),
+            Request::GetCycle { cycle: CycleId(1) },
+            Request::Submit(HiddenData {
+                member: member.clone(),
+                cycle: CycleId(1),
+                model: BillingModel::Ucs,
+                slots: SlotCount::new(2).unwrap(),
+                masked: vec![vec![1, 2]; 3],
+                ciphertexts: Vec::new(),
+            }),
+            Request::Correct(DropoutCorrection {
+                member,
+                cycle: CycleId(1),
+                missing: Vec::new(),
+                vectors: vec![vec![0; 2]; 3],
+            }),
+            Request::GetBill { cycle: CycleId(1) },
+            Request::Status { cycle: None },
+        ]
+    }
+
+    #[test]
+    fn request_kinds_are_read_from_sealed_frames() {
+        let key = NodeKey::from_bytes([1; 32]);
+        let to = Audience {
+            edge: NodeKey::from_bytes([2; 32]).id(),
+            community: CommunityId("c".into()),
+        };
+        let all = every_request();
+        assert_eq!(all.len(), REQUEST_KINDS.len());
+        for r in &all {
+            let frame = Envelope::seal_request(&key, 7, &to, r);
+            assert_eq!(request_kind(&frame), name(r));
+        }
+        assert_eq!(request_kind(b""), "unknown");
+        assert_eq!(request_kind(&[0xff; 100]), "unknown");
+    }
+
+    #[test]
+    fn outcomes_name_every_error_code() {
+        let key = NodeKey::from_bytes([1; 32]);
+        let seal = |r: &Response| Envelope::seal_response(&key, 1, RequestHash::of(b"x"), r);
+        let codes = [
+            ErrorCode::BadFrame,
+            ErrorCode::BadSignature,
+            ErrorCode::Misdirected,
+            ErrorCode::Replay,
+            ErrorCode::NotEnrolled,
+            ErrorCode::Forbidden,
+            ErrorCode::UnknownCycle,
+            ErrorCode::Rejected,
+            ErrorCode::NotReady,
+            ErrorCode::RateLimited,
+            ErrorCode::AlreadyDone,
+            ErrorCode::Internal,
+        ];
+        assert_eq!(codes.len(), ERROR_CODES.len());
+        for code in codes {
+            let answer = seal(&Response::Error {
+                code,
+                message: "no".into(),
+            });
+            assert_eq!(
+                outcome(&answer),
+                Outcome::Refused(format!("{code:?}").leak())
+            );
+        }
+        assert_eq!(outcome(&seal(&Response::Ok)), Outcome::Ok);
+        assert_eq!(
+            outcome(&seal(&Response::Pending {
+                waiting: 1,
+                dropouts: false
+            })),
+            Outcome::Ok
+        );
+    }
+}
