@@ -322,6 +322,7 @@ pub fn run(args: &DemoArgs) -> Result<bool, String> {
         secrets_passphrase_file: None,
         poll_millis: if n > 200 { 1000 } else { 200 },
         request_timeout_millis: 30_000,
+        metrics: None,
     };
     let core_toml = |i: usize| dir.join(format!("{}.toml", ids[i]));
     let core_log = |i: usize| dir.join(format!("{}.log", ids[i]));

@@ -120,6 +120,7 @@ pub fn run(args: &DrillArgs) -> Result<bool, String> {
             secrets_passphrase_file: None,
             poll_millis: 100,
             request_timeout_millis: 2000,
+            metrics: None,
         };
         write_toml(&core_toml(i), &cfg)?;
         let p = start(&exe, "core", &[], &core_toml(i), &core_log(i))?;

@@ -71,6 +71,7 @@ fn bad_household_requests_get_clear_errors_and_store_nothing() {
             secrets_passphrase_file: None,
             poll_millis: 50,
             request_timeout_millis: 10_000,
+            metrics: None,
         };
         cores.push(pb_core::spawn(rt.handle(), &config, stop.clone()).unwrap());
     }
