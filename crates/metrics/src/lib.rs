@@ -436,6 +436,56 @@ mod tests {
         assert!(core.contains("pbill_submissions_total 0"), "{core}");
     }
 
+    /// Every sample name an edge exports once each metric has a value.
+    fn exported_names() -> std::collections::BTreeSet<String> {
+        let m = Metrics::new(Daemon::Edge, Some(PathBuf::from("/")));
+        m.request("Submit", Outcome::Refused("Replay"));
+        m.submission();
+        m.cycle_billed("cpu", Duration::from_secs(1), 3);
+        m.encode()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn the_grafana_dashboard_uses_only_exported_metrics() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/grafana/pbill-community.json"
+        );
+        let dashboard = std::fs::read_to_string(path).unwrap();
+        let exported = exported_names();
+        let mut used = std::collections::BTreeSet::new();
+        for (i, _) in dashboard.match_indices("pbill_") {
+            let name: String = dashboard[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            used.insert(name);
+        }
+        assert!(used.len() >= 10, "{used:?}");
+        for name in &used {
+            assert!(
+                exported.contains(name),
+                "the dashboard uses {name}, which is not exported: {exported:?}"
+            );
+        }
+        // And every exported metric is on the dashboard.
+        for name in &exported {
+            let family = name
+                .trim_end_matches("_bucket")
+                .trim_end_matches("_count")
+                .trim_end_matches("_sum");
+            assert!(
+                used.iter().any(|u| u.starts_with(family)),
+                "{name} is not on the dashboard"
+            );
+        }
+    }
+
     #[test]
     fn store_size_and_memory_are_measured_at_scrape() {
         let dir = std::env::temp_dir().join(format!("pb-metrics-{}", std::process::id()));
