@@ -182,12 +182,16 @@ fn edge_text(report: &StatusReport, one: bool) -> String {
             }
             out += &format!("  phases     {}\n", rounds_text(c));
             if let Some(n) = &c.nodes {
-                for (name, list) in [
-                    ("submitted", &n.submitted),
-                    ("missing", &n.missing),
-                    ("dropped", &n.dropped),
+                for (name, list, count) in [
+                    ("submitted", &n.submitted, c.submitted),
+                    ("missing", &n.missing, c.missing),
+                    ("dropped", &n.dropped, c.dropped),
                 ] {
-                    out += &format!("  {name:<10} {}\n", list.len());
+                    if list.len() < count {
+                        out += &format!("  {name:<10} {count} (the first {} listed)\n", list.len());
+                    } else {
+                        out += &format!("  {name:<10} {count}\n");
+                    }
                     for node in list {
                         out += &format!("    {}\n", node.to_hex());
                     }
@@ -396,6 +400,15 @@ mod tests {
         assert!(one.contains("3 enrolled, 2 submitted, 1 missing, 1 dropped"));
         assert!(one.contains("collecting 15 min 0 s, correcting 5.000 s"));
         assert!(one.contains(&NodeId([3; 32]).to_hex()));
+        assert!(one.contains("dropped    1\n"), "{one}");
+        // A list cut by the edge says so.
+        let mut cut = report.clone();
+        cut.cycles[0].dropped = 9000;
+        let text = edge_text(&cut, true);
+        assert!(
+            text.contains("dropped    9000 (the first 1 listed)"),
+            "{text}"
+        );
         let table = edge_text(&report, false);
         assert!(table.contains("correcting"), "{table}");
         assert!(!table.contains(&NodeId([3; 32]).to_hex()));

@@ -6,7 +6,8 @@
 use std::collections::BTreeSet;
 
 use pb_protocol::{
-    CycleNodes, CycleProgress, ErrorCode, NodeId, RoundTime, STATUS_RECENT_CYCLES, StatusReport,
+    CycleNodes, CycleProgress, ErrorCode, MemberEntry, NodeId, RoundTime, STATUS_MAX_NODES,
+    STATUS_RECENT_CYCLES, StatusReport,
 };
 use pb_units::{CycleId, MemberId};
 
@@ -137,22 +138,10 @@ impl Service {
         };
         let deadline = rec.posted_at.saturating_add(self.config.deadline.as_secs());
         let rounds = rounds(rec.posted_at, deadline, declared, billed, now);
-        let nodes = with_nodes.then(|| {
-            let node_of = |set: &BTreeSet<MemberId>| -> Vec<NodeId> {
-                let mut v: Vec<NodeId> = rec
-                    .members
-                    .iter()
-                    .filter(|m| set.contains(&m.member))
-                    .map(|m| m.node)
-                    .collect();
-                v.sort();
-                v
-            };
-            CycleNodes {
-                submitted: node_of(&submitted),
-                missing: node_of(&missing),
-                dropped: node_of(&dropped),
-            }
+        let nodes = with_nodes.then(|| CycleNodes {
+            submitted: nodes_of(&rec.members, &submitted),
+            missing: nodes_of(&rec.members, &missing),
+            dropped: nodes_of(&rec.members, &dropped),
         });
         Ok(CycleProgress {
             cycle,
@@ -190,6 +179,19 @@ impl Service {
     }
 }
 
+/// The node ids of the members in `set`, sorted, at most
+/// [`STATUS_MAX_NODES`] of them.
+fn nodes_of(members: &[MemberEntry], set: &BTreeSet<MemberId>) -> Vec<NodeId> {
+    let mut v: Vec<NodeId> = members
+        .iter()
+        .filter(|m| set.contains(&m.member))
+        .map(|m| m.node)
+        .collect();
+    v.sort();
+    v.truncate(STATUS_MAX_NODES);
+    v
+}
+
 /// Time per phase: collecting until the deadline (when dropouts were
 /// declared) or until billing started, correcting from the deadline, then
 /// billing; the current phase runs up to `now`.
@@ -225,6 +227,33 @@ mod tests {
 
     fn names(r: &[RoundTime]) -> Vec<(&str, u64)> {
         r.iter().map(|r| (r.round.as_str(), r.millis)).collect()
+    }
+
+    #[test]
+    fn node_lists_are_sorted_and_cut_to_fit_a_frame() {
+        let members: Vec<MemberEntry> = (0..STATUS_MAX_NODES + 5)
+            .map(|i| {
+                let mut node = [0u8; 32];
+                node[..8].copy_from_slice(&(u64::MAX - i as u64).to_be_bytes());
+                MemberEntry {
+                    member: MemberId::new(format!("m{i}")).unwrap(),
+                    node: NodeId(node),
+                    przs: pb_przs::IdentityKey::from_bytes([1; 32]).public(),
+                }
+            })
+            .collect();
+        let all: BTreeSet<MemberId> = members.iter().map(|m| m.member.clone()).collect();
+        let listed = nodes_of(&members, &all);
+        assert_eq!(listed.len(), STATUS_MAX_NODES);
+        assert!(listed.windows(2).all(|w| w[0] < w[1]));
+        // The smallest ids are kept.
+        assert_eq!(listed[0], members[STATUS_MAX_NODES + 4].node);
+        let two: BTreeSet<MemberId> = [members[3].member.clone(), members[1].member.clone()].into();
+        assert_eq!(
+            nodes_of(&members, &two),
+            vec![members[3].node, members[1].node]
+        );
+        assert!(nodes_of(&members, &BTreeSet::new()).is_empty());
     }
 
     #[test]

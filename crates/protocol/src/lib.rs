@@ -24,4 +24,6 @@ pub use envelope::{
 pub use identity::{KeyFileError, NodeId, NodeKey, x25519_key_is_usable};
 pub use message::{ErrorCode, MemberEntry, MemberList, Request, Response};
 pub use replay::{FRESHNESS_WINDOW, Replay, ReplayGuard, clock_counter};
-pub use status::{CycleNodes, CycleProgress, RoundTime, STATUS_RECENT_CYCLES, StatusReport};
+pub use status::{
+    CycleNodes, CycleProgress, RoundTime, STATUS_MAX_NODES, STATUS_RECENT_CYCLES, StatusReport,
+};

@@ -14,6 +14,11 @@ use crate::NodeId;
 /// Most cycles in one answer without a cycle number (the latest ones).
 pub const STATUS_RECENT_CYCLES: usize = 20;
 
+/// Most node ids in each list of [`CycleNodes`], so that the answer stays
+/// within a frame however large the community (3 lists of 8,192 ids of 32
+/// bytes are 768 KiB); the counts in [`CycleProgress`] are always exact.
+pub const STATUS_MAX_NODES: usize = 8192;
+
 /// The edge's state as an operator sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusReport {
@@ -71,7 +76,8 @@ pub struct RoundTime {
 }
 
 /// The members of a cycle by node id (the operator enrolled them, so these
-/// are no news to it), each list sorted.
+/// are no news to it), each list sorted and cut at [`STATUS_MAX_NODES`]
+/// (a list shorter than its count in [`CycleProgress`] was cut).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CycleNodes {
     /// Members whose data the edge holds.
