@@ -13,7 +13,8 @@ use pb_protocol::{NodeId, NodeKey, Request, Response};
 /// Timeout of one request from the command line.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
+/// A runtime for one command's requests.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

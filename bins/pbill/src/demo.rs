@@ -74,6 +74,10 @@ pub struct DemoArgs {
     /// Give up waiting for the bills after this many seconds.
     #[arg(long, default_value_t = 600)]
     pub timeout_secs: u64,
+    /// Address (IP:PORT) of the edge's Prometheus metrics endpoint while
+    /// the demo runs (default: a free port on 127.0.0.1).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
 }
 
 /// A child process that is killed when dropped.
@@ -223,12 +227,22 @@ pub(crate) fn edge_config(
         data_dir: dir.join("edge-data"),
         key_file: dir.join("edge.key"),
         limits: Default::default(),
+        metrics: None,
         min_members: 3,
         dropout_deadline_secs,
         round_secs,
         operators: vec![operator.id().to_hex()],
         members,
     }
+}
+
+/// A loopback address with a port free right now (for a child process's
+/// endpoint that must be known before it starts).
+fn free_loopback_addr() -> Result<String, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.to_string())
+        .map_err(|e| format!("cannot find a free port for the metrics: {e}"))
 }
 
 /// A field of `/proc/<pid>/status` in KiB (`VmHWM:`, `VmRSS:`).
@@ -309,10 +323,16 @@ pub fn run(args: &DemoArgs) -> Result<bool, String> {
         .deadline_secs
         .unwrap_or(if args.dropouts > 0 { 5 } else { 600 });
     let mut edge_config = edge_config(&dir, &community, &operator, enrollments, deadline);
+    let metrics = match &args.metrics {
+        Some(a) => a.clone(),
+        None => free_loopback_addr()?,
+    };
+    edge_config.metrics = Some(metrics.clone());
     let edge_toml = dir.join("edge.toml");
     write_toml(&edge_toml, &edge_config)?;
     let edge_log = dir.join("edge.log");
     let mut edge = start(&exe, "edge", &edge_extra, &edge_toml, &edge_log)?;
+    eprintln!("edge metrics (Prometheus) at http://{metrics}/metrics while the demo runs");
     // Pin the port so that a restarted edge is found at the same place.
     edge_config.listen = edge.endpoint.clone();
     write_toml(&edge_toml, &edge_config)?;
@@ -340,6 +360,7 @@ pub fn run(args: &DemoArgs) -> Result<bool, String> {
         drill_silent_after_mask: silent(i),
         poll_millis: if n > 200 { 1000 } else { 200 },
         request_timeout_millis: 30_000,
+        metrics: None,
     };
     let core_toml = |i: usize| dir.join(format!("{}.toml", ids[i]));
     let core_log = |i: usize| dir.join(format!("{}.log", ids[i]));
@@ -645,6 +666,7 @@ pub fn run(args: &DemoArgs) -> Result<bool, String> {
     if let Some(kib) = edge_peak {
         println!("edge peak memory (VmHWM): {:.1} MiB", kib as f64 / 1024.0);
     }
+    println!("edge metrics were served at http://{metrics}/metrics");
     println!(
         "result: {} of {fetching} bills {}",
         answers.len(),

@@ -124,6 +124,7 @@ pub fn run(args: &DrillArgs) -> Result<bool, String> {
             drill_silent_after_mask: false,
             poll_millis: 100,
             request_timeout_millis: 2000,
+            metrics: None,
         };
         write_toml(&core_toml(i), &cfg)?;
         let p = start(&exe, "core", &[], &core_toml(i), &core_log(i))?;

@@ -6,6 +6,7 @@ mod drill;
 mod load;
 mod progress;
 mod report;
+mod status;
 mod synthetic;
 
 use std::path::{Path, PathBuf};
@@ -316,6 +317,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Where the cycles stand: at the edge (operator) a cycle's phase,
+    /// members submitted / missing / dropped by node id, deadline and time
+    /// per phase, or the latest cycles in one table; at a core (--core) the
+    /// household's cycles and their state.
+    Status(status::StatusArgs),
     /// The edge daemon (same as pbill-edge; used by `pbill demo`).
     #[command(hide = true)]
     Edge(pb_edge::cli::EdgeArgs),
@@ -441,6 +447,7 @@ fn main() -> ExitCode {
             Ok(client::BillOutcome::Pending) => return ExitCode::from(3),
             Err(e) => Err(e),
         },
+        Command::Status(args) => status::run(&args),
         Command::Edge(args) => return pb_edge::cli::main(args),
         Command::Core(args) => return pb_core::cli::main(args),
     };

@@ -173,6 +173,14 @@ pub struct StatusReply {
     pub joined: bool,
     /// Cycles with data at this core.
     pub cycles: Vec<CycleReport>,
+    /// Members in the community's current member list, when the core
+    /// knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub community_size: Option<usize>,
+    /// Fingerprint of that member list (hex), for households to compare
+    /// with each other's and the operator's, when the core knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roster_fingerprint: Option<String>,
 }
 
 /// A refusal.

@@ -27,6 +27,7 @@ use crate::CoreConfig;
   key_file = \"/etc/pbill/core.key\"       # pbill keygen --out ...
   poll_millis = 1000
   request_timeout_millis = 10000
+  # metrics = \"127.0.0.1:9465\"           # optional: Prometheus endpoint
   # secrets_passphrase_file = \"/etc/pbill/core.pass\"  # optional: encrypts
   #                                 the household's keys in the store")]
 pub struct CoreArgs {

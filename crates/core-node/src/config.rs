@@ -56,6 +56,10 @@ pub struct CoreConfig {
     /// Timeout of one request to the edge.
     #[serde(default = "default_timeout")]
     pub request_timeout_millis: u64,
+    /// Address (`IP:PORT`) of the Prometheus metrics endpoint
+    /// (`http://IP:PORT/metrics`); off when absent.
+    #[serde(default)]
+    pub metrics: Option<String>,
 }
 
 fn default_listen() -> String {

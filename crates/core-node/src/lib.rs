@@ -13,6 +13,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod metrics;
 pub mod node;
 pub mod sealed;
 pub mod store;
@@ -46,6 +47,9 @@ pub enum CoreError {
     /// Runtime.
     #[error("runtime: {0}")]
     Runtime(String),
+    /// The metrics endpoint.
+    #[error(transparent)]
+    Metrics(#[from] pb_metrics::MetricsError),
 }
 
 /// Runs a core until SIGINT/SIGTERM or until `stop` is set; `on_ready` gets the API endpoint.

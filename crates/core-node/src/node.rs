@@ -325,6 +325,8 @@ impl Node {
             edge: self.edge_endpoint.clone(),
             joined: self.store.joined().map_err(internal)?,
             cycles,
+            community_size: None,
+            roster_fingerprint: None,
         }))
     }
 
@@ -775,6 +777,12 @@ pub fn spawn(
     stop: Arc<AtomicBool>,
 ) -> Result<Running, CoreError> {
     let node = Arc::new(Node::open(rt.clone(), config)?);
+    // Before the household API listens: a metrics address that cannot be
+    // bound stops the start-up with nothing left running.
+    let metrics = match &config.metrics {
+        Some(addr) => Some(crate::metrics::CoreMetrics::start(addr, &config.data_dir)?),
+        None => None,
+    };
     // The household API is the household's own: a few local clients.
     let mut limits = pb_net::GuardLimits::new(pb_protocol::MAX_FRAME, pb_net::MAX_PARTS);
     limits.max_connections = 64;
@@ -789,7 +797,7 @@ pub fn spawn(
         let stop = stop.clone();
         std::thread::Builder::new()
             .name("core-api".into())
-            .spawn(move || api_loop(&node, &server, &wake, &stop))
+            .spawn(move || api_loop(&node, &server, &wake, &stop, metrics.as_ref()))
             .map_err(|e| CoreError::Runtime(e.to_string()))?
     };
     let sync = std::thread::Builder::new()
@@ -802,7 +810,13 @@ pub fn spawn(
     })
 }
 
-fn api_loop(node: &Node, server: &Server, wake: &Sender<()>, stop: &AtomicBool) {
+fn api_loop(
+    node: &Node,
+    server: &Server,
+    wake: &Sender<()>,
+    stop: &AtomicBool,
+    metrics: Option<&crate::metrics::CoreMetrics>,
+) {
     while !stop.load(Ordering::Relaxed) {
         match server
             .requests()
@@ -810,6 +824,9 @@ fn api_loop(node: &Node, server: &Server, wake: &Sender<()>, stop: &AtomicBool) 
         {
             Ok(incoming) => {
                 let answer = node.handle_api(&incoming.payload, incoming.oversized);
+                if let Some(m) = metrics {
+                    m.request(&incoming.payload, incoming.oversized.is_some(), &answer);
+                }
                 incoming.reply(answer);
                 let _ = wake.send(());
             }

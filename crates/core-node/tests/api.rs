@@ -34,6 +34,7 @@ fn bad_household_requests_get_clear_errors_and_store_nothing() {
         data_dir: d.join("edge"),
         key_file: d.join("edge.key"),
         limits: Default::default(),
+        metrics: None,
         min_members: 3,
         dropout_deadline_secs: 3600,
         round_secs: 3600,
@@ -74,6 +75,7 @@ fn bad_household_requests_get_clear_errors_and_store_nothing() {
             drill_silent_after_mask: false,
             poll_millis: 50,
             request_timeout_millis: 10_000,
+            metrics: None,
         };
         cores.push(pb_core::spawn(rt.handle(), &config, stop.clone()).unwrap());
     }
@@ -89,6 +91,7 @@ fn bad_household_requests_get_clear_errors_and_store_nothing() {
         operator: pin.id().to_hex(),
         min_members: 3,
         drill_silent_after_mask: false,
+        metrics: None,
         poll_millis: 50,
         request_timeout_millis: 10_000,
     };

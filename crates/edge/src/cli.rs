@@ -27,6 +27,8 @@ use crate::EdgeConfig;
   min_members = 3
   dropout_deadline_secs = 900
   operators = [\"<node id of the operator's key>\"]
+  metrics = \"127.0.0.1:9464\"             # optional: Prometheus endpoint
+                                          # http://127.0.0.1:9464/metrics
   [[members]]
   member = \"alice\"
   node = \"<node id printed by pbill keygen for alice's core>\"

@@ -53,6 +53,10 @@ pub struct EdgeConfig {
     /// Abuse limits (`[limits]`; every field optional).
     #[serde(default)]
     pub limits: Limits,
+    /// Address (`IP:PORT`) of the Prometheus metrics endpoint
+    /// (`http://IP:PORT/metrics`); off when absent.
+    #[serde(default)]
+    pub metrics: Option<String>,
 }
 
 /// `[limits]` of `edge.toml`: what one peer may cost the edge.
@@ -300,5 +304,17 @@ mod tests {
         .unwrap();
         assert_eq!(c.limits.request_burst, 5);
         assert_eq!(c.limits.requests_per_sec, 20);
+        assert_eq!(c.metrics, None);
+        let c: EdgeConfig = toml::from_str(
+            "community = \"c\"\ndata_dir = \"d\"\nkey_file = \"k\"\nmetrics = \"127.0.0.1:9464\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.metrics.as_deref(), Some("127.0.0.1:9464"));
+        assert!(
+            toml::from_str::<EdgeConfig>(
+                "community = \"c\"\ndata_dir = \"d\"\nkey_file = \"k\"\nmetrics = 9464\n"
+            )
+            .is_err()
+        );
     }
 }

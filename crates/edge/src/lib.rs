@@ -14,6 +14,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod metrics;
 pub mod rounds;
 pub mod service;
 pub mod store;
@@ -51,6 +52,9 @@ pub enum EdgeError {
     /// Runtime.
     #[error("runtime: {0}")]
     Runtime(String),
+    /// The metrics endpoint.
+    #[error(transparent)]
+    Metrics(#[from] pb_metrics::MetricsError),
 }
 
 /// How often deadlines are checked when no request arrives.
@@ -90,6 +94,8 @@ pub struct Running {
     pub endpoint: String,
     /// The edge's node id.
     pub node: pb_protocol::NodeId,
+    /// Where the metrics are served (`http://ADDR/metrics`), if enabled.
+    pub metrics: Option<std::net::SocketAddr>,
     thread: std::thread::JoinHandle<Counters>,
 }
 
@@ -108,6 +114,17 @@ pub fn spawn(
     stop: Arc<AtomicBool>,
 ) -> Result<Running, EdgeError> {
     let mut service = open_service(config, backend)?;
+    // Before the edge listens: a metrics address that cannot be bound
+    // stops the start-up with nothing left running.
+    let mut metrics = match &config.metrics {
+        Some(addr) => Some(metrics::EdgeMetrics::start(
+            addr,
+            &config.data_dir,
+            &service,
+        )?),
+        None => None,
+    };
+    let metrics_addr = metrics.as_ref().map(metrics::EdgeMetrics::addr);
     let keys = service.server_keys()?;
     let server = Server::bind_secure(rt, &config.listen, config.limits.guard(), keys)?;
     let endpoint = server.endpoint().to_string();
@@ -125,6 +142,14 @@ pub fn spawn(
                             incoming.oversized,
                             incoming.peer,
                         );
+                        if let Some(m) = metrics.as_mut() {
+                            m.request(
+                                &incoming.payload,
+                                incoming.oversized.is_some(),
+                                &answer,
+                                &service,
+                            );
+                        }
                         incoming.reply(answer);
                     }
                     Err(RecvTimeoutError::Timeout) => {}
@@ -132,6 +157,9 @@ pub fn spawn(
                 }
                 if last_tick.elapsed() >= TICK {
                     service.tick();
+                    if let Some(m) = metrics.as_mut() {
+                        m.refresh(&service);
+                    }
                     last_tick = Instant::now();
                 }
             }
@@ -142,6 +170,7 @@ pub fn spawn(
     Ok(Running {
         endpoint,
         node,
+        metrics: metrics_addr,
         thread,
     })
 }

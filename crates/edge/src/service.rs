@@ -25,6 +25,11 @@ use crate::config::{Admission, Role};
 use crate::rounds::{OpenCycle, RoundEvent, secagg_refusal};
 use crate::store::{BilledRecord, CycleRecord, EdgeStore, MemberRecord};
 
+// The operator's status answer and the metrics' view (read-only).
+#[path = "status.rs"]
+mod status;
+pub use status::MetricsView;
+
 /// What the edge needs besides its store.
 pub struct ServiceConfig {
     /// Community.
@@ -613,6 +618,7 @@ impl Service {
                 self.round_event(stamp, &me, cycle, RoundEvent::Reveal(reveal), None)
             }
             (Role::Member(me), Request::GetBill { cycle }) => self.get_bill(&me, cycle),
+            (Role::Operator, Request::Status { cycle }) => self.status(cycle).map(Response::Status),
             (role, request) => Err(refuse(
                 ErrorCode::Forbidden,
                 format!(
@@ -1057,5 +1063,6 @@ fn request_name(r: &Request) -> &'static str {
         Request::Confirm { .. } => "Confirm",
         Request::GetConfirmations { .. } => "GetConfirmations",
         Request::Reveal { .. } => "Reveal",
+        Request::Status { .. } => "Status",
     }
 }

@@ -392,6 +392,36 @@ impl EdgeStore {
         self.per_cycle(SUBMISSIONS, cycle, wire)
     }
 
+    /// The members that submitted data for a cycle (keys only: the
+    /// submissions themselves are not read).
+    pub fn submitted(&self, cycle: CycleId) -> Result<Vec<MemberId>, EdgeError> {
+        self.members_in(SUBMISSIONS, cycle)
+    }
+
+    fn members_in(
+        &self,
+        def: TableDefinition<(u64, &str), &[u8]>,
+        cycle: CycleId,
+    ) -> Result<Vec<MemberId>, EdgeError> {
+        let r = self.db.begin_read().map_err(err)?;
+        let t = r.open_table(def).map_err(err)?;
+        let mut out = Vec::new();
+        for row in t
+            .range((cycle.0, "")..(cycle.0.saturating_add(1), ""))
+            .map_err(err)?
+        {
+            let (k, _) = row.map_err(err)?;
+            let (c, member) = k.value();
+            if c == cycle.0 {
+                out.push(
+                    MemberId::new(member.to_string())
+                        .map_err(|e| EdgeError::Store(format!("corrupt member id: {e}")))?,
+                );
+            }
+        }
+        Ok(out)
+    }
+
     /// A billed cycle's unmasked aggregates, one vector per field in the
     /// model's order (empty when the billing did not record them).
     pub fn aggregates(&self, cycle: CycleId) -> Result<Option<Vec<Vec<i64>>>, EdgeError> {

@@ -15,6 +15,7 @@ mod envelope;
 mod identity;
 mod message;
 mod replay;
+mod status;
 
 pub use envelope::{
     Audience, Binding, Envelope, MAX_COMMUNITY, MAX_FRAME, PROTOCOL_VERSION, ProtocolError,
@@ -23,3 +24,6 @@ pub use envelope::{
 pub use identity::{KeyFileError, NodeId, NodeKey, x25519_key_is_usable};
 pub use message::{ErrorCode, MemberEntry, MemberList, ROSTER_PAGE, Request, Response, RosterPage};
 pub use replay::{FRESHNESS_WINDOW, Replay, ReplayGuard, clock_counter};
+pub use status::{
+    CycleNodes, CycleProgress, RoundTime, STATUS_MAX_NODES, STATUS_RECENT_CYCLES, StatusReport,
+};

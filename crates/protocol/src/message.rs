@@ -104,6 +104,12 @@ pub enum Request {
         /// The answers.
         reveal: Reveal,
     },
+    /// Operator: where the cycles stand ([`crate::StatusReport`]): one
+    /// cycle with its members by node id, or the latest cycles.
+    Status {
+        /// The cycle, or `None` for the latest ones.
+        cycle: Option<CycleId>,
+    },
 }
 
 /// Members per page of the member list (each entry is a member id of at
@@ -302,4 +308,6 @@ pub enum Response {
         /// Human-readable reason.
         message: String,
     },
+    /// The operator's view of the cycles.
+    Status(crate::StatusReport),
 }

@@ -70,6 +70,7 @@ pub fn edge_config(
         data_dir: dir.join("data"),
         key_file: dir.join("edge.key"),
         limits: Default::default(),
+        metrics: None,
         min_members: 3,
         dropout_deadline_secs,
         round_secs: dropout_deadline_secs,
