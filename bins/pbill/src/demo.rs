@@ -215,6 +215,8 @@ pub(crate) fn edge_config(
         data_dir: dir.join("edge-data"),
         key_file: dir.join("edge.key"),
         limits: Default::default(),
+        max_members: pb_edge::config::DEFAULT_MAX_MEMBERS,
+        retention: Default::default(),
         min_members: 3,
         dropout_deadline_secs,
         operators: vec![operator.id().to_hex()],

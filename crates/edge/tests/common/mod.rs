@@ -70,6 +70,8 @@ pub fn edge_config(
         data_dir: dir.join("data"),
         key_file: dir.join("edge.key"),
         limits: Default::default(),
+        max_members: pb_edge::config::DEFAULT_MAX_MEMBERS,
+        retention: Default::default(),
         min_members: 3,
         dropout_deadline_secs,
         operators: vec![operator.id().to_hex()],
