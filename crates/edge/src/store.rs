@@ -702,17 +702,71 @@ impl EdgeStore {
         let members = r.open_table(MEMBERS).map_err(rdb)?;
         let mut out = Vec::with_capacity(n.min(4096));
         for row in subs.range(cycle_rows(cycle, after)).map_err(rdb)?.take(n) {
-            let d: HiddenData = wire(row.map_err(rdb)?.1.value())?;
-            let m = members
-                .get(d.member.as_str())
-                .map_err(rdb)?
-                .ok_or_else(|| {
-                    EdgeError::Store(format!("{}: submission of an unknown member", d.member))
-                })?;
+            let (k, v) = row.map_err(rdb)?;
+            let member = k.value().1;
+            let d: HiddenData = wire(v.value())?;
+            if d.member.as_str() != member || d.cycle != cycle {
+                return Err(EdgeError::Store(format!(
+                    "corrupt record: the submission stored as {member} of {cycle} is {}'s of {}",
+                    d.member, d.cycle
+                )));
+            }
+            let m = members.get(member).map_err(rdb)?.ok_or_else(|| {
+                EdgeError::Store(format!("{member}: submission of an unknown member"))
+            })?;
             let record: MemberRecord = dec(m.value())?;
             out.push((d, record.public_key));
         }
         Ok(out)
+    }
+
+    /// Reads a cycle's submissions after `after`, `n` at a time as
+    /// [`EdgeStore::billing_batch`] does, and hands each batch to `f` in
+    /// member order, reading the next batch on a second thread while `f`
+    /// works on the current one (at most two batches in memory). Stops at
+    /// the first error, of the store or of `f`.
+    pub fn for_each_billing_batch<E: From<EdgeError> + Send>(
+        &self,
+        cycle: CycleId,
+        after: Option<&MemberId>,
+        n: usize,
+        mut f: impl FnMut(Vec<(HiddenData, CompactPublicKey)>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let n = n.max(1);
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let stop = &stop;
+            scope.spawn(move || {
+                let mut after = after.cloned();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let batch = self.billing_batch(cycle, after.as_ref(), n);
+                    let done = match &batch {
+                        Ok(rows) => {
+                            after = rows.last().map(|(d, _)| d.member.clone());
+                            rows.len() < n
+                        }
+                        Err(_) => true,
+                    };
+                    if tx.send(batch).is_err() || done {
+                        break;
+                    }
+                }
+            });
+            let result = (|| {
+                for batch in rx.iter() {
+                    let batch = batch?;
+                    if !batch.is_empty() {
+                        f(batch)?;
+                    }
+                }
+                Ok(())
+            })();
+            // Unblocks the reader if `f` failed; the scope joins it.
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            drop(rx);
+            result
+        })
     }
 
     /// A member's compact public key (its one stored copy).
@@ -1118,6 +1172,28 @@ mod tests {
             assert_eq!(key, &record(i).public_key);
         }
         assert!(s.submissions_batch(CycleId(3), None, 5).unwrap().is_empty());
+        for n in [1, 3, 10, 11] {
+            let mut got = Vec::new();
+            s.for_each_billing_batch::<EdgeError>(CycleId(2), Some(&member(1)), n, |b| {
+                assert!(b.len() <= n);
+                got.extend(b);
+                Ok(())
+            })
+            .unwrap();
+            let want: Vec<_> = (2..10)
+                .map(|i| (data(2, i), record(i).public_key))
+                .collect();
+            assert_eq!(got, want, "batches of {n}");
+        }
+        // An error of the callback stops the reading and is returned.
+        let mut calls = 0;
+        let e = s
+            .for_each_billing_batch(CycleId(2), None, 2, |_| {
+                calls += 1;
+                Err(EdgeError::Runtime("stop".into()))
+            })
+            .unwrap_err();
+        assert!(matches!(e, EdgeError::Runtime(_)) && calls == 1);
         assert_eq!(s.submission_count(CycleId(2)).unwrap(), 10);
         assert_eq!(
             s.public_key(&member(3)).unwrap(),
