@@ -42,6 +42,10 @@ const FORMAT_KEY: &str = "format";
 /// A cycle being billed batch by batch: [`BillingProgress`].
 const BILLING_PROGRESS: TableDefinition<u64, &[u8]> = TableDefinition::new("billing_progress");
 
+/// Submissions received per cycle (kept when they are pruned), so that
+/// finishing a large cycle's billing needs no scan of its submissions.
+const SUBMISSION_COUNTS: TableDefinition<u64, u64> = TableDefinition::new("submission_counts");
+
 /// The format of the stores this edge writes and the newest it reads.
 /// Stores written before the format was recorded are format 1.
 pub const STORE_FORMAT: u64 = 1;
@@ -223,6 +227,7 @@ impl EdgeStore {
             txn.open_table(DELIVERED).map_err(rdb)?;
             txn.open_table(COUNTERS).map_err(rdb)?;
             txn.open_table(BILLING_PROGRESS).map_err(rdb)?;
+            txn.open_table(SUBMISSION_COUNTS).map_err(rdb)?;
             let mut meta = txn.open_table(META).map_err(rdb)?;
             if meta.get(FORMAT_KEY).map_err(rdb)?.is_none() {
                 meta.insert(FORMAT_KEY, STORE_FORMAT).map_err(rdb)?;
@@ -357,9 +362,21 @@ impl EdgeStore {
             if billing_started(t, d.cycle)? {
                 return Err(EdgeError::BillingStarted(d.cycle));
             }
-            t.open_table(SUBMISSIONS)
-                .map_err(rdb)?
+            let mut subs = t.open_table(SUBMISSIONS).map_err(rdb)?;
+            let mut counts = t.open_table(SUBMISSION_COUNTS).map_err(rdb)?;
+            let counted = counts.get(d.cycle.0).map_err(rdb)?.map(|v| v.value());
+            let before = match counted {
+                Some(n) => n,
+                // The cycle's first submission, or a store written before
+                // the counts were kept: counted once.
+                None => subs.range(cycle_rows(d.cycle, None)).map_err(rdb)?.count() as u64,
+            };
+            let new = subs
                 .insert((d.cycle.0, d.member.as_str()), bytes.as_slice())
+                .map_err(rdb)?
+                .is_none();
+            counts
+                .insert(d.cycle.0, before + u64::from(new))
                 .map_err(rdb)?;
             Ok(())
         })
@@ -628,6 +645,8 @@ pub struct BillingProgress {
     pub last: Option<MemberId>,
     /// Bills stored so far.
     pub bills: u64,
+    /// Submissions of the cycle when billing began (each gets one bill).
+    pub submissions: u64,
     /// Unix seconds at which billing began.
     pub started_at: u64,
 }
@@ -779,7 +798,19 @@ impl EdgeStore {
             .transpose()
     }
 
-    /// Submissions stored for a cycle (counted, not loaded).
+    /// Submissions received for a cycle (pruned ones included), from the
+    /// count kept as they are stored.
+    pub fn submissions_received(&self, cycle: CycleId) -> Result<u64, EdgeError> {
+        let r = self.begin_read()?;
+        let t = r.open_table(SUBMISSION_COUNTS).map_err(rdb)?;
+        match t.get(cycle.0).map_err(rdb)? {
+            Some(v) => Ok(v.value()),
+            None => Ok(self.submission_count(cycle)? as u64),
+        }
+    }
+
+    /// Submissions stored for a cycle, counted row by row (it reads every
+    /// one of them: for tests and audits).
     pub fn submission_count(&self, cycle: CycleId) -> Result<usize, EdgeError> {
         let r = self.begin_read()?;
         let t = r.open_table(SUBMISSIONS).map_err(rdb)?;
@@ -819,10 +850,26 @@ impl EdgeStore {
             if let Some(v) = progress.get(cycle.0).map_err(rdb)? {
                 return dec(v.value());
             }
+            let counted = t
+                .open_table(SUBMISSION_COUNTS)
+                .map_err(rdb)?
+                .get(cycle.0)
+                .map_err(rdb)?
+                .map(|v| v.value());
+            let submissions = match counted {
+                Some(n) => n,
+                None => t
+                    .open_table(SUBMISSIONS)
+                    .map_err(rdb)?
+                    .range(cycle_rows(cycle, None))
+                    .map_err(rdb)?
+                    .count() as u64,
+            };
             let fresh = BillingProgress {
                 seed,
                 last: None,
                 bills: 0,
+                submissions,
                 started_at: now,
             };
             progress
@@ -923,22 +970,21 @@ impl EdgeStore {
                     return Err(EdgeError::Store(format!("{cycle}: no billing in progress")));
                 }
             };
-            let subs = t.open_table(SUBMISSIONS).map_err(rdb)?;
-            let unbilled = subs
+            // Bills go in strictly increasing member order, each for a
+            // stored submission, and submissions are refused once billing
+            // began: every submission is billed once there are as many
+            // bills as submissions (no scan of a large cycle).
+            let unbilled = t
+                .open_table(SUBMISSIONS)
+                .map_err(rdb)?
                 .range(cycle_rows(cycle, progress.last.as_ref()))
                 .map_err(rdb)?
-                .count();
-            let submissions = subs.range(cycle_rows(cycle, None)).map_err(rdb)?.count() as u64;
-            let bills = t
-                .open_table(BILLS)
-                .map_err(rdb)?
-                .range(cycle_rows(cycle, None))
-                .map_err(rdb)?
-                .count() as u64;
-            if unbilled > 0 || bills != submissions || progress.bills != submissions {
+                .next()
+                .is_some();
+            if unbilled || progress.bills != progress.submissions {
                 return Err(EdgeError::Store(format!(
-                    "{cycle}: {bills} bill(s) stored for {submissions} submission(s), {unbilled} \
-                     not billed yet: not finished"
+                    "{cycle}: {} bill(s) stored for {} submission(s): not finished",
+                    progress.bills, progress.submissions
                 )));
             }
             progress_table.remove(cycle.0).map_err(rdb)?;
@@ -1125,11 +1171,16 @@ mod tests {
 
     /// Bills a cycle through the batch API, `batch` at a time.
     fn bill_all(s: &EdgeStore, cycle: u64, batch: usize) {
-        let c = CycleId(cycle);
         let p = s
-            .begin_billing(c, [cycle as u8; 32], &[vec![1]], 5)
+            .begin_billing(CycleId(cycle), [cycle as u8; 32], &[vec![1]], 5)
             .unwrap();
-        let mut after = p.last;
+        bill_all_from(s, cycle, batch, p.last);
+    }
+
+    /// Bills the rest of a begun cycle after `after` and finishes it.
+    fn bill_all_from(s: &EdgeStore, cycle: u64, batch: usize, after: Option<MemberId>) {
+        let c = CycleId(cycle);
+        let mut after = after;
         loop {
             let rows = s.billing_batch(c, after.as_ref(), batch).unwrap();
             let Some(last) = rows.last() else { break };
@@ -1195,6 +1246,11 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, EdgeError::Runtime(_)) && calls == 1);
         assert_eq!(s.submission_count(CycleId(2)).unwrap(), 10);
+        assert_eq!(s.submissions_received(CycleId(2)).unwrap(), 10);
+        // Storing the same submission again does not count twice.
+        s.put_submission((&NODE, 500), &data(2, 3)).unwrap();
+        assert_eq!(s.submissions_received(CycleId(2)).unwrap(), 10);
+        assert_eq!(s.submissions_received(CycleId(7)).unwrap(), 0);
         assert_eq!(
             s.public_key(&member(3)).unwrap(),
             Some(record(3).public_key)
@@ -1235,7 +1291,7 @@ mod tests {
             let s = filled(d.path(), 7, &[1]);
             assert_eq!(s.billing_progress(c).unwrap(), None);
             let p = s.begin_billing(c, [1; 32], &[vec![4, 5]], 100).unwrap();
-            assert_eq!((p.last, p.bills), (None, 0));
+            assert_eq!((p.last, p.bills, p.submissions), (None, 0, 7));
             let p = s
                 .put_bills_batch(c, &[bill(1, 0), bill(1, 1), bill(1, 2)])
                 .unwrap();
@@ -1310,6 +1366,47 @@ mod tests {
     }
 
     #[test]
+    fn a_skipped_member_keeps_the_cycle_unfinished() {
+        let d = tempfile::tempdir().unwrap();
+        let s = filled(d.path(), 5, &[1]);
+        let c = CycleId(1);
+        s.begin_billing(c, [0; 32], &[], 1).unwrap();
+        s.put_bills_batch(c, &[bill(1, 0), bill(1, 1), bill(1, 3), bill(1, 4)])
+            .unwrap();
+        let rec = BilledRecord {
+            at: 1,
+            millis: 1,
+            bills: 4,
+        };
+        let e = s.finish_billing(c, rec).unwrap_err().to_string();
+        assert!(e.contains("4 bill(s) stored for 5 submission(s)"), "{e}");
+        assert_eq!(s.billed(c).unwrap(), None);
+        // Member 2 can no longer be billed in order: the cycle stays
+        // unbilled rather than finishing without it.
+        assert!(s.put_bills_batch(c, &[bill(1, 2)]).is_err());
+    }
+
+    #[test]
+    fn a_store_without_submission_counts_counts_once_when_billing_begins() {
+        let d = tempfile::tempdir().unwrap();
+        let s = filled(d.path(), 4, &[1]);
+        // As a store written before the counts were kept.
+        s.write_txn(|t| {
+            t.open_table(SUBMISSION_COUNTS)
+                .map_err(rdb)?
+                .remove(1)
+                .map_err(rdb)?;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(s.submissions_received(CycleId(1)).unwrap(), 4);
+        let p = s.begin_billing(CycleId(1), [0; 32], &[], 1).unwrap();
+        assert_eq!(p.submissions, 4);
+        bill_all_from(&s, 1, 3, p.last);
+        assert!(s.billed(CycleId(1)).unwrap().is_some());
+    }
+
+    #[test]
     fn prune_keeps_recent_cycles_and_undelivered_bills() {
         let d = tempfile::tempdir().unwrap();
         let s = filled(d.path(), 4, &[1, 2, 3, 4]);
@@ -1331,6 +1428,7 @@ mod tests {
         assert_eq!((r.submissions, r.corrections, r.bills), (8, 0, 0));
         for c in [1, 2] {
             assert_eq!(s.submission_count(CycleId(c)).unwrap(), 0);
+            assert_eq!(s.submissions_received(CycleId(c)).unwrap(), 4);
             assert_eq!(s.bill_count(CycleId(c)).unwrap(), 4);
         }
         assert_eq!(s.submission_count(CycleId(3)).unwrap(), 4);
