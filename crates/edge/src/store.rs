@@ -1,6 +1,31 @@
 //! The edge's durable state in redb. Every change is one ACID transaction
 //! that also records the sender's request counter, so a replayed
 //! state-changing request is refused after a restart too.
+//!
+//! A store records its format ([`STORE_FORMAT`]) and is checked read-only
+//! before it is opened: a damaged file, one of a newer format, or one open
+//! in another process is refused untouched, with the file named.
+//!
+//! Large cycles are billed from the store in batches, holding nothing per
+//! member in memory: [`EdgeStore::begin_billing`] records the cycle's
+//! re-randomisation seed and aggregates (and from then on refuses the
+//! cycle's submissions), [`EdgeStore::for_each_billing_batch`] (or
+//! [`EdgeStore::billing_batch`]) reads each batch's submissions with their
+//! members' one stored public key, [`EdgeStore::put_bills_batch`] stores a
+//! batch's bills with a progress marker in one transaction (a killed edge
+//! resumes after it, with the same seed), and [`EdgeStore::finish_billing`]
+//! marks the cycle billed once every submission has its bill.
+//! [`EdgeStore::prune`] then applies the [`Retention`] of the
+//! configuration, and [`EdgeStore::disk_usage`] reports the bytes per
+//! member and cycle.
+//!
+//! A full disk (or file size limit) refuses the write with
+//! [`EdgeError::StoreFull`]; the transaction is undone, and the store is
+//! reopened on the next call so that everything stored stays readable.
+//!
+//! redb gives each value a page of a power-of-two size; the public keys,
+//! submissions and bills are each just over 128 KiB and take 256 KiB pages,
+//! so the file is about twice what it holds (docs/benchmarks.md, issue 14).
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
