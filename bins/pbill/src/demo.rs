@@ -228,6 +228,8 @@ pub(crate) fn edge_config(
         key_file: dir.join("edge.key"),
         limits: Default::default(),
         metrics: None,
+        max_members: pb_edge::config::DEFAULT_MAX_MEMBERS,
+        retention: Default::default(),
         min_members: 3,
         dropout_deadline_secs,
         round_secs,

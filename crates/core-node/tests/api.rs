@@ -35,6 +35,8 @@ fn bad_household_requests_get_clear_errors_and_store_nothing() {
         key_file: d.join("edge.key"),
         limits: Default::default(),
         metrics: None,
+        max_members: pb_edge::config::DEFAULT_MAX_MEMBERS,
+        retention: Default::default(),
         min_members: 3,
         dropout_deadline_secs: 3600,
         round_secs: 3600,

@@ -129,6 +129,7 @@ struct DeviceBackend<E: exec::Exec> {
     pipeline: Mutex<Pipeline<E>>,
     cpu: CpuBackend,
     failed: AtomicBool,
+    max_batch: usize,
 }
 
 impl<E: exec::Exec> DeviceBackend<E> {
@@ -138,6 +139,7 @@ impl<E: exec::Exec> DeviceBackend<E> {
             pipeline: Mutex::new(Pipeline::new(exec, max_batch)?),
             cpu: CpuBackend::new(),
             failed: AtomicBool::new(false),
+            max_batch: max_batch.max(1),
         })
     }
 
@@ -176,6 +178,13 @@ impl<E: exec::Exec> DeviceBackend<E> {
 impl<E: exec::Exec> ComputeBackend for DeviceBackend<E> {
     fn name(&self) -> &'static str {
         self.name
+    }
+
+    /// The pipeline's batch cap (`PB_CUDA_BATCH`), at most 1,024 households
+    /// (about 300 MB of host memory at 96 slots): the pipeline cuts a
+    /// streamed batch further to fit the device.
+    fn preferred_batch(&self) -> usize {
+        self.max_batch.min(1024)
     }
 
     fn sum_masked(&self, len: usize, vectors: &[&[u64]]) -> Vec<u64> {
@@ -227,6 +236,9 @@ macro_rules! device_backend_api {
             }
             fn sum_masked(&self, len: usize, vectors: &[&[u64]]) -> Vec<u64> {
                 self.inner.sum_masked(len, vectors)
+            }
+            fn preferred_batch(&self) -> usize {
+                self.inner.preferred_batch()
             }
             fn evaluate(
                 &self,

@@ -25,6 +25,7 @@ use crate::EdgeConfig;
   data_dir = \"/var/lib/pbill/edge\"
   key_file = \"/etc/pbill/edge.key\"       # pbill keygen --out ...
   min_members = 3
+  max_members = 100000                    # a bigger cycle is refused
   dropout_deadline_secs = 900
   operators = [\"<node id of the operator's key>\"]
   metrics = \"127.0.0.1:9464\"             # optional: Prometheus endpoint
@@ -39,7 +40,11 @@ use crate::EdgeConfig;
   message_timeout_secs = 10               # to finish a started request
   idle_timeout_secs = 3600
   requests_per_sec = 20                   # per enrolled node, sustained
-  request_burst = 60")]
+  request_burst = 60
+
+  [retention]                             # optional; these are the defaults
+  keep_submissions_cycles = 0             # billed cycles' submissions kept
+  keep_bills_secs_after_delivery = 2592000  # 30 days after first delivery")]
 pub struct EdgeArgs {
     /// Configuration file (TOML).
     #[arg(long, value_name = "FILE")]

@@ -57,6 +57,69 @@ pub struct EdgeConfig {
     /// (`http://IP:PORT/metrics`); off when absent.
     #[serde(default)]
     pub metrics: Option<String>,
+    /// Most members a cycle may have (the edge's memory and disk are sized
+    /// for it); at least `min_members`, at most
+    /// `pb_units::limits::MAX_MEMBERS`.
+    #[serde(default = "default_max_members")]
+    pub max_members: usize,
+    /// How long billed cycles' data is kept (`[retention]`; every field
+    /// optional).
+    #[serde(default)]
+    pub retention: Retention,
+}
+
+/// `max_members` unless configured.
+pub const DEFAULT_MAX_MEMBERS: usize = 100_000;
+
+fn default_max_members() -> usize {
+    DEFAULT_MAX_MEMBERS
+}
+
+/// `[retention]` of `edge.toml`: what the edge deletes once a cycle is
+/// billed (`EdgeStore::prune`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    /// Billed cycles whose submissions (and dropout corrections) are kept
+    /// for audit, the most recent ones; older billed cycles' submissions are
+    /// deleted. 0: deleted as soon as the cycle's bills are stored.
+    pub keep_submissions_cycles: usize,
+    /// Seconds a delivered bill is kept after its first delivery (a core
+    /// whose reply was lost fetches it again meanwhile); then it is
+    /// deleted. At least 60.
+    pub keep_bills_secs_after_delivery: u64,
+}
+
+/// Most billed cycles whose submissions may be kept.
+pub const MAX_KEEP_SUBMISSIONS_CYCLES: usize = 10_000;
+/// Fewest seconds a delivered bill is kept.
+pub const MIN_KEEP_BILLS_SECS: u64 = 60;
+
+impl Default for Retention {
+    fn default() -> Retention {
+        Retention {
+            keep_submissions_cycles: 0,
+            keep_bills_secs_after_delivery: 30 * 24 * 3600,
+        }
+    }
+}
+
+impl Retention {
+    /// Checks the retention's bounds.
+    pub fn check(&self) -> Result<(), EdgeError> {
+        if self.keep_submissions_cycles > MAX_KEEP_SUBMISSIONS_CYCLES {
+            return Err(EdgeError::Config(format!(
+                "retention.keep_submissions_cycles: at most {MAX_KEEP_SUBMISSIONS_CYCLES}"
+            )));
+        }
+        if self.keep_bills_secs_after_delivery < MIN_KEEP_BILLS_SECS {
+            return Err(EdgeError::Config(format!(
+                "retention.keep_bills_secs_after_delivery: at least {MIN_KEEP_BILLS_SECS} (a \
+                 core whose reply was lost must be able to fetch its bill again)"
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// `[limits]` of `edge.toml`: what one peer may cost the edge.
@@ -187,7 +250,21 @@ impl EdgeConfig {
             .map_err(|e| EdgeError::Config(format!("{}: {e}", path.display())))?;
         config.admission()?;
         config.limits.check()?;
+        config.check_capacity()?;
         Ok(config)
+    }
+
+    /// Checks `max_members` (between `min_members` and
+    /// `pb_units::limits::MAX_MEMBERS`) and `[retention]`.
+    pub fn check_capacity(&self) -> Result<(), EdgeError> {
+        let max = pb_units::limits::MAX_MEMBERS;
+        if self.max_members < self.min_members || self.max_members > max {
+            return Err(EdgeError::Config(format!(
+                "max_members: {} is not between min_members ({}) and {max}",
+                self.max_members, self.min_members
+            )));
+        }
+        self.retention.check()
     }
 
     /// The community id.
@@ -316,5 +393,63 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn capacity_and_retention_have_defaults_and_refuse_bad_values() {
+        let c = base();
+        assert_eq!(c.max_members, DEFAULT_MAX_MEMBERS);
+        assert_eq!(c.retention, Retention::default());
+        c.check_capacity().unwrap();
+        let c: EdgeConfig = toml::from_str(
+            "community = \"c\"\ndata_dir = \"d\"\nkey_file = \"k\"\nmax_members = 500\n\
+             [retention]\nkeep_submissions_cycles = 2\n",
+        )
+        .unwrap();
+        assert_eq!(c.max_members, 500);
+        assert_eq!(c.retention.keep_submissions_cycles, 2);
+        assert_eq!(
+            c.retention.keep_bills_secs_after_delivery,
+            Retention::default().keep_bills_secs_after_delivery
+        );
+        c.check_capacity().unwrap();
+
+        let refused = |c: &EdgeConfig, key: &str| {
+            let e = c.check_capacity().unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        };
+        let mut c = base();
+        c.max_members = 2;
+        refused(&c, "max_members");
+        c.max_members = pb_units::limits::MAX_MEMBERS + 1;
+        refused(&c, "max_members");
+        let mut c = base();
+        c.retention.keep_bills_secs_after_delivery = 0;
+        refused(&c, "retention.keep_bills_secs_after_delivery");
+        let mut c = base();
+        c.retention.keep_submissions_cycles = MAX_KEEP_SUBMISSIONS_CYCLES + 1;
+        refused(&c, "retention.keep_submissions_cycles");
+        // Unknown keys and wrong types are refused when parsing.
+        for bad in [
+            "[retention]\nkeep_cycles = 1\n",
+            "[retention]\nkeep_submissions_cycles = -1\n",
+            "max_members = \"many\"\n",
+        ] {
+            let text = format!("community = \"c\"\ndata_dir = \"d\"\nkey_file = \"k\"\n{bad}");
+            assert!(toml::from_str::<EdgeConfig>(&text).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn load_refuses_a_file_with_bad_capacity() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("edge.toml");
+        std::fs::write(
+            &path,
+            "community = \"c\"\ndata_dir = \"d\"\nkey_file = \"k\"\nmax_members = 1\n",
+        )
+        .unwrap();
+        let e = EdgeConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("max_members"), "{e}");
     }
 }

@@ -43,6 +43,52 @@ pub enum EdgeError {
     /// The store failed or holds something unreadable.
     #[error("store: {0}")]
     Store(String),
+    /// The store file is not an edge store, or is damaged; it was not
+    /// changed.
+    #[error(
+        "store {}: cannot be read ({detail}); it is not an edge store or it is damaged, and it \
+         was left as it is: restore it from a backup, or move it away to start an empty store",
+        path.display()
+    )]
+    StoreUnreadable {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What redb said.
+        detail: String,
+    },
+    /// The store was written by a newer edge; it was not changed.
+    #[error(
+        "store {}: format {found}, written by a newer pb-edge (this one reads formats up to \
+         {supported}); it was left as it is: run the newer pb-edge on it, or restore a backup \
+         made by this version",
+        path.display()
+    )]
+    StoreTooNew {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Its format.
+        found: u64,
+        /// The newest format this edge reads.
+        supported: u64,
+    },
+    /// Another process has the store open.
+    #[error(
+        "store {}: already open in another process (stop the other edge, or give this one its \
+         own data_dir)",
+        .0.display()
+    )]
+    StoreInUse(std::path::PathBuf),
+    /// The disk holding the store is full (or the file size limit or quota
+    /// is reached): the write was refused and undone, everything stored
+    /// before is intact.
+    #[error(
+        "store full: {0}; the write was refused and nothing stored before is damaged: free disk \
+         space (or raise the file size limit) and retry"
+    )]
+    StoreFull(String),
+    /// A submission for a cycle whose billing has started.
+    #[error("{0}: billing has started, no more submissions are stored for it")]
+    BillingStarted(pb_units::CycleId),
     /// The key file.
     #[error("key: {0}")]
     Key(#[from] pb_protocol::KeyFileError),

@@ -37,7 +37,18 @@ pub trait ComputeBackend: Send + Sync {
         weights: &PreparedWeights,
         jobs: &[EvalJob<'_>],
     ) -> Result<Vec<HiddenTotals>, EvalError>;
+
+    /// Households per [`crate::CycleBiller::bill_batch`] call that keep
+    /// this backend busy without holding more of a cycle in memory than
+    /// needed (each household is about 0.3 MB of ciphertexts and key at
+    /// 96 slots). Default: 256.
+    fn preferred_batch(&self) -> usize {
+        DEFAULT_BATCH
+    }
 }
+
+/// [`ComputeBackend::preferred_batch`] unless a backend says otherwise.
+pub const DEFAULT_BATCH: usize = 256;
 
 /// The reference backend: households spread over cores with rayon.
 #[derive(Debug)]
@@ -77,6 +88,12 @@ impl ComputeBackend for CpuBackend {
             }
         });
         out
+    }
+
+    /// 16 households per rayon thread, at least 64: enough to even out
+    /// the threads' finishing times, a few tens of MB in memory.
+    fn preferred_batch(&self) -> usize {
+        (16 * rayon::current_num_threads()).clamp(64, 1024)
     }
 
     fn evaluate(

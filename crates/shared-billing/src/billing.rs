@@ -3,7 +3,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use pb_glwe::eval::EvalError;
 use pb_glwe::ntt::CrtNtt;
 use pb_glwe::params::POLYNOMIAL_SIZE;
-use pb_glwe::{BudgetError, CompactPublicKey, PreparedWeights};
+use pb_glwe::{BudgetError, CompactPublicKey};
 use pb_hiding::{DropoutCorrection, HiddenBill, HiddenData};
 use pb_model::{Aggregates, CycleContext, ModelError};
 use pb_przs::{decode, sub_assign};
@@ -504,9 +504,7 @@ impl SharedBilling {
             Some(a) => a,
             None => self.aggregates(cycle)?,
         };
-        let weights = c.ctx.model().weights(&c.ctx, &aggregates)?;
-        crate::budget::check(&weights)?;
-        let prepared = PreparedWeights::new(&self.ntt, &weights.bill, &weights.reward)?;
+        let prepared = crate::stream::prepare_weights(&self.ntt, &c.ctx, &aggregates)?;
         let mut seeds = vec![[0u8; 32]; c.data.len()];
         let mut rng = self.rng.clone();
         for s in &mut seeds {
