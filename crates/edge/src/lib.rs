@@ -122,6 +122,8 @@ pub fn open_service(
             admission: config.admission()?,
             min_members: config.min_members,
             deadline: Duration::from_secs(config.dropout_deadline_secs),
+            max_members: config.max_members,
+            retention: config.retention.clone(),
             round_time: Duration::from_secs(config.round_secs),
             requests_per_sec: NonZeroU32::new(config.limits.requests_per_sec).ok_or_else(|| {
                 EdgeError::Config("limits.requests_per_sec: must be at least 1".into())
@@ -181,7 +183,21 @@ pub fn spawn(
         .spawn(move || {
             let mut last_tick = Instant::now();
             while !stop.load(Ordering::Relaxed) {
-                match server.requests().recv_timeout(TICK) {
+                // While a cycle is being billed, serve what is waiting and
+                // bill the next slice; otherwise wait for requests.
+                let busy = service.busy();
+                let wait = if busy { Duration::ZERO } else { TICK };
+                let next = if busy {
+                    server.requests().try_recv().map_err(|e| match e {
+                        std::sync::mpsc::TryRecvError::Empty => RecvTimeoutError::Timeout,
+                        std::sync::mpsc::TryRecvError::Disconnected => {
+                            RecvTimeoutError::Disconnected
+                        }
+                    })
+                } else {
+                    server.requests().recv_timeout(wait)
+                };
+                match next {
                     Ok(incoming) => {
                         let answer = service.handle_from(
                             &incoming.payload,
@@ -201,7 +217,7 @@ pub fn spawn(
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
-                if last_tick.elapsed() >= TICK {
+                if busy || last_tick.elapsed() >= TICK {
                     service.tick();
                     if let Some(m) = metrics.as_mut() {
                         m.refresh(&service);

@@ -93,6 +93,8 @@ pub struct OpenCycle {
     pub stuck: Option<String>,
     /// When each round opened (unix seconds), in order.
     pub opened: Vec<(Round, u64)>,
+    /// Its billing, once the aggregate is unmasked.
+    pub billing: Option<crate::service::Billing>,
     /// `events` when unmasking was last found impossible.
     checked_at: Option<u64>,
 }
@@ -107,6 +109,7 @@ impl OpenCycle {
             round_since: posted_at,
             stuck: None,
             opened: vec![(Round::Advertise, posted_at)],
+            billing: None,
             checked_at: None,
         }
     }

@@ -14,10 +14,11 @@ use pb_protocol::{
     ProtocolError, ReplayGuard, Request, RequestHash, Response, RosterPage, clock_counter,
     x25519_key_is_usable,
 };
+use pb_przs::IdentityPublic;
 use pb_secagg::client::MaskedInput;
 use pb_secagg::server::Server;
 use pb_secagg::{Round, SignedRoster};
-use pb_shared_billing::{BillingError, ComputeBackend, SharedBilling};
+use pb_shared_billing::{BillingError, ComputeBackend, CycleBiller};
 use pb_units::{CommunityId, CycleId, MemberId};
 
 use crate::EdgeError;
@@ -46,11 +47,18 @@ pub struct ServiceConfig {
     /// How long each later round (share, mask, confirm) waits for the
     /// members still missing before it closes without them.
     pub round_time: Duration,
+    /// Most members a cycle may have.
+    pub max_members: usize,
+    /// What is deleted once cycles are billed.
+    pub retention: crate::config::Retention,
     /// Sustained requests per second per enrolled node.
     pub requests_per_sec: NonZeroU32,
     /// Burst above the sustained rate.
     pub request_burst: NonZeroU32,
 }
+
+/// Billing work done per tick before the edge serves requests again.
+pub const BILL_SLICE: Duration = Duration::from_millis(40);
 
 /// One token bucket per admitted node (unknown nodes never get one, so the
 /// map is bounded by the admission list).
@@ -98,10 +106,12 @@ pub struct Counters {
 /// The edge service.
 pub struct Service {
     store: EdgeStore,
-    billing: SharedBilling,
+    backend: Box<dyn ComputeBackend>,
     config: ServiceConfig,
     replay: ReplayGuard,
-    members: BTreeMap<MemberId, MemberRecord>,
+    /// Joined members: their node and X25519 key only (public keys stay
+    /// on disk and are read with their billing batch).
+    members: BTreeMap<MemberId, (NodeId, IdentityPublic)>,
     /// Verified member lists by version (the last is current).
     rosters: BTreeMap<u64, SignedRoster>,
     /// Pages of a member list being posted.
@@ -124,16 +134,15 @@ impl std::fmt::Debug for Service {
 }
 
 impl Service {
-    /// Opens the service on a store, restoring every unbilled cycle into
-    /// [`SharedBilling`] (billed cycles are answered from the store), then
-    /// bills what is ready.
+    /// Opens the service on a store, replaying every open cycle's round
+    /// events (billed cycles are answered from the store; a cycle whose
+    /// billing began resumes after its last stored batch), then moves on
+    /// what is due.
     pub fn open(
         store: EdgeStore,
         backend: Box<dyn ComputeBackend>,
         config: ServiceConfig,
     ) -> Result<Service, EdgeError> {
-        let mut billing = SharedBilling::new(backend);
-        billing.set_min_members(config.min_members);
         let replay = ReplayGuard::from_counters(store.counters()?);
         let rate = governor::RateLimiter::keyed(
             governor::Quota::per_second(config.requests_per_sec).allow_burst(config.request_burst),
@@ -141,7 +150,7 @@ impl Service {
         let mut s = Service {
             rate,
             store,
-            billing,
+            backend,
             config,
             replay,
             members: BTreeMap::new(),
@@ -158,12 +167,8 @@ impl Service {
     }
 
     fn restore(&mut self) -> Result<(), EdgeError> {
-        let restored = |e: BillingError| EdgeError::Store(format!("restoring state: {e}"));
-        for (id, m) in self.store.members()? {
-            self.billing
-                .register_member(id.clone(), m.public_key.clone())
-                .map_err(restored)?;
-            self.members.insert(id, m);
+        for (id, node, przs) in self.store.member_index()? {
+            self.members.insert(id, (node, przs));
         }
         for r in self.store.rosters()? {
             self.rosters.insert(r.roster.version, r);
@@ -182,6 +187,24 @@ impl Service {
             let events: Vec<RoundEvent> = self.store.round_events(cycle)?;
             for event in events {
                 self.replay_event(cycle, event)?;
+            }
+            if let Some(progress) = self.store.billing_progress(cycle)? {
+                let aggregates = self.store.aggregates(cycle)?.ok_or_else(|| {
+                    EdgeError::Store(format!(
+                        "{cycle}: billing began but its aggregates are missing"
+                    ))
+                })?;
+                let biller = self
+                    .biller(&rec.context, cycle, &aggregates, progress.seed)
+                    .map_err(|(_, m)| EdgeError::Store(format!("resuming {cycle}: {m}")))?;
+                tracing::info!(%cycle, bills = progress.bills, of = progress.submissions, "billing resumes after its last stored batch");
+                if let Some(open) = self.open.get_mut(&cycle) {
+                    open.billing = Some(Billing {
+                        biller,
+                        after: progress.last,
+                        started: Instant::now(),
+                    });
+                }
             }
             self.cycles.insert(cycle, rec);
         }
@@ -213,15 +236,11 @@ impl Service {
             .open
             .get_mut(&cycle)
             .ok_or_else(|| bad(&"no such open cycle"))?;
-        if let Some(d) = &data {
-            self.billing.record_data(d.clone()).map_err(|e| bad(&e))?;
-        }
         open.apply(event, data.as_ref()).map_err(|e| bad(&e))?;
         Ok(())
     }
 
-    /// A cycle's SecAgg+ server on the member list it runs on, and its
-    /// context recorded for billing over the members that joined.
+    /// A cycle's SecAgg+ server on the member list it runs on.
     fn open_cycle(&mut self, rec: &CycleRecord) -> Result<OpenCycle, Refusal> {
         let roster = self.rosters.get(&rec.roster_version).ok_or_else(|| {
             refuse(
@@ -240,17 +259,31 @@ impl Service {
             ctx.slots(),
         )
         .map_err(|e| refuse(ErrorCode::Rejected, e.to_string()))?;
-        let joined: Vec<MemberId> = roster
-            .roster
-            .members
-            .iter()
-            .filter(|e| self.members.contains_key(&e.member))
-            .map(|e| e.member.clone())
-            .collect();
-        self.billing
-            .record_context_with(ctx.clone(), joined)
-            .map_err(billing_refusal)?;
         Ok(OpenCycle::new(server, rec.posted_at))
+    }
+
+    /// The billing of a cycle whose aggregates are unmasked: its survivors
+    /// (exactly the members with a stored submission), the weights derived
+    /// once.
+    fn biller(
+        &self,
+        ctx: &CycleContext,
+        cycle: CycleId,
+        aggregates: &[Vec<i64>],
+        seed: [u8; 32],
+    ) -> Result<CycleBiller, Refusal> {
+        let survivors = self
+            .open
+            .get(&cycle)
+            .and_then(|o| o.server.survivor_set())
+            .map(|s| s.members.clone())
+            .ok_or_else(|| refuse(ErrorCode::Internal, format!("{cycle} has no survivor set")))?;
+        let mut agg = Aggregates::default();
+        for (&which, v) in ctx.model().aggregates().iter().zip(aggregates) {
+            agg.insert(which, v.clone());
+        }
+        CycleBiller::new(ctx, &agg, survivors, self.config.min_members, seed)
+            .map_err(billing_refusal)
     }
 
     /// After a failed write the in-memory state may be ahead of the store:
@@ -262,10 +295,6 @@ impl Service {
         self.cycles.clear();
         self.open.clear();
         self.billed.clear();
-        let placeholder = SharedBilling::new(Box::new(pb_shared_billing::CpuBackend::new()));
-        let backend = std::mem::replace(&mut self.billing, placeholder).into_backend();
-        self.billing = SharedBilling::new(backend);
-        self.billing.set_min_members(self.config.min_members);
         if let Err(e) = self.restore() {
             tracing::error!(error = %e, "cannot reload state");
         }
@@ -452,8 +481,12 @@ impl Service {
                     przs,
                     public_key,
                 };
-                if let Some(existing) = self.members.get(&member) {
-                    return if *existing == record {
+                if self.members.contains_key(&member) {
+                    let existing = self
+                        .store
+                        .member(&member)
+                        .map_err(|e| refuse(ErrorCode::Internal, e.to_string()))?;
+                    return if existing.as_ref() == Some(&record) {
                         Ok(Response::Ok)
                     } else {
                         Err(refuse(
@@ -464,13 +497,13 @@ impl Service {
                         ))
                     };
                 }
-                self.billing
-                    .register_member(member.clone(), record.public_key.clone())
-                    .map_err(billing_refusal)?;
+                if !record.public_key.0.is_well_formed() {
+                    return Err(billing_refusal(BillingError::BadPublicKey(member)));
+                }
                 let stored = self.store.put_member(stamp, &member, &record);
                 self.committed(stored)?;
                 tracing::info!(%member, node = %sender, "member joined");
-                self.members.insert(member, record);
+                self.members.insert(member, (record.node, record.przs));
                 Ok(Response::Ok)
             }
             (_, Request::GetMembers) => Ok(Response::Members(MemberList {
@@ -565,16 +598,14 @@ impl Service {
                 // changes.
                 let open = self.open_for(&me, cycle)?;
                 open.server.check_submit(&input).map_err(secagg_refusal)?;
-                match self.billing.record_data(data.clone()) {
-                    Ok(()) => {}
-                    Err(BillingError::AlreadySubmitted { .. }) => {
-                        return Err(refuse(
-                            ErrorCode::AlreadyDone,
-                            format!("{me} already submitted for {cycle}"),
-                        ));
-                    }
-                    Err(e) => return Err(billing_refusal(e)),
+                if open.server.has_input(&me) {
+                    return Err(refuse(
+                        ErrorCode::AlreadyDone,
+                        format!("{me} already submitted for {cycle}"),
+                    ));
                 }
+                let ctx = &self.cycle_for(&Role::Member(me.clone()), cycle)?.context;
+                check_data(&self.config.community, ctx, &data).map_err(billing_refusal)?;
                 self.round_event(
                     stamp,
                     &me,
@@ -662,10 +693,10 @@ impl Service {
     fn member_entries(&self) -> Vec<MemberEntry> {
         self.members
             .iter()
-            .map(|(id, m)| MemberEntry {
+            .map(|(id, (node, przs))| MemberEntry {
                 member: id.clone(),
-                node: m.node,
-                przs: m.przs,
+                node: *node,
+                przs: *przs,
             })
             .collect()
     }
@@ -724,7 +755,7 @@ impl Service {
             .put_round_event(Some(stamp), cycle, seq, &event, data);
         self.committed(stored)?;
         tracing::debug!(%cycle, member = %me, event = event.name(), "round message accepted");
-        self.tick();
+        self.advance();
         Ok(Response::Ok)
     }
 
@@ -880,12 +911,19 @@ impl Service {
             roster_version: version,
             posted_at: now_secs(),
         };
+        if roster.roster.members.len() > self.config.max_members {
+            return Err(refuse(
+                ErrorCode::Rejected,
+                format!(
+                    "member list version {version} has {} members; this edge is configured for at most {} (max_members)",
+                    roster.roster.members.len(),
+                    self.config.max_members
+                ),
+            ));
+        }
         let open = self.open_cycle(&rec)?;
         let stored = self.store.put_cycle(stamp, &rec);
-        if let Err(e) = stored {
-            self.billing.retire(cycle);
-            return self.committed(Err(e)).map(|()| Response::Ok);
-        }
+        self.committed(stored)?;
         tracing::info!(%cycle, members = open.server.roster().members.len(), roster = version, slots = rec.context.slots(), model = %rec.context.model(), "cycle context recorded");
         self.open.insert(cycle, open);
         self.cycles.insert(cycle, rec);
@@ -930,9 +968,17 @@ impl Service {
         })
     }
 
-    /// Closes rounds whose members are all in or whose time is up, and
-    /// bills every cycle whose aggregate can be unmasked.
+    /// Moves every open cycle on ([`Service::advance`]), then bills for at
+    /// most [`BILL_SLICE`]: the transport loop calls it between requests,
+    /// so requests are served while a large cycle is billed.
     pub fn tick(&mut self) {
+        self.advance();
+        self.bill_some(BILL_SLICE);
+    }
+
+    /// Closes rounds whose members are all in or whose time is up, and
+    /// begins the billing of every cycle whose aggregate can be unmasked.
+    pub fn advance(&mut self) {
         let now = now_secs();
         let cycles: Vec<CycleId> = self.open.keys().copied().collect();
         for cycle in cycles {
@@ -973,16 +1019,32 @@ impl Service {
                     open.stuck = Some(e.to_string());
                 }
             }
-            if self.open.get_mut(&cycle).is_some_and(OpenCycle::unmaskable) {
-                self.bill(cycle);
+            if self
+                .open
+                .get_mut(&cycle)
+                .is_some_and(|o| o.billing.is_none() && o.unmaskable())
+            {
+                self.start_billing(cycle);
             }
         }
     }
 
-    fn bill(&mut self, cycle: CycleId) {
-        let start = Instant::now();
-        let (Some(open), Some(ctx)) = (self.open.get_mut(&cycle), self.billing.context(cycle))
-        else {
+    /// Whether billing work is waiting (the transport loop then ticks
+    /// without waiting for requests).
+    pub fn busy(&self) -> bool {
+        self.open
+            .values()
+            .any(|o| o.billing.is_some() && o.stuck.is_none())
+    }
+
+    /// Unmasks a cycle's aggregates and begins its billing: the seed and
+    /// the aggregates are stored first, so that a restarted edge resumes
+    /// with the same ones and computes no bill twice into different values.
+    fn start_billing(&mut self, cycle: CycleId) {
+        let Some(ctx) = self.cycles.get(&cycle).map(|r| r.context.clone()) else {
+            return;
+        };
+        let Some(open) = self.open.get_mut(&cycle) else {
             return;
         };
         let sums = match open.server.unmask() {
@@ -997,45 +1059,180 @@ impl Service {
                 return;
             }
         };
-        let mut aggregates = Aggregates::default();
-        let mut kept: Vec<Vec<i64>> = Vec::new();
-        for (agg, sum) in ctx.model().aggregates().into_iter().zip(sums) {
-            let values: Vec<i64> = sum.into_iter().map(pb_przs::decode).collect();
-            kept.push(values.clone());
-            aggregates.insert(agg, values);
-        }
-        match self.billing.compute_bills_with(cycle, aggregates) {
-            Ok(bills) => {
-                let record = BilledRecord {
-                    at: now_secs(),
-                    millis: start.elapsed().as_millis() as u64,
-                    bills: bills.len(),
-                };
-                if let Err(e) = self.store.put_bills(cycle, &bills, record, &kept) {
-                    tracing::error!(%cycle, error = %e, "cannot store bills");
-                    self.resync();
-                    return;
-                }
-                self.billing.retire(cycle);
-                self.open.remove(&cycle);
-                self.billed.insert(cycle, record);
-                self.counters.billed += 1;
-                tracing::info!(
-                    cycle = cycle.0,
-                    bills = record.bills,
-                    millis = record.millis,
-                    backend = self.billing.backend_name(),
-                    "cycle billed"
-                );
-            }
+        let aggregates: Vec<Vec<i64>> = sums
+            .into_iter()
+            .map(|sum| sum.into_iter().map(pb_przs::decode).collect())
+            .collect();
+        let mut seed = [0u8; 32];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed);
+        let progress = match self
+            .store
+            .begin_billing(cycle, seed, &aggregates, now_secs())
+        {
+            Ok(p) => p,
             Err(e) => {
+                tracing::error!(%cycle, error = %e, "cannot record the start of billing");
+                self.resync();
+                return;
+            }
+        };
+        let biller = match self.biller(&ctx, cycle, &aggregates, progress.seed) {
+            Ok(b) => b,
+            Err((_, m)) => {
+                tracing::error!(%cycle, error = %m, "cycle cannot be billed");
                 if let Some(open) = self.open.get_mut(&cycle) {
-                    tracing::error!(%cycle, error = %e, "cycle cannot be billed");
-                    open.stuck = Some(e.to_string());
+                    open.stuck = Some(m);
+                }
+                return;
+            }
+        };
+        tracing::info!(%cycle, households = biller.members().len(), "aggregate unmasked; billing begins");
+        if let Some(open) = self.open.get_mut(&cycle) {
+            open.billing = Some(Billing {
+                biller,
+                after: progress.last,
+                started: Instant::now(),
+            });
+        }
+    }
+
+    /// Bills batches of the cycles being billed for about `budget`, each
+    /// batch read from the store, evaluated and committed with its
+    /// progress marker; finishes the cycles whose last batch is in. Other
+    /// requests are served between two calls.
+    fn bill_some(&mut self, budget: Duration) {
+        let start = Instant::now();
+        let batch = self.backend.preferred_batch().max(1);
+        let cycles: Vec<CycleId> = self
+            .open
+            .iter()
+            .filter(|(_, o)| o.billing.is_some() && o.stuck.is_none())
+            .map(|(c, _)| *c)
+            .collect();
+        for cycle in cycles {
+            loop {
+                let Some(open) = self.open.get_mut(&cycle) else {
+                    break;
+                };
+                let Some(billing) = open.billing.as_mut() else {
+                    break;
+                };
+                let rows = match self
+                    .store
+                    .billing_batch(cycle, billing.after.as_ref(), batch)
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(%cycle, error = %e, "cannot read a billing batch");
+                        return;
+                    }
+                };
+                if rows.is_empty() {
+                    self.finish_billing(cycle);
+                    break;
+                }
+                let bills = match billing.biller.bill_batch(self.backend.as_ref(), &rows) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::error!(%cycle, error = %e, "cycle cannot be billed");
+                        open.stuck = Some(e.to_string());
+                        break;
+                    }
+                };
+                drop(rows);
+                match self.store.put_bills_batch(cycle, &bills) {
+                    Ok(p) => billing.after = p.last,
+                    Err(e) => {
+                        tracing::error!(%cycle, error = %e, "cannot store a batch of bills");
+                        return;
+                    }
+                }
+                if start.elapsed() >= budget {
+                    return;
                 }
             }
         }
     }
+
+    fn finish_billing(&mut self, cycle: CycleId) {
+        let Some(billing) = self.open.get_mut(&cycle).and_then(|o| o.billing.take()) else {
+            return;
+        };
+        let record = BilledRecord {
+            at: now_secs(),
+            millis: billing.started.elapsed().as_millis() as u64,
+            bills: billing.biller.members().len(),
+        };
+        if let Err(e) = self.store.finish_billing(cycle, record) {
+            tracing::error!(%cycle, error = %e, "cannot finish billing");
+            if let Some(open) = self.open.get_mut(&cycle) {
+                open.stuck = Some(e.to_string());
+            }
+            return;
+        }
+        self.open.remove(&cycle);
+        self.billed.insert(cycle, record);
+        self.counters.billed += 1;
+        tracing::info!(
+            cycle = cycle.0,
+            bills = record.bills,
+            millis = record.millis,
+            backend = self.backend.name(),
+            "cycle billed"
+        );
+        match self.store.prune(now_secs(), &self.config.retention) {
+            Ok(r) if !r.cycles.is_empty() || r.bills > 0 => {
+                tracing::info!(
+                    cycles = r.cycles.len(),
+                    submissions = r.submissions,
+                    bills = r.bills,
+                    "old data deleted (retention)"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "retention could not delete old data"),
+        }
+    }
+}
+
+/// What billing a cycle needs between batches.
+#[derive(Debug)]
+pub struct Billing {
+    /// The cycle's billing: weights and the billed members.
+    biller: CycleBiller,
+    /// The last member billed.
+    after: Option<MemberId>,
+    /// When this process began or resumed it.
+    started: Instant,
+}
+
+/// Checks a submission against its cycle as the billing will (community,
+/// model, slots, shape), before anything is stored.
+fn check_data(
+    community: &CommunityId,
+    ctx: &CycleContext,
+    data: &HiddenData,
+) -> Result<(), BillingError> {
+    let cycle = ctx.cycle();
+    if &data.community != community {
+        return Err(BillingError::OtherCommunity {
+            expected: community.0.clone(),
+            found: data.community.0.clone(),
+        });
+    }
+    if data.model != ctx.model() {
+        return Err(BillingError::ContextMismatch {
+            cycle,
+            what: "billing model",
+        });
+    }
+    if data.slots.get() != ctx.slots() {
+        return Err(BillingError::ContextMismatch {
+            cycle,
+            what: "number of slots",
+        });
+    }
+    data.check_shape().map_err(BillingError::Malformed)
 }
 
 fn speaks_for(me: &MemberId, other: &MemberId) -> Refusal {

@@ -95,7 +95,7 @@ impl Service {
                         przs: self
                             .members
                             .get(&e.member)
-                            .map(|m| m.przs)
+                            .map(|m| m.1)
                             .unwrap_or(pb_przs::IdentityPublic([0; 32])),
                     })
                     .collect()
@@ -206,7 +206,7 @@ impl Service {
 
     /// The compute backend's name (`cpu`, `cuda`).
     pub fn backend_name(&self) -> &'static str {
-        self.billing.backend_name()
+        self.backend.name()
     }
 }
 

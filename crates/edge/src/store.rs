@@ -568,6 +568,33 @@ impl EdgeStore {
     }
 
     /// All joined members.
+    /// Every joined member's node and X25519 key, without its public key
+    /// (each record is decoded and its key dropped at once: the index of a
+    /// large community stays small).
+    pub fn member_index(&self) -> Result<Vec<(MemberId, NodeId, IdentityPublic)>, EdgeError> {
+        let r = self.begin_read()?;
+        let t = r.open_table(MEMBERS).map_err(rdb)?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(rdb)? {
+            let (k, v) = row.map_err(rdb)?;
+            let id = MemberId::new(k.value()).map_err(err)?;
+            let m: MemberRecord = dec(v.value())?;
+            out.push((id, m.node, m.przs));
+        }
+        Ok(out)
+    }
+
+    /// One joined member.
+    pub fn member(&self, id: &MemberId) -> Result<Option<MemberRecord>, EdgeError> {
+        let r = self.begin_read()?;
+        let t = r.open_table(MEMBERS).map_err(rdb)?;
+        t.get(id.as_str())
+            .map_err(rdb)?
+            .map(|v| dec(v.value()))
+            .transpose()
+    }
+
+    /// All joined members, with their public keys.
     pub fn members(&self) -> Result<Vec<(MemberId, MemberRecord)>, EdgeError> {
         let r = self.begin_read()?;
         let t = r.open_table(MEMBERS).map_err(rdb)?;
@@ -1254,7 +1281,7 @@ mod tests {
                 (0..n)
                     .map(|i| pb_secagg::RosterEntry {
                         member: member(i),
-                        identity: [i as u8; 32],
+                        identity: pb_protocol::NodeKey::from_bytes([i as u8; 32]).id().0,
                     })
                     .collect(),
             )
