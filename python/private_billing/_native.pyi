@@ -2,7 +2,7 @@
 
 import os
 from decimal import Decimal
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 Number = Union[int, float, Decimal, str]
 Vector = Union[Sequence[Number], Any]  # list, tuple or 1-D numpy array
@@ -241,4 +241,13 @@ def core_request(address: str, request: str, timeout: float) -> str: ...
 def put_context(
     address: str, context: CycleContext, key_path: PathLike, edge_id: str, community: str, timeout: float
 ) -> None: ...
+def put_roster(
+    address: str,
+    members: List[Tuple[str, str]],
+    version: int,
+    key_path: PathLike,
+    edge_id: str,
+    community: str,
+    timeout: float,
+) -> str: ...
 def _bill_from_api(cycle_id: int, bill: str, reward: str) -> Bill: ...

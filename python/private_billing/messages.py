@@ -16,7 +16,15 @@ import json
 import os
 from typing import Any, Dict, Optional, Union
 
-from ._native import Bill, CycleContext, Data, _bill_from_api, core_request, put_context
+from ._native import (
+    Bill,
+    CycleContext,
+    Data,
+    _bill_from_api,
+    core_request,
+    put_context,
+    put_roster,
+)
 from .errors import NetworkError, RefusedError
 
 TCPAddress = str
@@ -67,6 +75,23 @@ class ContextMessage:
         self.context: CycleContext = context
 
 
+class RosterMessage:
+    """The community's member list, for the edge, signed by the operator:
+    ``RosterMessage({member_id: node_id, ...}, version=1)``. Every core
+    checks it against the operator key pinned in its ``core.toml``
+    (``operator = ...``); a member left out of a new version is revoked."""
+
+    def __init__(self, members: Dict[str, str], version: int = 1) -> None:
+        if not isinstance(members, dict):
+            raise TypeError(
+                f"RosterMessage takes a dict of member id to node id, not {type(members).__name__}"
+            )
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ValueError(f"version must be a positive integer, not {version!r}")
+        self.members: Dict[str, str] = {str(k): str(v) for k, v in members.items()}
+        self.version: int = version
+
+
 class GetBillMessage:
     """Asks a core for its bill of a cycle: ``GetBillMessage(cycle_id)``
     or ``GetBillMessage(None, cycle_id)``."""
@@ -85,7 +110,7 @@ class StatusMessage:
     it, its cycles): ``send`` returns the answer as a dict."""
 
 
-Message = Union[DataMessage, ContextMessage, GetBillMessage, StatusMessage]
+Message = Union[DataMessage, ContextMessage, RosterMessage, GetBillMessage, StatusMessage]
 
 
 def _core(address: str, request: Dict[str, Any], timeout: float) -> Dict[str, Any]:
@@ -119,6 +144,9 @@ def send(
     * ``GetBillMessage`` to a core: the :class:`Bill`, or ``None`` while
       the cycle is not billed yet.
     * ``StatusMessage`` to a core: its ``status`` answer as a dict.
+    * ``RosterMessage`` to the edge: the member list's fingerprint (as
+      the households' cores log it) once recorded; needs the same three
+      keyword arguments as ``ContextMessage``.
     * ``ContextMessage`` to the edge: ``None`` once recorded; needs
       ``key``, the operator's key file, ``edge_id`` (the edge's node id,
       64 hex digits: it pins the edge's key for the encrypted link) and
@@ -129,6 +157,14 @@ def send(
     ``timeout`` seconds.
     """
     address = str(address)
+    if isinstance(msg, RosterMessage):
+        if key is None or edge_id is None or community is None:
+            raise TypeError(
+                "a RosterMessage is signed by the operator for one edge and community: pass "
+                "key=<operator key file>, edge_id=<edge node id>, community=<name>"
+            )
+        return put_roster(address, sorted(msg.members.items()), msg.version, os.fspath(key),
+                          edge_id, community, float(timeout))
     if isinstance(msg, ContextMessage):
         if key is None or edge_id is None or community is None:
             raise TypeError(
@@ -156,5 +192,6 @@ def send(
             raise NetworkError(f"unexpected answer from the core: {list(reply)}")
         return dict(reply["status"])
     raise TypeError(
-        f"send takes a DataMessage, ContextMessage or GetBillMessage, not {type(msg).__name__}"
+        "send takes a DataMessage, ContextMessage, RosterMessage, GetBillMessage or "
+        f"StatusMessage, not {type(msg).__name__}"
     )

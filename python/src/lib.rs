@@ -40,5 +40,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(net::keygen, m)?)?;
     m.add_function(wrap_pyfunction!(net::core_request, m)?)?;
     m.add_function(wrap_pyfunction!(net::put_context, m)?)?;
+    m.add_function(wrap_pyfunction!(net::put_roster, m)?)?;
     Ok(())
 }

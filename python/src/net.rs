@@ -277,6 +277,73 @@ pub fn put_context(
     }
 }
 
+/// Signs a member list (`members`: member id to its core's node id) with
+/// the operator's key and posts it to the edge, page by page; returns the
+/// list's fingerprint as households see it.
+#[pyfunction]
+#[pyo3(signature = (address, members, version, key_path, edge_id, community, timeout))]
+#[allow(clippy::too_many_arguments)]
+pub fn put_roster(
+    py: Python<'_>,
+    address: String,
+    members: Vec<(String, String)>,
+    version: u64,
+    key_path: PathBuf,
+    edge_id: String,
+    community: String,
+    timeout: f64,
+) -> PyResult<String> {
+    let timeout = timeout_of(timeout)?;
+    let key = std::sync::Arc::new(NodeKey::read_file(&key_path).map_err(value_error)?);
+    let edge = NodeId::from_hex(&edge_id)
+        .ok_or_else(|| value_error("edge_id: not a node id (64 hex digits)"))?;
+    if community.trim().is_empty() {
+        return Err(value_error("community: must not be empty"));
+    }
+    let mut entries = Vec::with_capacity(members.len());
+    for (member, node) in members {
+        let id = pb_units::MemberId::new(member.clone()).map_err(value_error)?;
+        let node = NodeId::from_hex(&node)
+            .ok_or_else(|| value_error(format!("{member}: not a node id (64 hex digits)")))?;
+        entries.push(pb_secagg::RosterEntry {
+            member: id,
+            identity: node.0,
+        });
+    }
+    let roster = pb_secagg::Roster::new(community.clone(), version, entries)
+        .map_err(|e| value_error(format!("member list: {e}")))?;
+    let signed = pb_secagg::SignedRoster::sign(roster, key.signing_key());
+    let fingerprint = pb_secagg::roster::show_fingerprint(&signed.roster.fingerprint());
+    let to = pb_protocol::Audience {
+        edge,
+        community: pb_units::CommunityId(community),
+    };
+    let answer = py.detach(move || -> Result<Option<String>, String> {
+        let rt = client_runtime()?;
+        let connection = Connection::new(address, timeout);
+        rt.block_on(connection.probe()).map_err(|e| e.to_string())?;
+        let mut client = EdgeClient::new(connection, key, to);
+        for page in pb_protocol::RosterPage::split(&signed) {
+            match rt
+                .block_on(client.call(&Request::PutRoster(page)))
+                .map_err(|e| e.to_string())?
+                .response
+            {
+                Response::Ok => {}
+                Response::Error { code, message } => {
+                    return Ok(Some(format!("the edge refused ({code:?}): {message}")));
+                }
+                other => return Err(format!("unexpected answer from the edge: {other:?}")),
+            }
+        }
+        Ok(None)
+    });
+    match answer.map_err(|e| package_error(py, "NetworkError", e))? {
+        None => Ok(fingerprint),
+        Some(refused) => Err(package_error(py, "RefusedError", refused)),
+    }
+}
+
 /// A `Bill` from the household API's exact decimal strings.
 #[pyfunction(name = "_bill_from_api")]
 pub fn bill_from_api(cycle_id: u64, bill: &str, reward: &str) -> PyResult<crate::objects::Bill> {

@@ -10,6 +10,7 @@ import private_billing as pb
 from private_billing.messages import (
     ContextMessage,
     DataMessage,
+    RosterMessage,
     GetBillMessage,
     StatusMessage,
     send,
@@ -19,6 +20,7 @@ from conftest import community_dict
 
 
 def write_configs(tmp: Path, ids):
+    """Keys and edge.toml; returns the operator's and members' node ids."""
     edge_id_file = tmp / "edge.key"
     pb.keygen(edge_id_file)
     operator = pb.keygen(tmp / "operator.key")
@@ -34,15 +36,17 @@ def write_configs(tmp: Path, ids):
         "min_members = 3\n"
         f'operators = ["{operator}"]\n' + members
     )
+    return operator, nodes
 
 
-def core_config(tmp: Path, h: str, edge: pb.ServerHandle) -> Path:
+def core_config(tmp: Path, h: str, edge: pb.ServerHandle, operator: str) -> Path:
     path = tmp / f"{h}.toml"
     path.write_text(
         f'member = "{h}"\n'
         'community = "py-test"\n'
         f'edge = "{edge.endpoint}"\n'
         f'edge_node = "{edge.node_id}"\n'
+        f'operator = "{operator}"\n'
         'listen = "tcp://127.0.0.1:0"\n'
         f'data_dir = "{tmp / h}"\n'
         f'key_file = "{tmp / (h + ".key")}"\n'
@@ -64,13 +68,21 @@ def wait_for(what, check, seconds=60):
 def test_network_community(tmp_path):
     c = community_dict(households=3, slots=6, seed=21, cycle_id=3)
     ids = [str(h["id"]) for h in c["households"]]
-    write_configs(tmp_path, ids)
+    operator, nodes = write_configs(tmp_path, ids)
     with pb.launch_edge(tmp_path / "edge.toml") as edge:
         assert edge.kind == "edge" and edge.endpoint.startswith("tcp://127.0.0.1:")
-        cores = {h: pb.launch_core(core_config(tmp_path, h, edge)) for h in ids}
+        cores = {h: pb.launch_core(core_config(tmp_path, h, edge, operator)) for h in ids}
         try:
             for h, core in cores.items():
                 wait_for(f"{h} to join", lambda: send(StatusMessage(), core.endpoint)["joined"])
+            # The operator signs the member list; a member's key may not.
+            with pytest.raises(pb.RefusedError):
+                send(RosterMessage(nodes), edge.endpoint, key=tmp_path / (ids[0] + ".key"),
+                     edge_id=edge.node_id, community="py-test")
+            fingerprint = send(RosterMessage(nodes), edge.endpoint,
+                               key=tmp_path / "operator.key", edge_id=edge.node_id,
+                               community="py-test")
+            assert len(fingerprint) == 19
             ctx = pb.CycleContext(c["cycle_id"], **c["prices"])
             with pytest.raises(TypeError, match="signed"):
                 send(ContextMessage(None, ctx), edge.endpoint)

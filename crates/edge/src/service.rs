@@ -726,12 +726,23 @@ impl Service {
         Ok(rec)
     }
 
-    /// The open cycle `me` takes part in.
+    /// The open cycle `me` takes part in, still in its rounds: once its
+    /// aggregate is unmasked (it is being billed, or billed) a round
+    /// message is answered `AlreadyDone` (the member's part is over; its
+    /// bill comes with `GetBill`).
     fn open_for(&self, me: &MemberId, cycle: CycleId) -> Result<&OpenCycle, Refusal> {
         self.cycle_for(&Role::Member(me.clone()), cycle)?;
-        self.open
+        let open = self
+            .open
             .get(&cycle)
-            .ok_or_else(|| refuse(ErrorCode::AlreadyDone, format!("{cycle} is already billed")))
+            .ok_or_else(|| refuse(ErrorCode::AlreadyDone, format!("{cycle} is already billed")))?;
+        if open.billing.is_some() || open.server.round() == Round::Done {
+            return Err(refuse(
+                ErrorCode::AlreadyDone,
+                format!("the aggregate of {cycle} is unmasked: it is being billed"),
+            ));
+        }
+        Ok(open)
     }
 
     /// Applies a member's round message to its cycle and stores it with
@@ -950,7 +961,12 @@ impl Service {
             }
             return Ok(Response::Bill(bill));
         }
-        let open = self.open_for(me, cycle)?;
+        let Some(open) = self.open.get(&cycle) else {
+            return Err(refuse(
+                ErrorCode::Internal,
+                format!("{cycle} is neither open nor billed"),
+            ));
+        };
         if let Some(set) = open.server.survivor_set() {
             if !set.contains(me) {
                 return Err(refuse(
