@@ -714,6 +714,20 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
         args.concurrency,
         "revealing",
     );
+    // Late answers once the aggregate is unmasked are answered AlreadyDone:
+    // their shares were not needed.
+    let r = r
+        .into_iter()
+        .filter(|(_, _, x)| {
+            !matches!(
+                x,
+                Ok(Response::Error {
+                    code: pb_protocol::ErrorCode::AlreadyDone,
+                    ..
+                })
+            )
+        })
+        .collect();
     answers(n, r, &members, "reveal")?;
     lap("confirm and reveal rounds", &mut phases);
 

@@ -319,14 +319,23 @@ impl Node {
         for (cycle, _) in self.store.states().map_err(internal)? {
             cycles.push(self.report(cycle)?);
         }
+        // The last member list this core checked: its size and fingerprint
+        // are what households compare out of band.
+        let roster = self
+            .roster
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         Ok(ApiResponse::Status(StatusReply {
             member: self.checked.member.to_string(),
             node: self.node.to_hex(),
             edge: self.edge_endpoint.clone(),
             joined: self.store.joined().map_err(internal)?,
             cycles,
-            community_size: None,
-            roster_fingerprint: None,
+            community_size: roster.as_ref().map(|r| r.roster.members.len()),
+            roster_fingerprint: roster
+                .as_ref()
+                .map(|r| pb_secagg::roster::show_fingerprint(&r.roster.fingerprint())),
         }))
     }
 

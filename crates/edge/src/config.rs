@@ -264,6 +264,11 @@ impl EdgeConfig {
                 self.max_members, self.min_members
             )));
         }
+        if self.round_secs == 0 || self.dropout_deadline_secs == 0 {
+            return Err(EdgeError::Config(
+                "round_secs and dropout_deadline_secs: must be at least 1 (a round that closes as it opens would leave every member out)".into(),
+            ));
+        }
         self.retention.check()
     }
 

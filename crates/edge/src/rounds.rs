@@ -11,6 +11,8 @@
 //! opened. The confirm and reveal rounds have no closing: the aggregate is
 //! unmasked as soon as every secret it needs has its threshold of shares.
 
+use std::time::{Duration, Instant};
+
 use pb_hiding::HiddenData;
 use pb_protocol::ErrorCode;
 use pb_secagg::client::MaskedInput;
@@ -95,14 +97,18 @@ pub struct OpenCycle {
     pub opened: Vec<(Round, u64)>,
     /// Its billing, once the aggregate is unmasked.
     pub billing: Option<crate::service::Billing>,
-    /// `events` when unmasking was last found impossible.
-    checked_at: Option<u64>,
+    /// Where the cycle stood when last computed ([`OpenCycle::refresh`]):
+    /// answers and round closings read this copy, so that a request never
+    /// costs a pass over the cycle (`O(n k)` in the reveal round).
+    progress: Progress,
+    /// `events` at that computation, when it was made and what it took.
+    computed: Option<(u64, Instant, Duration)>,
 }
 
 impl OpenCycle {
     /// A cycle in its advertise round.
     pub fn new(server: Server, posted_at: u64) -> OpenCycle {
-        OpenCycle {
+        let mut open = OpenCycle {
             server,
             events: 0,
             posted_at,
@@ -110,8 +116,34 @@ impl OpenCycle {
             stuck: None,
             opened: vec![(Round::Advertise, posted_at)],
             billing: None,
-            checked_at: None,
+            progress: Progress {
+                round: Round::Advertise,
+                waiting: Vec::new(),
+            },
+            computed: None,
+        };
+        open.refresh();
+        open
+    }
+
+    /// Recomputes where the cycle stands if events arrived since the last
+    /// computation, at most every five times what the last one took (a
+    /// pass over a large cycle's shares is not repeated on every tick).
+    pub fn refresh(&mut self) {
+        if let Some((events, at, took)) = self.computed {
+            if events == self.events || at.elapsed() < took * 5 {
+                return;
+            }
         }
+        let start = Instant::now();
+        self.progress = self.server.progress();
+        self.computed = Some((self.events, Instant::now(), start.elapsed()));
+    }
+
+    /// Whether the last computation saw every event applied.
+    fn fresh(&self) -> bool {
+        self.computed
+            .is_some_and(|(events, _, _)| events == self.events)
     }
 
     /// Applies one event; refused, nothing changed. A submission's event
@@ -161,9 +193,14 @@ impl OpenCycle {
         Ok(())
     }
 
-    /// Where the cycle stands.
+    /// Where the cycle stood at the last [`OpenCycle::refresh`] (the
+    /// round is always the current one).
     pub fn progress(&self) -> Progress {
-        self.server.progress()
+        let mut p = self.progress.clone();
+        if p.round != self.server.round() {
+            p.round = self.server.round();
+        }
+        p
     }
 
     /// Refuses, as not ready yet, a request for `round` before it opened.
@@ -196,7 +233,9 @@ impl OpenCycle {
             Round::Share | Round::Mask => self.round_since.saturating_add(round_time),
             _ => return Ok(None),
         };
-        if now < limit && !self.progress().waiting.is_empty() {
+        let all_in =
+            self.fresh() && self.progress.round == round && self.progress.waiting.is_empty();
+        if now < limit && !all_in {
             return Ok(None);
         }
         Ok(Some(match round {
@@ -206,20 +245,13 @@ impl OpenCycle {
         }))
     }
 
-    /// Whether every secret the unmasking needs may have its threshold of
-    /// shares (checked again only after new events).
-    pub fn unmaskable(&mut self) -> bool {
-        if !matches!(self.server.round(), Round::Confirm | Round::Reveal) {
-            return false;
-        }
-        if self.checked_at == Some(self.events) {
-            return false;
-        }
-        if self.progress().waiting.is_empty() {
-            return true;
-        }
-        self.checked_at = Some(self.events);
-        false
+    /// Whether every secret the unmasking needs has its threshold of
+    /// shares, as of the last [`OpenCycle::refresh`].
+    pub fn unmaskable(&self) -> bool {
+        matches!(self.server.round(), Round::Confirm | Round::Reveal)
+            && self.fresh()
+            && matches!(self.progress.round, Round::Confirm | Round::Reveal)
+            && self.progress.waiting.is_empty()
     }
 }
 

@@ -766,7 +766,6 @@ impl Service {
             .put_round_event(Some(stamp), cycle, seq, &event, data);
         self.committed(stored)?;
         tracing::debug!(%cycle, member = %me, event = event.name(), "round message accepted");
-        self.advance();
         Ok(Response::Ok)
     }
 
@@ -944,11 +943,19 @@ impl Service {
     fn get_bill(&mut self, me: &MemberId, cycle: CycleId) -> Result<Response, Refusal> {
         self.cycle_for(&Role::Member(me.clone()), cycle)?;
         if self.billed.contains_key(&cycle) {
-            let bill = self
-                .store
-                .bill(cycle, me)
-                .map_err(|e| refuse(ErrorCode::Internal, e.to_string()))?
-                .ok_or_else(|| {
+            let internal = |e: EdgeError| refuse(ErrorCode::Internal, e.to_string());
+            let stored = self.store.bill(cycle, me).map_err(internal)?;
+            if stored.is_none() {
+                if let Some(at) = self.store.delivered(cycle, me).map_err(internal)? {
+                    return Err(refuse(
+                        ErrorCode::Rejected,
+                        format!(
+                            "{me}'s bill of {cycle} was delivered at {at} (unix seconds) and deleted after the retention period (retention.keep_bills_secs_after_delivery)"
+                        ),
+                    ));
+                }
+            }
+            let bill = stored.ok_or_else(|| {
                     refuse(
                         ErrorCode::Rejected,
                         format!(
@@ -1006,6 +1013,7 @@ impl Service {
             if open.stuck.is_some() {
                 continue;
             }
+            open.refresh();
             match open.due(now, deadline, round_time) {
                 Ok(None) => {}
                 Ok(Some(event)) => {
@@ -1035,11 +1043,10 @@ impl Service {
                     open.stuck = Some(e.to_string());
                 }
             }
-            if self
-                .open
-                .get_mut(&cycle)
-                .is_some_and(|o| o.billing.is_none() && o.unmaskable())
-            {
+            if self.open.get_mut(&cycle).is_some_and(|o| {
+                o.refresh();
+                o.billing.is_none() && o.unmaskable()
+            }) {
                 self.start_billing(cycle);
             }
         }

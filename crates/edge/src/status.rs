@@ -151,6 +151,7 @@ impl Service {
         let phase = match (billed, open) {
             (Some(_), _) => "billed".to_string(),
             (None, Some(o)) if o.stuck.is_some() => "stuck".to_string(),
+            (None, Some(o)) if o.billing.is_some() => "billing".to_string(),
             (None, Some(o)) => crate::rounds::round_name(o.server.round()).to_string(),
             (None, None) => "billing".to_string(),
         };

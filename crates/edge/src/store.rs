@@ -561,6 +561,15 @@ impl EdgeStore {
         Ok(true)
     }
 
+    /// When a member's bill of a cycle was first delivered, if it was.
+    pub fn delivered(&self, cycle: CycleId, member: &MemberId) -> Result<Option<u64>, EdgeError> {
+        let r = self.begin_read()?;
+        let t = r.open_table(DELIVERED).map_err(rdb)?;
+        Ok(t.get((cycle.0, member.as_str()))
+            .map_err(rdb)?
+            .map(|v| v.value()))
+    }
+
     /// Records a request counter alone (for requests that change nothing
     /// else).
     pub fn put_counter(&self, node: &NodeId, counter: u64) -> Result<(), EdgeError> {

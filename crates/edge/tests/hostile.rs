@@ -487,10 +487,7 @@ fn hostile_requests_are_refused_and_change_nothing() {
     }
     let want = reference::bills(&context(1), &all).unwrap();
     for i in 0..3 {
-        let bill = match call(&mut clients[i], &Request::GetBill { cycle: CycleId(1) }) {
-            Response::Bill(b) => b,
-            other => panic!("{other:?}"),
-        };
+        let bill = common::bill(&call, &mut clients[i], 1);
         assert_eq!(
             members[i].hiding.as_ref().unwrap().decrypt(&bill).unwrap(),
             want[i]

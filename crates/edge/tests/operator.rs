@@ -166,6 +166,9 @@ fn status_follows_a_cycle_and_metrics_move_with_requests() {
     let mut survivors = vec![node(0), node(1), node(2)];
     survivors.sort();
 
+    // Where the cycle stands is recomputed between requests (at most
+    // every tick): give it one.
+    std::thread::sleep(Duration::from_millis(500));
     let c = one(&mut op);
     assert_eq!(c.phase, "advertise");
     assert_eq!(
@@ -193,6 +196,8 @@ fn status_follows_a_cycle_and_metrics_move_with_requests() {
         let r = common::masked(&call, &mut clients[i], &mut secagg[i], h, 1);
         assert_eq!(call(&mut clients[i], &r), Response::Ok);
     }
+    common::wait_round(&call, &mut op, 1, Round::Confirm);
+    std::thread::sleep(Duration::from_millis(500));
     let c = one(&mut op);
     assert_eq!(c.phase, "confirm");
     assert_eq!((c.submitted, c.missing, c.dropped), (3, 3, 1));
@@ -224,6 +229,7 @@ fn status_follows_a_cycle_and_metrics_move_with_requests() {
             "{r:?}"
         );
     }
+    common::bill(&call, &mut clients[0], 1);
     let c = one(&mut op);
     assert_eq!(c.phase, "billed");
     assert_eq!((c.submitted, c.missing, c.dropped, c.bills), (3, 0, 1, 3));

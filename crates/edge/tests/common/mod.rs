@@ -301,3 +301,23 @@ pub fn wait_round(call: Call<'_>, c: &mut pb_net::EdgeClient, cycle: u64, round:
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// Polls `GetBill` until the bill is there (billing runs between
+/// requests, a moment after the aggregate is unmasked).
+pub fn bill(call: Call<'_>, c: &mut pb_net::EdgeClient, cycle: u64) -> pb_hiding::HiddenBill {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match call(
+            c,
+            &pb_protocol::Request::GetBill {
+                cycle: CycleId(cycle),
+            },
+        ) {
+            Response::Bill(b) => return b,
+            Response::Pending { .. } => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(std::time::Instant::now() < until, "no bill in time");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
