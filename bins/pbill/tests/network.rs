@@ -351,7 +351,15 @@ fn run_pbill(args: &[&str]) -> String {
 #[test]
 fn drill_survives_random_kills() {
     let out = run_pbill(&["drill", "--kills", "12", "--cycles", "3", "--seed", "3"]);
-    assert!(out.contains("kills survived: 12"), "{out}");
+    // The drill stops at the end of the cycle in which the 12th kill
+    // struck: a few more may have struck by then.
+    let survived: u64 = out
+        .split("kills survived: ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(survived >= 12, "{out}");
     assert!(out.contains("0 billed more than once"), "{out}");
     assert!(out.contains("result: PASS"), "{out}");
 }

@@ -597,7 +597,9 @@ impl Service {
                 // Both SecAgg+ and the billing must accept before anything
                 // changes.
                 let open = self.open_for(&me, cycle)?;
-                open.server.check_submit(&input).map_err(secagg_refusal)?;
+                open.server
+                    .check_submit(&input)
+                    .map_err(|e| late_or_refused(open, &me, cycle, e))?;
                 if open.server.has_input(&me) {
                     return Err(refuse(
                         ErrorCode::AlreadyDone,
@@ -760,7 +762,9 @@ impl Service {
             return Err(refuse(ErrorCode::AlreadyDone, format!("{cycle} is billed")));
         };
         let seq = open.events;
-        open.apply(event.clone(), data).map_err(secagg_refusal)?;
+        if let Err(e) = open.apply(event.clone(), data) {
+            return Err(late_or_refused(open, me, cycle, e));
+        }
         let stored = self
             .store
             .put_round_event(Some(stamp), cycle, seq, &event, data);
@@ -1256,6 +1260,29 @@ fn check_data(
         });
     }
     data.check_shape().map_err(BillingError::Malformed)
+}
+
+/// A refused round message: `AlreadyDone` when it came after its round
+/// closed and the member's message of that round is in (a core that
+/// restarted before it recorded the answer resends it), else the refusal.
+fn late_or_refused(
+    open: &OpenCycle,
+    me: &MemberId,
+    cycle: CycleId,
+    e: pb_secagg::Refusal,
+) -> Refusal {
+    if let pb_secagg::Refusal::WrongRound { expected, actual } = &e {
+        if actual > expected && open.server.has_message(*expected, me) {
+            return refuse(
+                ErrorCode::AlreadyDone,
+                format!(
+                    "{me}'s {} message of {cycle} is already in",
+                    crate::rounds::round_name(*expected)
+                ),
+            );
+        }
+    }
+    secagg_refusal(e)
 }
 
 fn speaks_for(me: &MemberId, other: &MemberId) -> Refusal {

@@ -262,6 +262,19 @@ impl Server {
         }
     }
 
+    /// Whether `m`'s message of `round` was accepted (a core that resends
+    /// it after a restart, once the round has closed, is told it is in).
+    pub fn has_message(&self, round: Round, m: &MemberId) -> bool {
+        match round {
+            Round::Advertise => self.bundles.contains_key(m),
+            Round::Share => self.shares.contains_key(m),
+            Round::Mask => self.inputs.contains_key(m),
+            Round::Confirm => self.confirmations.contains_key(m),
+            Round::Reveal => self.reveals.contains_key(m),
+            Round::Done => false,
+        }
+    }
+
     /// Whether `m`'s masked input is in.
     pub fn has_input(&self, m: &MemberId) -> bool {
         self.inputs.contains_key(m)
