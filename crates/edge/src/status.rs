@@ -151,7 +151,13 @@ impl Service {
         let phase = match (billed, open) {
             (Some(_), _) => "billed".to_string(),
             (None, Some(o)) if o.stuck.is_some() => "stuck".to_string(),
-            (None, Some(o)) if o.billing.is_some() => "billing".to_string(),
+            (None, Some(o)) if o.billing.is_some() => {
+                // "billing n of m": bills stored so far, of the survivors.
+                match self.store.billing_progress(cycle).map_err(internal)? {
+                    Some(p) => format!("billing {} of {}", p.bills, p.submissions),
+                    None => "billing".to_string(),
+                }
+            }
             (None, Some(o)) => crate::rounds::round_name(o.server.round()).to_string(),
             (None, None) => "billing".to_string(),
         };
