@@ -10,4 +10,4 @@ cd "$(dirname "$0")/.."
 kills=${1:-200}
 seed=${2:-$(date +%s)}
 echo "== crash-restart drill: $kills kills, seed $seed" >&2
-cargo run --release --quiet --bin pbill -- drill --kills "$kills" --seed "$seed"
+cargo run --release --quiet --bin pbill-bench -- drill --kills "$kills" --seed "$seed"

@@ -1,4 +1,4 @@
-//! `pbill drill`: the crash-restart drill. A community of edge and core
+//! `pbill-bench drill`: the crash-restart drill. A community of edge and core
 //! processes on loopback bills cycle after cycle while a killer thread
 //! sends SIGKILL to the edge or to a random core at random moments and
 //! restarts it. At the end every cycle must be billed exactly once (the
@@ -23,7 +23,7 @@ use rand_core::{RngCore, SeedableRng};
 use crate::demo::{CommunityKeys, Proc, api, edge_config, start, work_dir, write_keys, write_toml};
 use crate::synthetic;
 
-/// Options of `pbill drill`.
+/// Options of `pbill-bench drill`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DrillArgs {
     /// Number of households (one core process each).
@@ -82,7 +82,7 @@ pub fn run(args: &DrillArgs) -> Result<bool, String> {
     let (dir, _tmp) = work_dir(args.dir.as_deref())?;
     let n = args.households;
     eprintln!(
-        "pbill drill: {n} households x {} slots, at least {} kills and {} cycles, in {}",
+        "pbill-bench drill: {n} households x {} slots, at least {} kills and {} cycles, in {}",
         args.slots,
         args.kills,
         args.cycles,

@@ -1,13 +1,6 @@
 //! `pbill`: command-line entry of private-billing.
 
-mod client;
-mod demo;
-mod drill;
-mod load;
-mod progress;
-mod report;
-mod status;
-mod synthetic;
+use pbill::{ModelArg, client, demo, progress, report, status, synthetic, write_file};
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -26,31 +19,6 @@ use serde::Serialize;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-}
-
-/// A billing model on the command line.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ModelArg {
-    /// Universal Cost Split: a slot's imbalance cost is shared equally by
-    /// the households that caused it (over-consumers, or over-suppliers);
-    /// cost-neutral.
-    Ucs,
-    /// The Python original's formula: as ucs, but each share is divided by
-    /// all accepted consumers (producers) of the slot.
-    UcsReference,
-    /// The imbalance cost shared in proportion to each household's
-    /// over-amount.
-    Proportional,
-}
-
-impl From<ModelArg> for BillingModel {
-    fn from(m: ModelArg) -> BillingModel {
-        match m {
-            ModelArg::Ucs => BillingModel::Ucs,
-            ModelArg::UcsReference => BillingModel::UcsReference,
-            ModelArg::Proportional => BillingModel::Proportional,
-        }
-    }
 }
 
 /// The format of an input file on the command line.
@@ -165,20 +133,6 @@ enum Command {
     /// Prints the bills, timings and bytes on the wire; exits non-zero if
     /// any bill is missing or differs.
     Demo(demo::DemoArgs),
-    /// Crash-restart drill: a community of processes on loopback bills
-    /// cycle after cycle while the edge and random cores are killed with
-    /// SIGKILL at random moments and restarted. Checks that every cycle is
-    /// billed exactly once, that every bill equals the plaintext model and
-    /// that no submission is lost; prints the kills survived. Exits
-    /// non-zero on any failure.
-    Drill(drill::DrillArgs),
-    /// Load test of the edge: one edge process on loopback and, in this
-    /// process, every member of a large community with its own keys and
-    /// connection. Members join, each hides its data (not timed), then each
-    /// submits once at a random moment of the window. Prints acceptance
-    /// latency percentiles and the edge's memory; checks that nothing was
-    /// dropped and that every bill decrypts to the plaintext model's.
-    Load(load::LoadArgs),
     /// Operator: one self-contained HTML page about a cycle from what the
     /// edge knows (prices, per-slot community deviation, settlement rates,
     /// participation and dropouts, billing time): no household's data.
@@ -376,16 +330,6 @@ fn main() -> ExitCode {
         } => synthetic::generate(households, slots, seed)
             .and_then(|community| write_json(&output, &community)),
         Command::Demo(args) => match demo::run(&args) {
-            Ok(true) => Ok(()),
-            Ok(false) => return ExitCode::FAILURE,
-            Err(e) => Err(e),
-        },
-        Command::Drill(args) => match drill::run(&args) {
-            Ok(true) => Ok(()),
-            Ok(false) => return ExitCode::FAILURE,
-            Err(e) => Err(e),
-        },
-        Command::Load(args) => match load::run(&args) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::FAILURE,
             Err(e) => Err(e),
@@ -589,16 +533,4 @@ fn refuse_same_file(input: &Path, output: &Path) -> Result<(), String> {
 fn write_json(path: &Path, value: &impl Serialize) -> Result<(), String> {
     let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
     write_file(path, &(text + "\n"))
-}
-
-/// Writes `text` through a temporary file and a rename, so that a failure
-/// never leaves a partial file behind; errors name `path`.
-pub(crate) fn write_file(path: &Path, text: &str) -> Result<(), String> {
-    let tmp = path.with_extension("tmp-pbill");
-    let fail = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
-    std::fs::write(&tmp, text).map_err(fail)?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        fail(e)
-    })
 }

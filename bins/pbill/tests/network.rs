@@ -334,6 +334,21 @@ fn demo_bills_survivors_of_a_dropout() {
     assert!(out.contains("dropped out (no data)"), "{out}");
 }
 
+/// `pbill-bench` with `args`, which must succeed; its stdout.
+fn run_bench(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_pbill-bench"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "pbill-bench {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 fn run_pbill(args: &[&str]) -> String {
     let out = pbill().args(args).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
@@ -350,7 +365,7 @@ fn run_pbill(args: &[&str]) -> String {
 /// (`.ci/run` runs it with 200 kills.)
 #[test]
 fn drill_survives_random_kills() {
-    let out = run_pbill(&["drill", "--kills", "12", "--cycles", "3", "--seed", "3"]);
+    let out = run_bench(&["drill", "--kills", "12", "--cycles", "3", "--seed", "3"]);
     // The drill stops at the end of the cycle in which the 12th kill
     // struck: a few more may have struck by then.
     let survived: u64 = out
@@ -367,7 +382,7 @@ fn drill_survives_random_kills() {
 /// The load test, small: every submission accepted, every bill exact.
 #[test]
 fn load_accepts_every_submission() {
-    let out = run_pbill(&[
+    let out = run_bench(&[
         "load",
         "--members",
         "40",
