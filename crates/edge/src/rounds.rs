@@ -95,6 +95,8 @@ pub struct OpenCycle {
     pub stuck: Option<String>,
     /// When each round opened (unix seconds), in order.
     pub opened: Vec<(Round, u64)>,
+    /// The unmasking, while it runs on a thread of its own.
+    pub unmasking: Option<std::thread::JoinHandle<Result<Vec<Vec<u64>>, Refusal>>>,
     /// Its billing, once the aggregate is unmasked.
     pub billing: Option<crate::service::Billing>,
     /// Where the cycle stood when last computed ([`OpenCycle::refresh`]):
@@ -115,6 +117,7 @@ impl OpenCycle {
             round_since: posted_at,
             stuck: None,
             opened: vec![(Round::Advertise, posted_at)],
+            unmasking: None,
             billing: None,
             progress: Progress {
                 round: Round::Advertise,

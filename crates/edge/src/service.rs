@@ -1074,17 +1074,49 @@ impl Service {
         let Some(open) = self.open.get_mut(&cycle) else {
             return;
         };
-        let sums = match open.server.unmask() {
-            Ok(s) => s,
-            Err(pb_secagg::Refusal::NotEnoughShares { waiting }) => {
-                tracing::debug!(%cycle, waiting = waiting.len(), "not enough shares yet");
+        // The recoveries and the sum run on a thread of their own (an
+        // `O(n k)` pass over the shares): the edge goes on answering.
+        let sums = match open.unmasking.take() {
+            None => {
+                match open.server.unmask_job() {
+                    Ok(job) => {
+                        tracing::info!(%cycle, "unmasking the aggregate");
+                        open.unmasking = Some(std::thread::spawn(move || job.run()));
+                    }
+                    Err(pb_secagg::Refusal::NotEnoughShares { waiting }) => {
+                        tracing::debug!(%cycle, waiting = waiting.len(), "not enough shares yet");
+                    }
+                    Err(e) => {
+                        tracing::error!(%cycle, error = %e, "the aggregate cannot be unmasked");
+                        open.stuck = Some(e.to_string());
+                    }
+                }
                 return;
             }
-            Err(e) => {
-                tracing::error!(%cycle, error = %e, "the aggregate cannot be unmasked");
-                open.stuck = Some(e.to_string());
+            Some(job) if !job.is_finished() => {
+                open.unmasking = Some(job);
                 return;
             }
+            Some(job) => match job.join() {
+                Ok(Ok(s)) => {
+                    open.server.finish_unmask();
+                    s
+                }
+                Ok(Err(pb_secagg::Refusal::NotEnoughShares { waiting })) => {
+                    tracing::debug!(%cycle, short = waiting.len(), "not enough shares yet");
+                    return;
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(%cycle, error = %e, "the aggregate cannot be unmasked");
+                    open.stuck = Some(e.to_string());
+                    return;
+                }
+                Err(_) => {
+                    tracing::error!(%cycle, "the unmasking thread failed");
+                    open.stuck = Some("the unmasking failed".into());
+                    return;
+                }
+            },
         };
         let aggregates: Vec<Vec<i64>> = sums
             .into_iter()

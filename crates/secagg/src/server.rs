@@ -461,6 +461,24 @@ impl Server {
     /// vectors. Refuses with the members it still waits for, or names a
     /// member whose recovered secret does not match its commitment.
     pub fn unmask(&mut self) -> Result<Vec<Vec<u64>>, Refusal> {
+        let sums = match self.unmask_job()?.run() {
+            Err(Refusal::NotEnoughShares { .. }) => {
+                let set = self.set()?.clone();
+                return Err(Refusal::NotEnoughShares {
+                    waiting: self.waiting_for_reveals(&set),
+                });
+            }
+            other => other?,
+        };
+        self.finish_unmask();
+        Ok(sums)
+    }
+
+    /// The unmasking as an owned job ([`UnmaskJob::run`]), so that it can
+    /// run off the edge's request path; [`Server::finish_unmask`] marks the
+    /// cycle done once it succeeded. Refuses as [`Server::unmask`] does
+    /// before any recovery.
+    pub fn unmask_job(&self) -> Result<UnmaskJob, Refusal> {
         let set = self.set()?.clone();
         if self.round == Round::Done {
             return Err(Refusal::WrongRound {
@@ -474,25 +492,77 @@ impl Server {
             });
         }
         let got = self.collected();
-        // Which t shares each needed secret is recovered from: the first t
-        // by abscissa. Recoveries from the same abscissae share their
-        // Lagrange coefficients (with every holder answering, that is all
-        // of them), computed once: each recovery is then O(t).
-        let needed: Vec<((MemberId, Secret), Vec<&SecretShare>, usize)> = self
+        let needed = self
             .needed(&set)
             .into_iter()
             .map(|(about, secret)| {
                 let t = self.threshold_of(&about);
-                let mut shares: Vec<&SecretShare> = got
+                let mut shares: Vec<SecretShare> = got
                     .get(&(about.clone(), secret))
-                    .map(|v| v.iter().map(|(_, s)| *s).collect())
+                    .map(|v| v.iter().map(|(_, s)| (*s).clone()).collect())
                     .unwrap_or_default();
                 shares.sort_by(|a, b| a.x.cmp(&b.x));
-                ((about, secret), shares, t)
+                let bundle = &self.bundles[&about].bundle;
+                let check = match secret {
+                    Secret::SelfSeed => bundle.self_commitment,
+                    Secret::MaskKey => bundle.mask_pk,
+                };
+                ((about, secret), shares, t, check)
             })
             .collect();
+        let survivors = set
+            .members
+            .iter()
+            .map(|u| (self.inputs[u].clone(), self.bundles[u].bundle.mask_pk))
+            .collect();
+        Ok(UnmaskJob {
+            session: self.session.clone(),
+            shape: self.shape,
+            needed,
+            survivors,
+        })
+    }
+
+    /// Marks the cycle unmasked (after its [`UnmaskJob`] succeeded).
+    pub fn finish_unmask(&mut self) {
+        self.round = Round::Done;
+    }
+}
+
+/// What unmasking a cycle needs, owned (see [`Server::unmask_job`]); its
+/// [`UnmaskJob::run`] refuses a secret short of its threshold with
+/// `NotEnoughShares` naming the members whose secrets are short.
+pub struct UnmaskJob {
+    session: Session,
+    shape: (usize, usize),
+    /// Each needed secret, its shares sorted by abscissa, its threshold
+    /// and its public check (seed commitment or mask public key).
+    needed: Vec<((MemberId, Secret), Vec<SecretShare>, usize, [u8; 32])>,
+    /// Each survivor's masked input and mask public key.
+    survivors: Vec<(MaskedInput, [u8; 32])>,
+}
+
+impl std::fmt::Debug for UnmaskJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnmaskJob")
+            .field("secrets", &self.needed.len())
+            .field("survivors", &self.survivors.len())
+            .finish()
+    }
+}
+
+impl UnmaskJob {
+    /// Recovers every needed secret and sums the survivors' unmasked
+    /// vectors; names a member whose recovered secret does not match its
+    /// commitment.
+    pub fn run(self) -> Result<Vec<Vec<u64>>, Refusal> {
+        let session = &self.session;
+        // Which t shares each needed secret is recovered from: the first t
+        // by abscissa. Recoveries from the same abscissae share their
+        // Lagrange coefficients (with every holder answering, that is all
+        // of them), computed once: each recovery is then O(t).
         let mut windows: BTreeMap<Vec<[u8; 32]>, Option<Vec<Scalar>>> = BTreeMap::new();
-        for (_, shares, t) in &needed {
+        for (_, shares, t, _) in &self.needed {
             if shares.len() >= *t {
                 windows
                     .entry(shares[..*t].iter().map(|s| s.x).collect())
@@ -505,51 +575,48 @@ impl Server {
         for (k, c) in keys.into_iter().zip(coefficients) {
             windows.insert(k, c);
         }
-        let outcomes: Vec<Result<Option<((MemberId, Secret), [u8; 32])>, Refusal>> = needed
-            .into_par_iter()
-            .map(|((about, secret), shares, t)| {
+        let outcomes: Vec<Result<Option<((MemberId, Secret), [u8; 32])>, Refusal>> = self
+            .needed
+            .par_iter()
+            .map(|((about, secret), shares, t, expected)| {
+                let t = *t;
                 if shares.len() < t {
                     return Ok(None);
                 }
-                let bundle = &self.bundles[&about].bundle;
                 let check = |s: &Scalar| match secret {
-                    Secret::SelfSeed => {
-                        seed_commitment(&self.session, &about, &s.to_bytes())
-                            == bundle.self_commitment
-                    }
-                    Secret::MaskKey => mask_public(&s.to_bytes()) == bundle.mask_pk,
+                    Secret::SelfSeed => seed_commitment(session, about, &s.to_bytes()) == *expected,
+                    Secret::MaskKey => mask_public(&s.to_bytes()) == *expected,
                 };
-                let xs: Vec<[u8; 32]> = shares[..t].iter().map(|s| s.x).collect();
+                let refs: Vec<&SecretShare> = shares.iter().collect();
+                let xs: Vec<[u8; 32]> = refs[..t].iter().map(|s| s.x).collect();
                 let first = windows
                     .get(&xs)
                     .and_then(Option::as_ref)
-                    .and_then(|l| combine_with(l, &shares[..t]))
+                    .and_then(|l| combine_with(l, &refs[..t]))
                     .filter(check);
                 // A member sent a wrong share: slide the window (one bad share
                 // among more than t is then always left out).
                 let found = first
                     .or_else(|| {
-                        (1..=shares.len() - t)
-                            .find_map(|start| combine(&shares[start..start + t]).filter(check))
+                        (1..=refs.len() - t)
+                            .find_map(|start| combine(&refs[start..start + t]).filter(check))
                     })
                     .ok_or_else(|| Refusal::BadRecovery(about.clone()))?;
-                Ok(Some(((about, secret), found.to_bytes())))
+                Ok(Some(((about.clone(), *secret), found.to_bytes())))
             })
             .collect();
         let mut recovered: BTreeMap<(MemberId, Secret), [u8; 32]> = BTreeMap::new();
-        let mut short = false;
-        for o in outcomes {
+        let mut short = Vec::new();
+        for (o, ((about, _), _, _, _)) in outcomes.into_iter().zip(&self.needed) {
             match o? {
                 Some((k, v)) => {
                     recovered.insert(k, v);
                 }
-                None => short = true,
+                None => short.push(about.clone()),
             }
         }
-        if short {
-            return Err(Refusal::NotEnoughShares {
-                waiting: self.waiting_for_reveals(&set),
-            });
+        if !short.is_empty() {
+            return Err(Refusal::NotEnoughShares { waiting: short });
         }
         let (fields, slots) = self.shape;
         let zero = || vec![vec![0u64; slots]; fields];
@@ -561,18 +628,17 @@ impl Server {
             }
             acc
         };
-        let sum = set
-            .members
+        let survived: BTreeSet<&MemberId> = self.survivors.iter().map(|(i, _)| &i.member).collect();
+        self.survivors
             .par_iter()
-            .map(|u| -> Result<Vec<Vec<u64>>, Refusal> {
-                let input = &self.inputs[u];
+            .map(|(input, u_pk)| -> Result<Vec<Vec<u64>>, Refusal> {
+                let u = &input.member;
                 let seed = &recovered[&(u.clone(), Secret::SelfSeed)];
-                let self_mask = self_key(seed, &self.session, u);
-                let u_pk = self.bundles[u].bundle.mask_pk;
+                let self_mask = self_key(seed, session, u);
                 let mut removals = Vec::new();
-                for v in input.partners.iter().filter(|v| !set.contains(v)) {
+                for v in input.partners.iter().filter(|v| !survived.contains(v)) {
                     let secret = StaticSecret::from(recovered[&(v.clone(), Secret::MaskKey)]);
-                    let key = pair_key(&secret, &u_pk, &self.session, u, v)
+                    let key = pair_key(&secret, u_pk, session, u, v)
                         .ok_or_else(|| Refusal::WeakKey(u.clone()))?;
                     removals.push((-pair_sign(u, v), key));
                 }
@@ -585,8 +651,6 @@ impl Server {
                 }
                 Ok(out)
             })
-            .try_reduce(zero, |a, b| Ok(add(a, b)))?;
-        self.round = Round::Done;
-        Ok(sum)
+            .try_reduce(zero, |a, b| Ok(add(a, b)))
     }
 }
