@@ -1,8 +1,8 @@
 //! `pbill-bench load`: the edge under the load of a large community. One edge
 //! process on loopback; this process plays every member's core (each with
 //! its own node key, GLWE key and SecAgg+ state, each request signed with
-//! its own key over its own encrypted session, at most `--concurrency`
-//! sessions open at once). Members join, the operator posts the member
+//! its own key over its own encrypted session, kept for the run, at most
+//! `--concurrency` requests in flight). Members join, the operator posts the member
 //! list and the cycle, then the SecAgg+ rounds run as phases: advertise,
 //! share, the timed window in which every member submits its masked data
 //! once at a uniformly random moment, confirm, reveal. `--dropout-rate`
@@ -59,8 +59,8 @@ pub struct LoadArgs {
     /// 100, time enough for every member to advertise).
     #[arg(long)]
     pub deadline_secs: Option<u64>,
-    /// Most requests in flight at once (each member opens its own
-    /// encrypted session for each step and closes it after).
+    /// Most requests in flight at once (each member keeps its own
+    /// encrypted session, opened at its first request).
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
     /// Seed of the data and of the submission schedule.
@@ -130,6 +130,26 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// Each member's encrypted session to the edge, opened at its first
+/// request and kept (a session is bound to its member's key; opening one
+/// per request would churn thousands of connections through the edge).
+struct Sessions<'a> {
+    connect: &'a (dyn Fn(&Arc<NodeKey>) -> EdgeClient + Sync),
+    members: &'a [Member],
+    clients: Vec<Option<EdgeClient>>,
+}
+
+impl Sessions<'_> {
+    fn take(&mut self, i: usize) -> EdgeClient {
+        self.clients[i]
+            .take()
+            .unwrap_or_else(|| (self.connect)(&self.members[i].key))
+    }
+    fn put(&mut self, i: usize, c: EdgeClient) {
+        self.clients[i] = Some(c);
+    }
+}
+
 /// Sends `request`, again over a fresh connection after a transport
 /// failure or timeout (at most three tries), as a core does: every
 /// request is idempotent at the edge (a repeated round message is
@@ -149,8 +169,7 @@ async fn call_retrying(c: &mut EdgeClient, request: &Request) -> Result<Response
 /// fresh encrypted session of that member, at most `concurrency` at once.
 fn run_all(
     rt: &tokio::runtime::Runtime,
-    connect: &(dyn Fn(&Arc<NodeKey>) -> EdgeClient + Sync),
-    members: &[Member],
+    sessions: &mut Sessions<'_>,
     calls: Vec<(usize, Request)>,
     concurrency: usize,
     what: &str,
@@ -160,23 +179,25 @@ fn run_all(
         let mut set = tokio::task::JoinSet::new();
         let mut out = Vec::with_capacity(calls.len());
         for (i, request) in calls {
-            let mut c = connect(&members[i].key);
+            let mut c = sessions.take(i);
             set.spawn(async move {
                 let sent = Instant::now();
                 let r = call_retrying(&mut c, &request).await;
-                (i, sent.elapsed(), r)
+                (i, sent.elapsed(), r, c)
             });
             while set.len() >= concurrency.max(1) {
-                if let Some(Ok(r)) = set.join_next().await {
+                if let Some(Ok((i, t, r, c))) = set.join_next().await {
                     pb.inc(1);
-                    out.push(r);
+                    sessions.put(i, c);
+                    out.push((i, t, r));
                 }
             }
         }
         while let Some(j) = set.join_next().await {
-            if let Ok(r) = j {
+            if let Ok((i, t, r, c)) = j {
                 pb.inc(1);
-                out.push(r);
+                sessions.put(i, c);
+                out.push((i, t, r));
             }
         }
         out
@@ -320,10 +341,8 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
     let operator = Arc::new(NodeKey::generate(&mut rand_core::OsRng));
 
     // The edge, with connection caps that fit the concurrency.
-    // Every member opens its own encrypted session for each step (a
-    // session is bound to one node key) and closes it after; closed
-    // connections linger a moment, so the caps leave room for one per
-    // member.
+    // Every member keeps its own encrypted session (a session is bound
+    // to one node key): the caps leave room for one per member.
     let limits = Limits {
         max_connections: n + 64,
         max_connections_per_address: n + 64,
@@ -373,6 +392,11 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
         )
     };
     let give_up = Duration::from_secs(args.timeout_secs);
+    let mut sessions = Sessions {
+        connect: &connect,
+        members: &members,
+        clients: (0..n).map(|_| None).collect(),
+    };
     let all: Vec<usize> = (0..n).collect();
     let active = |stage: u8| -> Vec<usize> {
         all.iter()
@@ -397,7 +421,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
             )
         })
         .collect();
-    let r = run_all(&rt, &connect, &members, calls, args.concurrency, "joining");
+    let r = run_all(&rt, &mut sessions, calls, args.concurrency, "joining");
     answers(n, r, &members, "join")?;
     lap("join", &mut phases);
 
@@ -465,14 +489,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
             })
         })
         .collect();
-    let r = run_all(
-        &rt,
-        &connect,
-        &members,
-        calls,
-        args.concurrency,
-        "advertising",
-    );
+    let r = run_all(&rt, &mut sessions, calls, args.concurrency, "advertising");
     answers(n, r, &members, "advertise")?;
     wait_round(
         &rt,
@@ -490,8 +507,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
         .collect();
     let r = run_all(
         &rt,
-        &connect,
-        &members,
+        &mut sessions,
         calls,
         args.concurrency,
         "fetching key bundles",
@@ -511,7 +527,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
             Ok((i, Request::Share { cycle, shares }))
         })
         .collect::<Result<_, String>>()?;
-    let r = run_all(&rt, &connect, &members, shares, args.concurrency, "sharing");
+    let r = run_all(&rt, &mut sessions, shares, args.concurrency, "sharing");
     answers(n, r, &members, "share")?;
     wait_round(&rt, &mut op, cycle, Round::Mask, give_up)?;
     lap("share round", &mut phases);
@@ -523,8 +539,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
         .collect();
     let r = run_all(
         &rt,
-        &connect,
-        &members,
+        &mut sessions,
         calls,
         args.concurrency,
         "fetching shares",
@@ -590,20 +605,21 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
     let results: Vec<(usize, Duration, Result<Response, String>)> = rt.block_on(async {
         let mut set = tokio::task::JoinSet::new();
         for (i, request) in prepared {
-            let mut c = connect(&members[i].key);
+            let mut c = sessions.take(i);
             let offset = Duration::from_micros(rng.next_u64() % (window.as_micros() as u64));
             set.spawn(async move {
                 tokio::time::sleep_until(start_at + offset).await;
                 let sent = Instant::now();
                 let r = call_retrying(&mut c, &request).await;
-                (i, sent.elapsed(), r)
+                (i, sent.elapsed(), r, c)
             });
         }
         let mut out = Vec::with_capacity(n);
         while let Some(j) = set.join_next().await {
-            if let Ok(r) = j {
+            if let Ok((i, t, r, c)) = j {
                 pb.inc(1);
-                out.push(r);
+                sessions.put(i, c);
+                out.push((i, t, r));
             }
         }
         out
@@ -636,8 +652,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
         .collect();
     let r = run_all(
         &rt,
-        &connect,
-        &members,
+        &mut sessions,
         calls,
         args.concurrency,
         "fetching the survivor set",
@@ -662,14 +677,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
             ))
         })
         .collect::<Result<_, String>>()?;
-    let r = run_all(
-        &rt,
-        &connect,
-        &members,
-        confirms,
-        args.concurrency,
-        "confirming",
-    );
+    let r = run_all(&rt, &mut sessions, confirms, args.concurrency, "confirming");
     answers(n, r, &members, "confirm")?;
     let calls = stay
         .iter()
@@ -677,8 +685,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
         .collect();
     let r = run_all(
         &rt,
-        &connect,
-        &members,
+        &mut sessions,
         calls,
         args.concurrency,
         "fetching confirmations",
@@ -725,14 +732,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
             (seen, billed_at)
         })
     };
-    let r = run_all(
-        &rt,
-        &connect,
-        &members,
-        reveals,
-        args.concurrency,
-        "revealing",
-    );
+    let r = run_all(&rt, &mut sessions, reveals, args.concurrency, "revealing");
     // Answers after the aggregate was unmasked get AlreadyDone (their
     // shares were not needed): `answers` takes them as done.
     answers(n, r, &members, "reveal")?;
@@ -752,7 +752,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
     let pb = progress(billed_members.len(), "fetching and decrypting bills");
     for &i in &billed_members {
         let m = &members[i];
-        let mut c = connect(&m.key);
+        let mut c = sessions.take(i);
         loop {
             match rt.block_on(c.call(&Request::GetBill { cycle })) {
                 Ok(x) => match x.response {
