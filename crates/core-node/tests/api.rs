@@ -201,8 +201,16 @@ fn bad_household_requests_get_clear_errors_and_store_nothing() {
         code(&ask(json!({"get_bill": {"cycle_id": 1}}))),
         "unknown_cycle"
     );
-    // Nothing stored.
-    assert_eq!(ask(json!({"status": {}})), status_before);
+    // Nothing of the household's stored. (The core did fetch and check
+    // the cycle's member list, which it now shows: its size and
+    // fingerprint.)
+    let after = ask(json!({"status": {}}));
+    assert_eq!(after["status"]["cycles"], status_before["status"]["cycles"]);
+    assert_eq!(after["status"]["community_size"], json!(3));
+    assert_eq!(
+        after["status"]["roster_fingerprint"].as_str().map(str::len),
+        Some(19)
+    );
 
     // Good data; the same again is fine; other data for the cycle conflicts.
     let good = json!({"submit": {"cycle_id": 1, "promises_kwh": [1, 0.5, -1, 0], "actual_kwh": [1.2, 0.5, -0.8, 0.1]}});
