@@ -16,6 +16,19 @@ fn pbill(args: &[&str]) -> (bool, String) {
     )
 }
 
+/// `pbill-bench` (the load test and the drill) with `args`: whether it
+/// succeeded, and its stderr.
+fn bench(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pbill-bench"))
+        .args(args)
+        .output()
+        .expect("run pbill-bench");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 fn community() -> Value {
     json!({
         "cycle_id": 3,
@@ -309,10 +322,14 @@ fn network_commands_refuse_bad_input_before_sending() {
         (vec!["drill", "--kills", "many"], "--kills"),
         (vec!["load", "--members", "2"], "--members"),
         (vec!["load", "--window-secs", "0"], "--window-secs"),
+        (vec!["load", "--dropout-rate", "0.7"], "--dropout-rate"),
     ] {
-        let (ok, err) = pbill(&args);
+        let (ok, err) = bench(&args);
         assert!(!ok && err.contains(named), "{args:?}: {err}");
     }
+    // They left the household's command line.
+    let (ok, err) = pbill(&["load", "--members", "10"]);
+    assert!(!ok && err.contains("unrecognized subcommand"), "{err}");
     assert_eq!(std::fs::read_dir(d).unwrap().count(), before);
 }
 
