@@ -112,7 +112,7 @@ fn operator_and_household_status_and_metrics() {
             String::new()
         };
         let toml = format!(
-            "member = {n:?}\ncommunity = \"st\"\nedge = {edge_ep:?}\nedge_node = {edge_id:?}\nlisten = \"tcp://127.0.0.1:0\"\ndata_dir = {:?}\nkey_file = {:?}\npoll_millis = 100\n{metrics}",
+            "member = {n:?}\ncommunity = \"st\"\nedge = {edge_ep:?}\nedge_node = {edge_id:?}\noperator = {operator:?}\nlisten = \"tcp://127.0.0.1:0\"\ndata_dir = {:?}\nkey_file = {:?}\npoll_millis = 100\n{metrics}",
             d.join(format!("{n}-data")),
             d.join(format!("{n}.key"))
         );
@@ -154,6 +154,24 @@ fn operator_and_household_status_and_metrics() {
     let empty = ok(status("operator.key", &[]));
     assert!(empty.contains("no cycle yet"), "{empty}");
 
+    // The member list, signed by the operator, then the context once the
+    // three cores have joined.
+    ok(pbill()
+        .args([
+            "roster",
+            "--edge",
+            &edge_ep,
+            "--edge-id",
+            &edge_id,
+            "--community",
+            "st",
+            "--key",
+        ])
+        .arg(d.join("operator.key"))
+        .arg("--members")
+        .arg(d.join("edge.toml"))
+        .output()
+        .unwrap());
     // The context, once the three cores have joined.
     std::fs::write(
         d.join("prices.csv"),
@@ -187,7 +205,7 @@ fn operator_and_household_status_and_metrics() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let one = ok(status("operator.key", &["--cycle", "1"]));
-    assert!(one.contains("cycle 1: collecting"), "{one}");
+    assert!(one.contains("cycle 1: advertise"), "{one}");
     assert!(
         one.contains("3 enrolled, 0 submitted, 3 missing, 0 dropped"),
         "{one}"
@@ -303,7 +321,7 @@ fn a_daemon_whose_metrics_address_is_taken_exits_without_listening() {
     std::fs::write(
         d.join("core.toml"),
         format!(
-            "member = \"alice\"\ncommunity = \"st\"\nedge = \"tcp://127.0.0.1:1\"\nedge_node = {edge_id:?}\nlisten = \"tcp://127.0.0.1:0\"\ndata_dir = {:?}\nkey_file = {:?}\nmetrics = {taken:?}\n",
+            "member = \"alice\"\ncommunity = \"st\"\nedge = \"tcp://127.0.0.1:1\"\nedge_node = {edge_id:?}\noperator = {edge_id:?}\nlisten = \"tcp://127.0.0.1:0\"\ndata_dir = {:?}\nkey_file = {:?}\nmetrics = {taken:?}\n",
             d.join("core-data"),
             d.join("core.key")
         ),
