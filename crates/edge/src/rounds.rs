@@ -139,7 +139,20 @@ impl OpenCycle {
             }
         }
         let start = Instant::now();
-        self.progress = self.server.progress();
+        self.progress = match self.server.round() {
+            // In the confirm and reveal rounds the exact list (survivors
+            // whose answers would complete a short secret) is a pass over
+            // every share: report the survivors that have not revealed.
+            Round::Confirm | Round::Reveal => Progress {
+                round: self.server.round(),
+                waiting: if self.server.complete() {
+                    Vec::new()
+                } else {
+                    self.server.not_revealed()
+                },
+            },
+            _ => self.server.progress(),
+        };
         self.computed = Some((self.events, Instant::now(), start.elapsed()));
     }
 
@@ -249,12 +262,9 @@ impl OpenCycle {
     }
 
     /// Whether every secret the unmasking needs has its threshold of
-    /// shares, as of the last [`OpenCycle::refresh`].
+    /// shares (the server keeps count as answers arrive).
     pub fn unmaskable(&self) -> bool {
-        matches!(self.server.round(), Round::Confirm | Round::Reveal)
-            && self.fresh()
-            && matches!(self.progress.round, Round::Confirm | Round::Reveal)
-            && self.progress.waiting.is_empty()
+        self.server.complete()
     }
 }
 

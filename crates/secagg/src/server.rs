@@ -54,6 +54,12 @@ pub struct Server {
     set: Option<SurvivorSet>,
     confirmations: BTreeMap<MemberId, Confirmation>,
     reveals: BTreeMap<MemberId, Reveal>,
+    /// From the confirm round on: each secret the unmasking needs, with
+    /// its threshold and the answers about it so far, and how many are
+    /// still short (kept up to date by each reveal, so that whether the
+    /// unmasking can run costs nothing).
+    tally: BTreeMap<(MemberId, Secret), (usize, usize)>,
+    short: usize,
 }
 
 impl Server {
@@ -90,6 +96,8 @@ impl Server {
             set: None,
             confirmations: BTreeMap::new(),
             reveals: BTreeMap::new(),
+            tally: BTreeMap::new(),
+            short: 0,
         })
     }
 
@@ -294,8 +302,37 @@ impl Server {
             session: self.session.clone(),
             members: self.inputs.keys().cloned().collect(),
         };
+        self.tally = self
+            .needed(&set)
+            .into_iter()
+            .map(|(about, secret)| {
+                let t = self.threshold_of(&about);
+                ((about, secret), (t, 0))
+            })
+            .collect();
+        self.short = self.tally.len();
         self.set = Some(set.clone());
         Ok(set)
+    }
+
+    /// Whether every secret the unmasking needs has its threshold of
+    /// answers (kept up to date by [`Server::reveal`]: no pass over the
+    /// cycle).
+    pub fn complete(&self) -> bool {
+        self.round == Round::Reveal && self.short == 0
+    }
+
+    /// Survivors that have not revealed yet (cheap: `O(n)`).
+    pub fn not_revealed(&self) -> Vec<MemberId> {
+        match &self.set {
+            Some(set) => set
+                .members
+                .iter()
+                .filter(|m| !self.reveals.contains_key(*m))
+                .cloned()
+                .collect(),
+            None => Vec::new(),
+        }
     }
 
     fn set(&self) -> Result<&SurvivorSet, Refusal> {
@@ -373,6 +410,14 @@ impl Server {
             Some(x) if *x == r => Ok(()),
             Some(_) => Err(Refusal::Duplicate(m)),
             None => {
+                for a in &r.answers {
+                    if let Some((t, have)) = self.tally.get_mut(&(a.about.clone(), a.secret)) {
+                        *have += 1;
+                        if *have == *t {
+                            self.short = self.short.saturating_sub(1);
+                        }
+                    }
+                }
                 self.reveals.insert(m, r);
                 self.round = Round::Reveal;
                 Ok(())

@@ -75,6 +75,8 @@ fn too_many_vanished_holders_make_the_edge_wait_and_say_for_whom() {
         other => panic!("{other:?}"),
     }
     assert_eq!(r.server.progress().waiting.len(), 3);
+    // The running count the edge asks before unmasking agrees.
+    assert!(!r.server.complete());
 }
 
 #[test]
@@ -133,5 +135,6 @@ fn a_wrong_share_from_one_member_is_left_out() {
         }
         server.reveal(r).unwrap();
     }
+    assert!(server.complete());
     assert_eq!(server.unmask().unwrap(), c.sum(&ids));
 }
