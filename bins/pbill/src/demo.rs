@@ -40,8 +40,8 @@ pub struct DemoArgs {
     /// Seed of the synthetic community.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Households that never submit (the last ones): the edge declares
-    /// them dropped out at the deadline and bills the others.
+    /// Households that never submit (the last ones): the advertise round
+    /// closes at its deadline without them and the others are billed.
     #[arg(long, default_value_t = 0)]
     pub dropouts: usize,
     /// Households that submit and then vanish before unmasking (the last

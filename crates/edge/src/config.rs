@@ -80,7 +80,7 @@ fn default_max_members() -> usize {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Retention {
-    /// Billed cycles whose submissions (and dropout corrections) are kept
+    /// Billed cycles whose submissions (and round events) are kept
     /// for audit, the most recent ones; older billed cycles' submissions are
     /// deleted. 0: deleted as soon as the cycle's bills are stored.
     pub keep_submissions_cycles: usize,

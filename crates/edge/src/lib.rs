@@ -1,12 +1,12 @@
 //! The edge server: billing authority and gateway of the community.
 //!
-//! It admits the cores listed in its configuration, keeps the member list
-//! and the cycles in a redb store, and runs [`pb_shared_billing::SharedBilling`]
-//! on the submissions: once every member of a cycle has submitted (or the
-//! dropout deadline has passed and the survivors have sent their
-//! corrections) it computes the hidden bills, stores them in one
-//! transaction, and hands each core its own bill. It never holds a key that
-//! opens a household's data.
+//! It admits the cores listed in its configuration, keeps the operator's
+//! signed member lists and the cycles in a redb store, carries each
+//! cycle's SecAgg+ rounds ([`rounds`]) as persisted events, unmasks the
+//! survivors' aggregate, then bills the cycle from the store in batches
+//! between requests ([`pb_shared_billing::CycleBiller`]), each batch of
+//! bills committed with its progress marker, and hands each core its own
+//! bill. It never holds a key that opens a household's data.
 //!
 //! [`run`] serves until shut down; [`Service`] is the transport-free logic.
 

@@ -44,8 +44,8 @@ pub struct ServiceConfig {
     /// Advertise deadline after a context is recorded: members whose core
     /// has not advertised by then take no part in the cycle.
     pub deadline: Duration,
-    /// How long each later round (share, mask, confirm) waits for the
-    /// members still missing before it closes without them.
+    /// How long the share and mask rounds wait for the members still
+    /// missing before they close without them.
     pub round_time: Duration,
     /// Most members a cycle may have.
     pub max_members: usize,

@@ -36,25 +36,26 @@ pub struct StatusReport {
 pub struct CycleProgress {
     /// The cycle.
     pub cycle: CycleId,
-    /// Its phase, e.g. `collecting` (waiting for members' data),
-    /// `correcting` (members were declared dropped out; waiting for the
-    /// survivors' corrections), `billing`, `billed`, or `stuck` (cannot be
-    /// billed; see the edge's log).
+    /// Its phase: the SecAgg+ round (`advertise`, `share`, `mask`,
+    /// `confirm`, `reveal`), then `billing n of m`, `billed`, or `stuck`
+    /// (cannot go on; see the edge's log).
     pub phase: String,
     /// When the context was recorded, Unix seconds.
     pub posted_at: u64,
-    /// When members without data are declared dropped out, Unix seconds.
+    /// When the advertise round closes (members whose core has not
+    /// advertised by then take no part), Unix seconds.
     pub deadline: u64,
     /// When the bills were stored, Unix seconds (once billed).
     pub billed_at: Option<u64>,
-    /// Members of the cycle (frozen when the context was recorded).
+    /// Members of the cycle (its member list's version).
     pub enrolled: usize,
     /// Members whose data the edge holds.
     pub submitted: usize,
-    /// Members the current phase still waits for: without data while
-    /// collecting, survivors without a correction while correcting.
+    /// Members the current round still waits for (in the confirm and
+    /// reveal rounds: survivors that have not revealed).
     pub missing: usize,
-    /// Members declared dropped out.
+    /// Members out of the cycle (not among the survivors once the mask
+    /// round closed; without a bill once billed).
     pub dropped: usize,
     /// Bills computed (once billed).
     pub bills: usize,
@@ -84,6 +85,7 @@ pub struct CycleNodes {
     pub submitted: Vec<NodeId>,
     /// Members the current phase waits for (see [`CycleProgress::missing`]).
     pub missing: Vec<NodeId>,
-    /// Members declared dropped out.
+    /// Members out of the cycle (not among the survivors once the mask
+    /// round closed; without a bill once billed).
     pub dropped: Vec<NodeId>,
 }
