@@ -685,7 +685,7 @@ impl Service {
             None => Err(refuse(
                 ErrorCode::NotEnrolled,
                 format!(
-                    "{me} is not on member list version {} (revoked by the operator)",
+                    "{me} is not on member list version {} (revoked by the operator, or not listed yet: the operator posts a new version that lists it)",
                     current.roster.version
                 ),
             )),
