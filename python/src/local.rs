@@ -15,7 +15,7 @@ use ed25519_dalek::SigningKey;
 use pb_glwe::SecretKey;
 use pb_glwe::seeding::new_seeder;
 use pb_model::Aggregates;
-use pb_przs::{PairwiseKeys, decode};
+use pb_przs::decode;
 use pb_secagg::roster::show_fingerprint;
 use pb_secagg::server::Server;
 use pb_secagg::{Client, Graph, Refusal, Roster, RosterEntry, SignedRoster, SurvivorSet};
@@ -240,13 +240,12 @@ impl LocalCommunity {
         let billing = SharedBilling::create(min_members, Some(community))?;
         let mut members = Vec::with_capacity(list.len());
         for id in list {
-            // PRZS keys with nobody: `hide` leaves the contributions
-            // unmasked, and the mask round masks them with SecAgg+.
-            let przs = pb_przs::IdentityKey::generate(&mut OsRng);
-            let keys = PairwiseKeys::derive(&cid, &id, &przs, &[(id.clone(), przs.public())])
-                .map_err(value_error)?;
-            let inner =
-                pb_hiding::HidingContext::new(keys, SecretKey::generate(new_seeder().as_mut()));
+            // `hide` leaves the contributions for the mask round's SecAgg+.
+            let inner = pb_hiding::HidingContext::for_secagg(
+                &cid,
+                &id,
+                SecretKey::generate(new_seeder().as_mut()),
+            );
             let public = py.detach(|| inner.public_key(new_seeder().as_mut()));
             billing.with(|e| e.register_member(id.clone(), public).map_err(value_error))?;
             members.push(Member {

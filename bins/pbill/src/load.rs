@@ -23,7 +23,7 @@ use pb_hiding::{HiddenData, HidingContext};
 use pb_model::{BillingModel, Data, reference};
 use pb_net::{Connection, EdgeClient};
 use pb_protocol::{NodeKey, Request, Response};
-use pb_przs::{IdentityKey, PairwiseKeys};
+use pb_przs::IdentityKey;
 use pb_secagg::{Client, Round, SignedRoster};
 use pb_units::{CommunityId, CycleId, MemberId};
 use rand_chacha::ChaCha20Rng;
@@ -554,11 +554,8 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
         .map(|(i, c)| {
             let m = &members[i];
             let d: &Data = &parsed.households[i];
-            let alone = [(m.id.clone(), m.przs.public())];
-            let keys =
-                PairwiseKeys::derive(&cid, &m.id, &m.przs, &alone).map_err(|e| e.to_string())?;
             let secret = SecretKey::from_bytes(&m.secret.to_bytes()).ok_or("key round trip")?;
-            let h = HidingContext::new(keys, secret);
+            let h = HidingContext::for_secagg(&cid, &m.id, secret);
             let mut seeder = pb_glwe::seeding::new_seeder();
             let mut hidden: HiddenData = h
                 .hide(d, &ctx, seeder.as_mut())

@@ -11,7 +11,6 @@ use std::time::Instant;
 use pb_hiding::HidingContext;
 use pb_net::{Connection, EdgeClient, Exchange, NetError, Server};
 use pb_protocol::{ErrorCode, NodeId, NodeKey, Request, Response, RosterPage};
-use pb_przs::PairwiseKeys;
 use pb_secagg::{Client, Round, SignedRoster};
 use pb_units::CycleId;
 use tokio::runtime::Handle;
@@ -213,17 +212,12 @@ impl Node {
         if let Some(h) = cache.get(&cycle) {
             return Ok(h.clone());
         }
-        // The aggregate contributions are masked by SecAgg+, not PRZS:
-        // pairwise keys with nobody leave them unmasked for it.
-        let alone = [(self.checked.member.clone(), self.secrets.przs.public())];
-        let keys = PairwiseKeys::derive(
+        // The aggregate contributions are masked by SecAgg+, not PRZS.
+        let h = Arc::new(HidingContext::for_secagg(
             &self.checked.community,
             &self.checked.member,
-            &self.secrets.przs,
-            &alone,
-        )
-        .map_err(|e| CoreError::Protocol(format!("{cycle}: {e}")))?;
-        let h = Arc::new(HidingContext::new(keys, self.secrets.glwe.clone()));
+            self.secrets.glwe.clone(),
+        ));
         cache.insert(cycle, h.clone());
         Ok(h)
     }

@@ -147,6 +147,16 @@ impl HidingContext {
         }
     }
 
+    /// A household's context whose aggregate contributions are left for
+    /// SecAgg+ to mask (PRZS keys with no peer, [`PairwiseKeys::alone`]).
+    pub fn for_secagg(
+        community: &CommunityId,
+        member: &MemberId,
+        secret: impl Into<std::sync::Arc<SecretKey>>,
+    ) -> HidingContext {
+        HidingContext::new(PairwiseKeys::alone(community, member), secret)
+    }
+
     /// The member.
     pub fn member(&self) -> &MemberId {
         self.keys.member()

@@ -187,6 +187,17 @@ impl PairwiseKeys {
         })
     }
 
+    /// Keys with no peer: every PRZS mask is zero, so `hide` leaves the
+    /// aggregate contributions for secure aggregation (`pb-secagg`) to
+    /// mask. This is how the network and the local community hide today.
+    pub fn alone(community: &CommunityId, me: &MemberId) -> PairwiseKeys {
+        PairwiseKeys {
+            community: community.clone(),
+            me: me.clone(),
+            peers: BTreeMap::new(),
+        }
+    }
+
     /// The community these keys were derived for.
     pub fn community(&self) -> &CommunityId {
         &self.community
@@ -309,6 +320,22 @@ mod tests {
     use proptest::prelude::*;
     use rand_chacha::ChaCha20Rng;
     use rand_core::SeedableRng;
+
+    #[test]
+    fn keys_alone_mask_nothing_and_equal_keys_derived_with_oneself_only() {
+        let c = CommunityId("c".into());
+        let (me, key) = community(1, 4).remove(0);
+        let alone = PairwiseKeys::alone(&c, &me);
+        let derived = PairwiseKeys::derive(&c, &me, &key, &[(me.clone(), key.public())]).unwrap();
+        assert_eq!(alone.peer_count(), 0);
+        assert_eq!((alone.community(), alone.member()), (&c, &me));
+        let values: Vec<u64> = (0..8).map(|i| i * 7 + 1).collect();
+        let (mut a, mut b) = (values.clone(), values.clone());
+        alone.add_mask(CycleId(3), 1, &mut a);
+        derived.add_mask(CycleId(3), 1, &mut b);
+        assert_eq!(a, values);
+        assert_eq!(b, values);
+    }
 
     fn community(n: usize, seed: u64) -> Vec<(MemberId, IdentityKey)> {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);

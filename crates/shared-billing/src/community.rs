@@ -10,7 +10,7 @@ use pb_glwe::SecretKey;
 use pb_glwe::seeding::{Seeder, deterministic, new_seeder};
 use pb_hiding::{HidingContext, HidingError};
 use pb_model::{Aggregates, Bill, CycleContext, Data, reference};
-use pb_przs::{IdentityKey, PairwiseKeys, PrzsError, decode};
+use pb_przs::{PrzsError, decode};
 use pb_secagg::server::Server;
 use pb_secagg::{Client, Graph, Roster, RosterEntry, SignedRoster};
 use pb_units::CommunityId;
@@ -215,10 +215,8 @@ pub fn run_local_with_progress(
     let mut contexts = Vec::with_capacity(households.len());
     let mut clients = Vec::with_capacity(households.len());
     for (d, signer) in households.iter().zip(&signers) {
-        let id = IdentityKey::generate(&mut rng);
-        let alone = [(d.member().clone(), id.public())];
-        let keys = PairwiseKeys::derive(&community, d.member(), &id, &alone)?;
-        let hiding = HidingContext::new(keys, SecretKey::generate(seeder.as_mut()));
+        let hiding =
+            HidingContext::for_secagg(&community, d.member(), SecretKey::generate(seeder.as_mut()));
         edge.register_member(d.member().clone(), hiding.public_key(seeder.as_mut()))?;
         contexts.push(hiding);
         let client = Client::with_graph(&roster, &graph, need, d.member(), signer, &mut rng)?;

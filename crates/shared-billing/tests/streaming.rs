@@ -8,12 +8,9 @@ use pb_glwe::seeding::deterministic;
 use pb_glwe::{CompactPublicKey, SecretKey};
 use pb_hiding::{HiddenBill, HiddenData, HidingContext};
 use pb_model::{Aggregates, BillingModel, CycleContext, Data, reference};
-use pb_przs::{IdentityKey, PairwiseKeys};
 use pb_shared_billing::{BillingError, ComputeBackend, CpuBackend, CycleBiller, SharedBilling};
 use pb_units::{CommunityId, CycleId, MemberId};
 use proptest::prelude::*;
-use rand_chacha::ChaCha20Rng;
-use rand_core::SeedableRng;
 
 /// A community's hidden data with unmasked contributions (each household's
 /// pairwise keys are with nobody, as under SecAgg+), its keys, and the
@@ -31,16 +28,16 @@ fn setup(n: usize, slots: usize, model: BillingModel, seed: u64) -> Setup {
     let mut rng = Lcg(seed);
     let ctx = context(model, slots, &mut rng);
     let data = households(n, slots, &mut rng);
-    let mut chacha = ChaCha20Rng::seed_from_u64(seed);
     let mut seeder = deterministic(seed as u128 | 1 << 90);
     let mut hiding = Vec::new();
     let mut keys = Vec::new();
     let mut hidden = Vec::new();
     for d in &data {
-        let id = IdentityKey::generate(&mut chacha);
-        let alone = [(d.member().clone(), id.public())];
-        let pk = PairwiseKeys::derive(&CommunityId("s".into()), d.member(), &id, &alone).unwrap();
-        let h = HidingContext::new(pk, SecretKey::generate(&mut seeder));
+        let h = HidingContext::for_secagg(
+            &CommunityId("s".into()),
+            d.member(),
+            SecretKey::generate(&mut seeder),
+        );
         keys.push(h.public_key(&mut seeder));
         hidden.push(h.hide(d, &ctx, &mut seeder).unwrap());
         hiding.push(h);

@@ -90,18 +90,13 @@ pub fn edge_config(
 /// One request to the edge (the test's runtime and client).
 pub type Call<'a> = &'a dyn Fn(&mut pb_net::EdgeClient, &pb_protocol::Request) -> Response;
 
-/// A member's hiding context for SecAgg+: pairwise PRZS keys with nobody,
-/// so `hide` leaves the contributions for SecAgg+ to mask.
+/// A member's hiding context for SecAgg+.
 pub fn hiding(community: &str, m: &Member) -> HidingContext {
-    let alone = [(m.id.clone(), m.przs.public())];
-    let keys = pb_przs::PairwiseKeys::derive(
+    HidingContext::for_secagg(
         &pb_units::CommunityId(community.into()),
         &m.id,
-        &m.przs,
-        &alone,
+        m.glwe.clone(),
     )
-    .unwrap();
-    HidingContext::new(keys, m.glwe.clone())
 }
 
 /// The member list of `members`, signed by `operator`.
