@@ -283,7 +283,7 @@ impl Node {
             } else if let Some(f) = &state.failure {
                 format!("failed: {f}")
             } else if let Some(round) = state.sent.filter(|_| state.submitted) {
-                format!("submitted ({} round)", round_name(round))
+                format!("submitted ({} round)", round.name())
             } else if state.submitted {
                 "submitted".into()
             } else {
@@ -488,7 +488,7 @@ impl Node {
                     tracing::info!(%cycle, bytes = exchange.sent, "masked submission accepted by the edge");
                 }
                 self.store.put_state(cycle, state)?;
-                tracing::debug!(%cycle, round = round_name(round), "round message accepted");
+                tracing::debug!(%cycle, round = round.name(), "round message accepted");
                 Ok(true)
             }
             Response::Error { code, message } if is_final(code) => {
@@ -496,12 +496,12 @@ impl Node {
                 Ok(false)
             }
             Response::Error { code, message } => {
-                tracing::debug!(%cycle, ?code, %message, round = round_name(round), "round message refused for now");
+                tracing::debug!(%cycle, ?code, %message, round = round.name(), "round message refused for now");
                 Ok(false)
             }
             other => Err(CoreError::Protocol(format!(
                 "unexpected answer in the {} round: {other:?}",
-                round_name(round)
+                round.name()
             ))),
         }
     }
@@ -742,18 +742,6 @@ impl Node {
 
 fn unexpected(what: &str, answer: &Response) -> CoreError {
     CoreError::Protocol(format!("unexpected answer to {what}: {answer:?}"))
-}
-
-/// The round's name for people.
-pub fn round_name(r: Round) -> &'static str {
-    match r {
-        Round::Advertise => "advertise",
-        Round::Share => "share",
-        Round::Mask => "mask",
-        Round::Confirm => "confirm",
-        Round::Reveal => "reveal",
-        Round::Done => "done",
-    }
 }
 
 /// A core started by [`spawn`].

@@ -227,8 +227,8 @@ impl OpenCycle {
                 ErrorCode::NotReady,
                 format!(
                     "the cycle is in its {} round; the {} round has not begun",
-                    round_name(now),
-                    round_name(round)
+                    now.name(),
+                    round.name()
                 ),
             ));
         }
@@ -268,18 +268,6 @@ impl OpenCycle {
     }
 }
 
-/// The round's name for people.
-pub fn round_name(r: Round) -> &'static str {
-    match r {
-        Round::Advertise => "advertise",
-        Round::Share => "share",
-        Round::Mask => "mask",
-        Round::Confirm => "confirm",
-        Round::Reveal => "reveal",
-        Round::Done => "done",
-    }
-}
-
 /// A SecAgg+ refusal as the edge answers it.
 pub fn secagg_refusal(e: Refusal) -> service::Refusal {
     let code = match &e {
@@ -289,7 +277,7 @@ pub fn secagg_refusal(e: Refusal) -> service::Refusal {
                 ErrorCode::Rejected,
                 format!(
                     "the {} round of this cycle is closed: this member takes no further part in it",
-                    round_name(*expected)
+                    expected.name()
                 ),
             );
         }

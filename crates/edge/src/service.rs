@@ -1309,7 +1309,7 @@ fn late_or_refused(
                 ErrorCode::AlreadyDone,
                 format!(
                     "{me}'s {} message of {cycle} is already in",
-                    crate::rounds::round_name(*expected)
+                    expected.name()
                 ),
             );
         }

@@ -158,7 +158,7 @@ impl Service {
                     None => "billing".to_string(),
                 }
             }
-            (None, Some(o)) => crate::rounds::round_name(o.server.round()).to_string(),
+            (None, Some(o)) => o.server.round().name().to_string(),
             (None, None) => "billing".to_string(),
         };
         let deadline = rec.posted_at.saturating_add(self.config.deadline.as_secs());
@@ -166,10 +166,7 @@ impl Service {
         if let Some(o) = open {
             for (i, (r, at)) in o.opened.iter().enumerate() {
                 let end = o.opened.get(i + 1).map_or(now, |(_, t)| *t);
-                rounds.push(round(
-                    crate::rounds::round_name(*r),
-                    ms(end.saturating_sub(*at)),
-                ));
+                rounds.push(round(r.name(), ms(end.saturating_sub(*at))));
             }
         } else if let Some(b) = billed {
             let start = ms(b.at).saturating_sub(b.millis);

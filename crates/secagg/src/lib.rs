@@ -63,6 +63,19 @@ pub enum Round {
 }
 
 impl Round {
+    /// The round's name for people (`advertise`, `share`, `mask`,
+    /// `confirm`, `reveal`, `done`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Round::Advertise => "advertise",
+            Round::Share => "share",
+            Round::Mask => "mask",
+            Round::Confirm => "confirm",
+            Round::Reveal => "reveal",
+            Round::Done => "done",
+        }
+    }
+
     /// `Ok` when this is `round`, else the refusal of a message for it.
     pub fn require(self, round: Round) -> Result<(), Refusal> {
         if self != round {
