@@ -11,14 +11,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Member, context, data, edge_config, error_code};
+use common::{Member, context, data, edge_config};
 use pb_glwe::SecretKey;
 use pb_glwe::seeding::deterministic;
 use pb_model::{Data, reference};
 use pb_net::{Connection, EdgeClient};
-use pb_protocol::{ErrorCode, NodeKey, Request, Response, StatusReport};
+use pb_protocol::{NodeKey, Request, Response, StatusReport};
 use pb_przs::IdentityKey;
-use pb_secagg::Round;
 use pb_shared_billing::{ComputeBackend, CpuBackend, EvalJob};
 use pb_units::{CycleId, MemberId};
 
@@ -107,55 +106,16 @@ fn an_edge_stopped_while_billing_resumes_from_its_last_batch() {
         m.hiding = Some(common::hiding("resume", m));
     }
     let values: Vec<Data> = (0..N).map(|i| data(&members[i].id, i as i64 + 1)).collect();
-    let mut secagg: Vec<pb_secagg::Client> = members
-        .iter()
-        .map(|m| common::start(&roster, &operator, m, 1))
-        .collect();
-    for i in 0..N {
-        assert_eq!(
-            common::advertise(&call, &mut clients[i], &secagg[i], 1),
-            Response::Ok
-        );
-    }
-    common::wait_round(&call, &mut op, 1, Round::Share);
-    for i in 0..N {
-        assert_eq!(
-            common::share(&call, &mut clients[i], &mut secagg[i], 1),
-            Response::Ok
-        );
-    }
-    common::wait_round(&call, &mut op, 1, Round::Mask);
-    for i in 0..N {
-        let h = members[i]
-            .hiding
-            .as_ref()
-            .unwrap()
-            .hide(&values[i], &ctx, &mut deterministic(400 + i as u128))
-            .unwrap();
-        let r = common::masked(&call, &mut clients[i], &mut secagg[i], h, 1);
-        assert_eq!(call(&mut clients[i], &r), Response::Ok);
-    }
-    common::wait_round(&call, &mut op, 1, Round::Confirm);
-    for i in 0..N {
-        assert_eq!(
-            common::confirm(
-                &call,
-                &mut clients[i],
-                &mut secagg[i],
-                &roster,
-                &members[i].key,
-                1
-            ),
-            Response::Ok
-        );
-    }
-    for i in 0..N {
-        let r = common::reveal(&call, &mut clients[i], &mut secagg[i], 1);
-        assert!(
-            r == Response::Ok || error_code(&r) == Some(ErrorCode::AlreadyDone),
-            "{r:?}"
-        );
-    }
+    common::all_rounds(
+        &call,
+        &mut op,
+        &mut clients,
+        &members,
+        &roster,
+        &operator,
+        &ctx,
+        &values,
+    );
     // Billing runs between requests: the edge keeps answering, and says how
     // far it is. Stop it once some but not all bills are stored.
     let status = |op: &mut EdgeClient| -> String {

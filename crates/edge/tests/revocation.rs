@@ -17,7 +17,6 @@ use pb_model::{Data, reference};
 use pb_net::{Connection, EdgeClient};
 use pb_protocol::{ErrorCode, NodeKey, Request, Response};
 use pb_przs::IdentityKey;
-use pb_secagg::Round;
 use pb_shared_billing::CpuBackend;
 use pb_units::{CycleId, MemberId};
 
@@ -149,54 +148,16 @@ fn a_revoked_member_is_refused_and_the_cycle_runs_without_it() {
         m.hiding = Some(common::hiding("revoke", m));
     }
     let values: Vec<Data> = (0..3).map(|i| data(&members[i].id, i as i64 + 3)).collect();
-    let mut secagg: Vec<pb_secagg::Client> = (0..3)
-        .map(|i| common::start(&v2, &operator, &members[i], 1))
-        .collect();
-    for i in 0..3 {
-        assert_eq!(
-            common::advertise(&call, &mut clients[i], &secagg[i], 1),
-            Response::Ok
-        );
-    }
-    common::wait_round(&call, &mut op, 1, Round::Share);
-    for i in 0..3 {
-        assert_eq!(
-            common::share(&call, &mut clients[i], &mut secagg[i], 1),
-            Response::Ok
-        );
-    }
-    common::wait_round(&call, &mut op, 1, Round::Mask);
-    for i in 0..3 {
-        let h = members[i]
-            .hiding
-            .as_ref()
-            .unwrap()
-            .hide(&values[i], &ctx, &mut deterministic(300 + i as u128))
-            .unwrap();
-        let r = common::masked(&call, &mut clients[i], &mut secagg[i], h, 1);
-        assert_eq!(call(&mut clients[i], &r), Response::Ok);
-    }
-    common::wait_round(&call, &mut op, 1, Round::Confirm);
-    for i in 0..3 {
-        assert_eq!(
-            common::confirm(
-                &call,
-                &mut clients[i],
-                &mut secagg[i],
-                &v2,
-                &members[i].key,
-                1
-            ),
-            Response::Ok
-        );
-    }
-    for i in 0..3 {
-        let r = common::reveal(&call, &mut clients[i], &mut secagg[i], 1);
-        assert!(
-            r == Response::Ok || error_code(&r) == Some(ErrorCode::AlreadyDone),
-            "{r:?}"
-        );
-    }
+    common::all_rounds(
+        &call,
+        &mut op,
+        &mut clients,
+        &members,
+        &v2,
+        &operator,
+        &ctx,
+        &values,
+    );
     let want = reference::bills(&ctx, &values).unwrap();
     let until = std::time::Instant::now() + Duration::from_secs(30);
     for i in 0..3 {

@@ -316,3 +316,68 @@ pub fn bill(call: Call<'_>, c: &mut pb_net::EdgeClient, cycle: u64) -> pb_hiding
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// Every member of `members` (each with its client, at the same index)
+/// through every round of cycle 1, hiding `values[i]` under `ctx`, each
+/// round awaited through the operator's client `op`: what an honest
+/// community does when nobody drops out.
+#[allow(clippy::too_many_arguments)]
+pub fn all_rounds(
+    call: Call<'_>,
+    op: &mut pb_net::EdgeClient,
+    clients: &mut [pb_net::EdgeClient],
+    members: &[Member],
+    roster: &pb_secagg::SignedRoster,
+    operator: &NodeKey,
+    ctx: &CycleContext,
+    values: &[Data],
+) {
+    use pb_secagg::Round;
+    let n = values.len();
+    let mut secagg: Vec<pb_secagg::Client> = members[..n]
+        .iter()
+        .map(|m| start(roster, operator, m, 1))
+        .collect();
+    for i in 0..n {
+        assert_eq!(
+            advertise(call, &mut clients[i], &secagg[i], 1),
+            Response::Ok
+        );
+    }
+    wait_round(call, op, 1, Round::Share);
+    for i in 0..n {
+        assert_eq!(
+            share(call, &mut clients[i], &mut secagg[i], 1),
+            Response::Ok
+        );
+    }
+    wait_round(call, op, 1, Round::Mask);
+    for i in 0..n {
+        let hiding = members[i].hiding.as_ref().expect("hiding context");
+        let h = hiding
+            .hide(
+                &values[i],
+                ctx,
+                &mut pb_glwe::seeding::deterministic(400 + i as u128),
+            )
+            .unwrap();
+        let r = masked(call, &mut clients[i], &mut secagg[i], h, 1);
+        assert_eq!(call(&mut clients[i], &r), Response::Ok);
+    }
+    wait_round(call, op, 1, Round::Confirm);
+    for i in 0..n {
+        let key = &members[i].key;
+        assert_eq!(
+            confirm(call, &mut clients[i], &mut secagg[i], roster, key, 1),
+            Response::Ok
+        );
+    }
+    for i in 0..n {
+        // Answers after the aggregate was unmasked are not needed.
+        let r = reveal(call, &mut clients[i], &mut secagg[i], 1);
+        assert!(
+            r == Response::Ok || error_code(&r) == Some(ErrorCode::AlreadyDone),
+            "{r:?}"
+        );
+    }
+}
