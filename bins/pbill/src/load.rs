@@ -206,6 +206,21 @@ fn run_all(
     out
 }
 
+/// Sends the same read request (`GetBundles`, `GetShares`, ...) for each
+/// member of `who` and returns the answers, indexed like the members.
+fn ask_all(
+    rt: &tokio::runtime::Runtime,
+    sessions: &mut Sessions<'_>,
+    who: &[usize],
+    request: &Request,
+    concurrency: usize,
+    what: &str,
+) -> Result<Vec<Option<Response>>, String> {
+    let calls = who.iter().map(|&i| (i, request.clone())).collect();
+    let results = run_all(rt, sessions, calls, concurrency, what);
+    answers(sessions.members.len(), results, sessions.members, what)
+}
+
 /// The answers of `results`, indexed like `members`; the first failure
 /// named.
 fn answers(
@@ -501,18 +516,14 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
     lap("advertise round", &mut phases);
 
     // Share.
-    let calls = advertisers
-        .iter()
-        .map(|&i| (i, Request::GetBundles { cycle }))
-        .collect();
-    let r = run_all(
+    let got = ask_all(
         &rt,
         &mut sessions,
-        calls,
+        &advertisers,
+        &Request::GetBundles { cycle },
         args.concurrency,
         "fetching key bundles",
-    );
-    let got = answers(n, r, &members, "bundles")?;
+    )?;
     let shares: Vec<(usize, Request)> = clients
         .par_iter_mut()
         .enumerate()
@@ -533,18 +544,14 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
     lap("share round", &mut phases);
 
     // Mask: each member's hidden data masked (the cores' work, not timed).
-    let calls = advertisers
-        .iter()
-        .map(|&i| (i, Request::GetShares { cycle }))
-        .collect();
-    let r = run_all(
+    let got = ask_all(
         &rt,
         &mut sessions,
-        calls,
+        &advertisers,
+        &Request::GetShares { cycle },
         args.concurrency,
         "fetching shares",
-    );
-    let got = answers(n, r, &members, "shares")?;
+    )?;
     let cid = CommunityId(community.clone());
     let pb = progress(advertisers.len(), "hiding and masking");
     let prepared: Vec<(usize, Request)> = clients
@@ -643,18 +650,14 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
 
     // Confirm and reveal (those that stay).
     let stay = active(2);
-    let calls = stay
-        .iter()
-        .map(|&i| (i, Request::GetSurvivors { cycle }))
-        .collect();
-    let r = run_all(
+    let got = ask_all(
         &rt,
         &mut sessions,
-        calls,
+        &stay,
+        &Request::GetSurvivors { cycle },
         args.concurrency,
         "fetching the survivor set",
-    );
-    let got = answers(n, r, &members, "survivors")?;
+    )?;
     let confirms: Vec<(usize, Request)> = stay
         .iter()
         .map(|&i| {
@@ -676,18 +679,14 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
         .collect::<Result<_, String>>()?;
     let r = run_all(&rt, &mut sessions, confirms, args.concurrency, "confirming");
     answers(n, r, &members, "confirm")?;
-    let calls = stay
-        .iter()
-        .map(|&i| (i, Request::GetConfirmations { cycle }))
-        .collect();
-    let r = run_all(
+    let got_confirmations = ask_all(
         &rt,
         &mut sessions,
-        calls,
+        &stay,
+        &Request::GetConfirmations { cycle },
         args.concurrency,
         "fetching confirmations",
-    );
-    let got_confirmations = answers(n, r, &members, "confirmations")?;
+    )?;
     let reveals: Vec<(usize, Request)> = stay
         .iter()
         .map(|&i| {
