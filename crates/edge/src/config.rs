@@ -424,6 +424,13 @@ mod tests {
             assert!(e.contains(key), "{e}");
         };
         let mut c = base();
+        assert_eq!(c.round_secs, 60);
+        c.round_secs = 0;
+        refused(&c, "round_secs");
+        let mut c = base();
+        c.dropout_deadline_secs = 0;
+        refused(&c, "dropout_deadline_secs");
+        let mut c = base();
         c.max_members = 2;
         refused(&c, "max_members");
         c.max_members = pb_units::limits::MAX_MEMBERS + 1;

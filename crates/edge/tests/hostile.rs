@@ -164,6 +164,21 @@ fn hostile_requests_are_refused_and_change_nothing() {
         .iter()
         .map(|m| common::start(&signed, &operator, m, 1))
         .collect();
+    // A member's core speaking for another member in a round: refused,
+    // nothing changes (its own bundle is still accepted afterwards).
+    match call(
+        &mut clients[1],
+        &Request::Advertise {
+            cycle: CycleId(1),
+            bundle: secagg[0].bundle().clone(),
+        },
+    ) {
+        Response::Error { code, message } => {
+            assert_eq!(code, ErrorCode::Forbidden);
+            assert!(message.contains("speaks for"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
     for (c, s) in clients.iter_mut().zip(&secagg) {
         assert_eq!(common::advertise(&call, c, s, 1), Response::Ok);
     }
