@@ -100,3 +100,52 @@ fn passphrase_files_are_read_bounded_and_checked() {
     std::fs::write(&p, vec![b'x'; 4096]).unwrap();
     assert!(Passphrase::read_file(&p).is_err());
 }
+
+/// A cycle's SecAgg+ state (its per-cycle secrets) is sealed under the
+/// passphrase like the household's keys: read without it, or with another,
+/// it is refused and nothing changes; the stored bytes do not show the
+/// state in clear.
+#[test]
+fn masking_state_is_sealed_with_the_passphrase() {
+    use pb_units::{CycleId, MemberId};
+    let d = tempfile::tempdir().unwrap();
+    let keys: Vec<NodeKey> = (0..3u8).map(|i| NodeKey::from_bytes([i + 1; 32])).collect();
+    let operator = NodeKey::from_bytes([9; 32]);
+    let roster = pb_secagg::Roster::new(
+        "c",
+        1,
+        keys.iter()
+            .enumerate()
+            .map(|(i, k)| pb_secagg::RosterEntry {
+                member: MemberId::new(format!("m{i}")).unwrap(),
+                identity: k.id().0,
+            })
+            .collect(),
+    )
+    .unwrap();
+    let signed = pb_secagg::SignedRoster::sign(roster, operator.signing_key());
+    let client = pb_secagg::Client::start(
+        &signed,
+        &operator.id().0,
+        3,
+        1,
+        &MemberId::new("m0").unwrap(),
+        keys[0].signing_key(),
+        &mut rand_core::OsRng,
+    )
+    .unwrap();
+    let pass = Passphrase::new(b"a long enough passphrase").unwrap();
+    let other = Passphrase::new(b"another long passphrase").unwrap();
+    let store = CoreStore::open(d.path()).unwrap();
+    store.put_client(CycleId(1), &client, Some(&pass)).unwrap();
+    assert!(store.client(CycleId(1), None).is_err());
+    assert!(store.client(CycleId(1), Some(&other)).is_err());
+    let back = store.client(CycleId(1), Some(&pass)).unwrap().unwrap();
+    assert_eq!(back.bundle(), client.bundle());
+    drop(store);
+    // The bundle's public keys are part of the clear state: they must not
+    // appear in the file.
+    let file = std::fs::read(d.path().join("core.redb")).unwrap();
+    let pk = client.bundle().bundle.mask_pk;
+    assert!(!file.windows(32).any(|w| w == pk));
+}
