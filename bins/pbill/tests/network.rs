@@ -2,60 +2,13 @@
 //! edge, cores, the operator's and the households' command lines, the
 //! Python household example, and `pbill demo` with its fault drills.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn pbill() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_pbill"))
-}
+mod common;
 
-/// Kills its process when dropped.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(role: &str, config: &Path, log: &Path) -> (Daemon, String) {
-    let mut child = pbill()
-        .args([role, "--config"])
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(
-        line.starts_with("listening "),
-        "{role} did not start: {line:?}"
-    );
-    (
-        Daemon(child),
-        line.trim_start_matches("listening ").trim().to_string(),
-    )
-}
-
-fn keygen(dir: &Path, name: &str) -> String {
-    let out = pbill()
-        .args(["keygen", "--out"])
-        .arg(dir.join(name))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
+use common::{keygen, pbill, start};
 
 fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();

@@ -1,61 +1,16 @@
 //! `pbill status` and the metrics endpoints against daemons started as
 //! separate processes on loopback: the operator follows a cycle from
-//! collecting to billed, a household's key is refused, a core tells its
+//! its rounds to billed, a household's key is refused, a core tells its
 //! household its cycles, both daemons' counters move, and a daemon whose
 //! metrics address is taken exits at once with a clear error.
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-fn pbill() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_pbill"))
-}
+mod common;
 
-/// Kills its process when dropped.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(role: &str, config: &Path, log: &Path) -> (Daemon, String) {
-    let mut child = pbill()
-        .args([role, "--config"])
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(
-        line.starts_with("listening "),
-        "{role} did not start: {line:?} {}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
-    (
-        Daemon(child),
-        line.trim_start_matches("listening ").trim().to_string(),
-    )
-}
-
-fn keygen(dir: &Path, name: &str) -> String {
-    let out = pbill()
-        .args(["keygen", "--out"])
-        .arg(dir.join(name))
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
+use common::{keygen, pbill, start};
 
 fn free_addr() -> String {
     TcpListener::bind("127.0.0.1:0")
