@@ -48,11 +48,37 @@ impl Connection {
     /// is pinned as `server` (its transport key derives from it), and
     /// every message is sealed. A server with another key fails the
     /// handshake.
+    ///
+    /// An open socket is kept: the next request runs a fresh handshake as
+    /// `key` over it (the server replaces the socket's session), so one
+    /// connection can carry several identities one after the other.
     pub fn encrypted(mut self, key: impl Into<Arc<NodeKey>>, server: NodeId) -> Connection {
         self.secure = Some((key.into(), server));
-        self.socket = None;
         self.session = None;
         self
+    }
+
+    /// Opens the encrypted session now if there is none (connecting
+    /// first), instead of with the next request; a no-op on a plain
+    /// connection. Lets a caller time a request without its handshake.
+    pub async fn handshake(&mut self) -> Result<(), NetError> {
+        let result = tokio::time::timeout(self.timeout, self.ensure_session()).await;
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                self.socket = None;
+                self.session = None;
+                Err(e)
+            }
+            Err(_) => {
+                self.socket = None;
+                self.session = None;
+                Err(NetError::Timeout {
+                    endpoint: self.endpoint.clone(),
+                    millis: self.timeout.as_millis(),
+                })
+            }
+        }
     }
 
     /// The endpoint.
@@ -107,7 +133,7 @@ impl Connection {
         }
     }
 
-    async fn exchange(&mut self, payload: Vec<u8>) -> Result<Vec<u8>, NetError> {
+    async fn ensure_session(&mut self) -> Result<(), NetError> {
         let secure_error = |endpoint: &str, source: SecureError| NetError::Secure {
             endpoint: endpoint.to_string(),
             source,
@@ -123,6 +149,15 @@ impl Connection {
                 self.session = Some(session);
             }
         }
+        Ok(())
+    }
+
+    async fn exchange(&mut self, payload: Vec<u8>) -> Result<Vec<u8>, NetError> {
+        let secure_error = |endpoint: &str, source: SecureError| NetError::Secure {
+            endpoint: endpoint.to_string(),
+            source,
+        };
+        self.ensure_session().await?;
         let wire = match self.session.as_mut() {
             Some(session) => session
                 .seal(&payload)
@@ -251,6 +286,18 @@ impl EdgeClient {
     /// The edge endpoint.
     pub fn endpoint(&self) -> &str {
         self.connection.endpoint()
+    }
+
+    /// Opens the encrypted session now (see [`Connection::handshake`]).
+    pub async fn handshake(&mut self) -> Result<(), NetError> {
+        self.connection.handshake().await
+    }
+
+    /// The connection back, socket kept: [`EdgeClient::new`] with another
+    /// key runs a new handshake over it (a pool of connections shared by
+    /// many identities, as the load bench uses).
+    pub fn into_connection(self) -> Connection {
+        self.connection
     }
 
     /// The node id this client signs as.

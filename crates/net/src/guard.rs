@@ -1,17 +1,24 @@
-//! The socket guard: a TCP front for a ZeroMQ socket that enforces, at the
-//! socket level, what the `zeromq` crate does not: a size limit on every
-//! frame and message before it is buffered, deadlines for half-sent
-//! greetings and messages (slowloris), an idle timeout and caps on
-//! connections in all and per peer address.
+//! The socket guard: the server's TCP front, which enforces at the socket
+//! level a size limit on every frame and message before it is buffered,
+//! deadlines for half-sent greetings and messages (slowloris), an idle
+//! timeout and caps on connections in all and per peer address, and then
+//! speaks the server end of ZMTP 3.0 (NULL mechanism, as a ROUTER) to the
+//! peer itself (module `zmtp`).
 //!
-//! Every accepted connection gets its own connection to the ZeroMQ socket
-//! (bound on loopback), and the guard copies bytes both ways. The bytes
-//! towards the socket go through a [`ZmtpScanner`] first, which follows
-//! the ZMTP 3 framing (greeting, then frames of `flags | size | body`)
-//! without buffering: a frame header announcing too much, a message of
-//! too many parts, a bad greeting or a frame that does not finish in time
-//! closes the connection before the offending bytes reach the socket.
+//! Every byte a peer sends goes through a [`ZmtpScanner`] first, which
+//! follows the ZMTP 3 framing (greeting, then frames of `flags | size |
+//! body`) without buffering: a frame header announcing too much, a message
+//! of too many parts, a bad greeting or a frame that does not finish in
+//! time closes the connection before the offending bytes are buffered.
 //! Other peers are not affected.
+//!
+//! Until issue 12's load runs the guard copied each connection to a
+//! `zeromq` ROUTER socket on loopback; under connection churn (thousands
+//! of short connections) that ROUTER stopped passing requests on, with its
+//! sockets left half-closed, and each peer cost three descriptors and the
+//! ROUTER's per-peer buffers. Terminating ZMTP here (one descriptor per
+//! peer, a connection's state dropped when it closes) removed both;
+//! clients still use the `zeromq` crate's REQ socket (or libzmq's).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -19,9 +26,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+
+use crate::zmtp::{self, Decoder, Item};
 
 /// Limits of the guard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -355,15 +367,46 @@ fn take_slot(slots: &Arc<Mutex<Slots>>, address: IpAddr, limits: &GuardLimits) -
     })
 }
 
-/// Accepts connections on `listener` forever, forwarding each to
-/// `upstream` through the limits.
-pub async fn run(
+/// Most requests of one connection in flight at once (received, not yet
+/// answered and written back): a REQ peer has one; a pipelining DEALER
+/// waits beyond this (the guard stops reading its connection), so a peer
+/// that sends without reading cannot queue answers without bound.
+pub const MAX_IN_FLIGHT: usize = 4;
+
+/// Bytes to write to one connection, with the permit of the request they
+/// answer (given back once written).
+pub(crate) type Outgoing = (Vec<u8>, Option<OwnedSemaphorePermit>);
+
+/// One peer connection as the server sees it: its routing id (unique for
+/// the server's life) and the queue of bytes written to it.
+#[derive(Debug, Clone)]
+pub(crate) struct Link {
+    /// The connection's routing id (the first frame of its requests'
+    /// route, as a ROUTER socket would add it).
+    pub id: Bytes,
+    /// Bytes to write back.
+    pub out: UnboundedSender<Outgoing>,
+}
+
+/// Where the guard hands what its peers send.
+pub(crate) trait Sink: Send + Sync + 'static {
+    /// A whole message from `link`, holding one of its in-flight permits.
+    fn message(&self, link: &Link, frames: Vec<Bytes>, permit: OwnedSemaphorePermit);
+    /// The connection `id` is closed (its session can go).
+    fn closed(&self, id: &Bytes);
+}
+
+/// Accepts connections on `listener` forever and serves each as the
+/// server end of ZMTP 3.0 within the limits, handing its messages to
+/// `sink`.
+pub(crate) async fn run(
     listener: TcpListener,
-    upstream: SocketAddr,
     limits: GuardLimits,
     stats: Arc<GuardStats>,
+    sink: Arc<dyn Sink>,
 ) {
     let slots = Arc::new(Mutex::new(Slots::default()));
+    let mut next_id: u64 = 0;
     loop {
         let (client, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -381,42 +424,58 @@ pub async fn run(
             continue;
         };
         stats.accepted.fetch_add(1, Ordering::Relaxed);
-        let stats = stats.clone();
+        next_id += 1;
+        let id = Bytes::copy_from_slice(&next_id.to_be_bytes());
+        let (stats, sink) = (stats.clone(), sink.clone());
         tokio::spawn(async move {
-            serve(client, peer, upstream, limits, &stats).await;
+            serve(client, peer, id.clone(), limits, &stats, sink.as_ref()).await;
+            sink.closed(&id);
             drop(slot);
         });
     }
 }
 
+/// Why a connection is closed after its bytes passed the scanner.
+fn protocol_violation(stats: &GuardStats, peer: SocketAddr, what: &str) {
+    stats.violations.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(%peer, violation = what, "connection closed");
+}
+
 async fn serve(
     client: TcpStream,
     peer: SocketAddr,
-    upstream: SocketAddr,
+    id: Bytes,
     limits: GuardLimits,
     stats: &GuardStats,
+    sink: &dyn Sink,
 ) {
-    let up = match TcpStream::connect(upstream).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "guard cannot reach its socket");
+    let _ = client.set_nodelay(true);
+    let (mut from_client, mut to_client) = client.into_split();
+    let (out, mut outgoing) = unbounded_channel::<Outgoing>();
+    let writer = tokio::spawn(async move {
+        let mut hello = zmtp::greeting().to_vec();
+        hello.extend_from_slice(&zmtp::ready());
+        if to_client.write_all(&hello).await.is_err() {
             return;
         }
-    };
-    let _ = client.set_nodelay(true);
-    let _ = up.set_nodelay(true);
-    let (mut from_client, mut to_client) = client.into_split();
-    let (mut from_up, mut to_up) = up.into_split();
-    let down = tokio::spawn(async move {
-        let _ = tokio::io::copy(&mut from_up, &mut to_client).await;
+        while let Some((bytes, permit)) = outgoing.recv().await {
+            if to_client.write_all(&bytes).await.is_err() {
+                break;
+            }
+            drop(permit);
+        }
         let _ = to_client.shutdown().await;
     });
+    let link = Link { id, out };
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut scanner = ZmtpScanner::new(limits);
+    let mut decoder = Decoder::new();
+    let mut ready = false;
     let mut buf = vec![0u8; 64 * 1024];
     let accepted = Instant::now();
     let mut message_start: Option<Instant> = None;
     let mut last = accepted;
-    loop {
+    'read: loop {
         let deadline = if !scanner.greeted() {
             accepted + limits.greeting_timeout
         } else if let Some(start) = message_start {
@@ -451,11 +510,44 @@ async fn serve(
             (false, true) => Some(now),
         };
         last = now;
-        if to_up.write_all(&buf[..n]).await.is_err() {
-            break;
+        decoder.push(&buf[..n]);
+        while let Some(item) = decoder.next_item() {
+            match item {
+                Item::Command(body) if !ready => {
+                    if zmtp::command_name(&body) != Some(&b"READY"[..]) {
+                        protocol_violation(stats, peer, "first command is not READY");
+                        break 'read;
+                    }
+                    if !matches!(
+                        zmtp::socket_type(&body),
+                        Some(b"REQ" | b"DEALER" | b"ROUTER")
+                    ) {
+                        protocol_violation(stats, peer, "socket type cannot talk to a ROUTER");
+                        break 'read;
+                    }
+                    ready = true;
+                }
+                Item::Command(body) => {
+                    // PING (ZMTP 3.1 heartbeats) is answered; other
+                    // commands are ignored.
+                    if let Some(pong) = zmtp::pong(&body) {
+                        let _ = link.out.send((pong, None));
+                    }
+                }
+                Item::Message(_) if !ready => {
+                    protocol_violation(stats, peer, "message before the READY command");
+                    break 'read;
+                }
+                Item::Message(frames) => {
+                    let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                        break 'read;
+                    };
+                    sink.message(&link, frames, permit);
+                }
+            }
         }
     }
-    down.abort();
+    writer.abort();
 }
 
 #[cfg(test)]

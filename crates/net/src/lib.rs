@@ -1,11 +1,12 @@
 //! The billing network's transport: ZeroMQ request-reply over TCP on tokio.
 //!
-//! * [`Server`] binds a ROUTER socket and hands every request, as raw bytes,
-//!   to a synchronous handler thread through a bounded queue; the handler
-//!   answers through [`Incoming::reply`]. A [socket guard](guard) in front
-//!   of it enforces frame and message sizes, deadlines against half-sent
-//!   frames and connection caps before bytes reach the ZeroMQ socket;
-//!   requests larger than the frame limit are also flagged after receipt.
+//! * [`Server`] is the ROUTER end of ZeroMQ's ZMTP 3.0 ([`zmtp`]) and hands
+//!   every request, as raw bytes, to a synchronous handler thread through
+//!   a bounded queue; the handler answers through [`Incoming::reply`]. Its
+//!   [socket guard](guard) enforces frame and message sizes, deadlines
+//!   against half-sent frames and connection caps before any byte is
+//!   buffered; requests larger than the frame limit are also flagged after
+//!   receipt.
 //! * [`Connection`] is a REQ client that keeps one TCP connection, puts a
 //!   timeout on every request and reconnects after any failure.
 //! * [`secure`]: the encrypted, authenticated transport (Noise IK) that
@@ -21,6 +22,7 @@ mod client;
 pub mod guard;
 pub mod secure;
 mod server;
+pub mod zmtp;
 
 pub use client::{Connection, EdgeClient, Exchange, now_counter};
 pub use guard::{GuardLimits, GuardStats};

@@ -1,17 +1,16 @@
 //! A ROUTER server feeding a synchronous handler.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 
 use bytes::Bytes;
 use tokio::runtime::Handle;
-use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
-use zeromq::{RouterSocket, Socket, SocketRecv, SocketSend, ZmqMessage};
+use tokio::sync::OwnedSemaphorePermit;
 
-use crate::guard::{self, GuardLimits, GuardStats};
+use crate::guard::{self, GuardLimits, GuardStats, Link, Sink};
 use crate::secure::{DATA, HELLO, MAX_WIRE, ServerKeys, SharedSessions, refusal};
+use crate::zmtp;
 use crate::{MAX_PARTS, NetError};
 
 /// How many requests may wait for the handler before new ones are dropped
@@ -52,7 +51,8 @@ pub struct Incoming {
     /// message). `None` on a plain server.
     pub peer: Option<[u8; 32]>,
     sessions: Option<SharedSessions>,
-    replies: UnboundedSender<ZmqMessage>,
+    link: Link,
+    permit: Option<OwnedSemaphorePermit>,
     _budget: Budget,
 }
 
@@ -60,7 +60,7 @@ impl Incoming {
     /// Answers the request (at most once; dropping it answers nothing and
     /// the client times out). On an encrypted server the answer is sealed
     /// in the peer's session.
-    pub fn reply(self, payload: Vec<u8>) {
+    pub fn reply(mut self, payload: Vec<u8>) {
         let payload = match &self.sessions {
             Some(sessions) => {
                 let peer = self.route.first().cloned().unwrap_or_default();
@@ -72,16 +72,51 @@ impl Incoming {
             }
             None => payload,
         };
-        send(&self.replies, self.route, payload);
+        send(&self.link, &self.route, payload, self.permit.take());
     }
 }
 
-fn send(replies: &UnboundedSender<ZmqMessage>, route: Vec<Bytes>, payload: Vec<u8>) {
-    let mut frames = route;
+/// Writes `payload` back on `link` after the route's frames past the
+/// connection id (a REQ peer's empty delimiter), and gives `permit` back
+/// once written.
+fn send(link: &Link, route: &[Bytes], payload: Vec<u8>, permit: Option<OwnedSemaphorePermit>) {
+    let mut frames: Vec<Bytes> = route.iter().skip(1).cloned().collect();
     frames.push(Bytes::from(payload));
-    if let Ok(message) = ZmqMessage::try_from(frames) {
-        // The sender task is gone only when the server shuts down.
-        let _ = replies.send(message);
+    let mut wire = Vec::with_capacity(frames.iter().map(|f| f.len() + 9).sum());
+    zmtp::encode(&frames, &mut wire);
+    // The writer is gone only when the connection closed.
+    let _ = link.out.send((wire, permit));
+}
+
+/// Hands the guard's messages to [`admit`] and drops a closed
+/// connection's session.
+struct Dispatch {
+    to_handler: SyncSender<Incoming>,
+    queued: Arc<AtomicUsize>,
+    secure: Option<Secure>,
+}
+
+impl Sink for Dispatch {
+    fn message(&self, link: &Link, frames: Vec<Bytes>, permit: OwnedSemaphorePermit) {
+        let mut message = Vec::with_capacity(frames.len() + 1);
+        message.push(link.id.clone());
+        message.extend(frames);
+        admit(
+            message,
+            link,
+            permit,
+            &self.to_handler,
+            &self.queued,
+            self.secure.as_ref(),
+        );
+    }
+
+    fn closed(&self, id: &Bytes) {
+        if let Some(secure) = &self.secure {
+            if let Ok(mut sessions) = secure.sessions.lock() {
+                sessions.remove(id);
+            }
+        }
     }
 }
 
@@ -144,38 +179,19 @@ impl Server {
             .block_on(tokio::net::TcpListener::bind(address))
             .map_err(|e| failed(e.to_string()))?;
         let public = listener.local_addr().map_err(|e| failed(e.to_string()))?;
-        let mut socket = RouterSocket::new();
-        let inner = rt
-            .block_on(socket.bind("tcp://127.0.0.1:0"))
-            .map_err(|e| failed(format!("inner socket: {e}")))?;
-        let upstream: SocketAddr = inner
-            .to_string()
-            .trim_start_matches("tcp://")
-            .parse()
-            .map_err(|e| failed(format!("inner socket address {inner}: {e}")))?;
         let stats = Arc::new(GuardStats::default());
-        rt.spawn(guard::run(listener, upstream, limits, stats.clone()));
         let (to_handler, requests) = sync_channel(QUEUE_DEPTH);
-        let queued = Arc::new(AtomicUsize::new(0));
-        let (replies, mut outgoing) = unbounded_channel::<ZmqMessage>();
-        rt.spawn(async move {
-            loop {
-                tokio::select! {
-                    received = socket.recv() => match received {
-                        Ok(message) => admit(message, &to_handler, &replies, &queued, secure.as_ref()),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "receive failed");
-                            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                        }
-                    },
-                    Some(message) = outgoing.recv() => {
-                        if let Err(e) = socket.send(message).await {
-                            tracing::debug!(error = %e, "reply not delivered (peer gone)");
-                        }
-                    }
-                }
-            }
-        });
+        let dispatch = Dispatch {
+            to_handler,
+            queued: Arc::new(AtomicUsize::new(0)),
+            secure,
+        };
+        rt.spawn(guard::run(
+            listener,
+            limits,
+            stats.clone(),
+            Arc::new(dispatch),
+        ));
         Ok(Server {
             endpoint: format!("tcp://{public}"),
             requests,
@@ -201,15 +217,17 @@ impl Server {
 }
 
 fn admit(
-    message: ZmqMessage,
+    message: Vec<Bytes>,
+    link: &Link,
+    permit: OwnedSemaphorePermit,
     to_handler: &SyncSender<Incoming>,
-    replies: &UnboundedSender<ZmqMessage>,
     queued: &Arc<AtomicUsize>,
     secure: Option<&Secure>,
 ) {
     let parts = message.len();
     let size: usize = message.iter().map(|f| f.len()).sum();
-    let mut frames = message.into_vec();
+    let mut frames = message;
+    let permit = Some(permit);
     // frames[0] is the peer identity the ROUTER added; a REQ peer then
     // sends an empty delimiter and the payload.
     let payload = if frames.len() >= 2 {
@@ -244,18 +262,18 @@ fn admit(
                 // Nothing is decrypted; the session's nonces are out of
                 // step now, so it ends.
                 sessions.remove(&identity);
-                return send(replies, frames, refusal("message too large"));
+                return send(link, &frames, refusal("message too large"), permit);
             }
             match payload.first() {
                 Some(&HELLO) => {
                     return match secure.keys.accept(&payload) {
                         Ok((session, client, welcome)) => {
                             sessions.insert(identity, client, session);
-                            send(replies, frames, welcome)
+                            send(link, &frames, welcome, permit)
                         }
                         Err(refused) => {
                             tracing::debug!("handshake refused");
-                            send(replies, frames, refused)
+                            send(link, &frames, refused, permit)
                         }
                     };
                 }
@@ -264,13 +282,14 @@ fn admit(
                         peer = Some(client);
                         (Bytes::from(plain), None)
                     }
-                    Err(reason) => return send(replies, frames, refusal(reason)),
+                    Err(reason) => return send(link, &frames, refusal(reason), permit),
                 },
                 _ => {
                     return send(
-                        replies,
-                        frames,
+                        link,
+                        &frames,
                         refusal("this server speaks the encrypted transport only"),
+                        permit,
                     );
                 }
             }
@@ -293,7 +312,8 @@ fn admit(
         oversized,
         peer,
         sessions: secure.map(|s| s.sessions.clone()),
-        replies: replies.clone(),
+        link: link.clone(),
+        permit,
     };
     match to_handler.try_send(incoming) {
         Ok(()) => {}

@@ -39,6 +39,8 @@ struct Echo {
     rt: tokio::runtime::Runtime,
     server_endpoint: String,
     stats: std::sync::Arc<pb_net::GuardStats>,
+    /// Requests the handler has seen.
+    handled: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 fn echo_server(limits: GuardLimits) -> Echo {
@@ -50,8 +52,11 @@ fn echo_server(limits: GuardLimits) -> Echo {
     let server = Server::bind(rt.handle(), "tcp://127.0.0.1:0", limits).unwrap();
     let server_endpoint = server.endpoint().to_string();
     let stats = server.guard_stats();
+    let handled = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = handled.clone();
     std::thread::spawn(move || {
         while let Ok(incoming) = server.requests().recv() {
+            seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut answer = b"echo:".to_vec();
             answer.extend_from_slice(&incoming.payload);
             incoming.reply(answer);
@@ -61,6 +66,7 @@ fn echo_server(limits: GuardLimits) -> Echo {
         rt,
         server_endpoint,
         stats,
+        handled,
     }
 }
 
@@ -147,4 +153,110 @@ fn non_zmtp_bytes_are_refused() {
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     assert!(closed_within(&mut s, Duration::from_secs(3)).is_some());
     echo.honest_request();
+}
+
+/// A ZMTP frame: flags, then a one- or eight-byte size, then the body.
+fn frame(more: bool, body: &[u8]) -> Vec<u8> {
+    let mut f = vec![u8::from(more)];
+    if body.len() > 255 {
+        f[0] |= 0x02;
+        f.extend_from_slice(&(body.len() as u64).to_be_bytes());
+    } else {
+        f.push(body.len() as u8);
+    }
+    f.extend_from_slice(body);
+    f
+}
+
+/// A peer's greeting and READY command as `socket_type`.
+fn handshake(socket_type: &[u8]) -> Vec<u8> {
+    let mut ready = vec![5];
+    ready.extend_from_slice(b"READY");
+    ready.push(11);
+    ready.extend_from_slice(b"Socket-Type");
+    ready.extend_from_slice(&(socket_type.len() as u32).to_be_bytes());
+    ready.extend_from_slice(socket_type);
+    let mut out = greeting();
+    out.push(0x04);
+    out.push(ready.len() as u8);
+    out.extend_from_slice(&ready);
+    out
+}
+
+/// Issue 12's load runs found the edge's server (then a `zeromq` ROUTER
+/// behind the guard) stop passing requests on after a few thousand short
+/// connections, half of them dropped before their answer came (as a
+/// client that times out does). Thousands of such connections, from
+/// several clients at once, leave the server answering.
+#[test]
+fn connection_churn_does_not_stall_the_server() {
+    let echo = echo_server(GuardLimits::new(1 << 20, 8));
+    let address = echo
+        .server_endpoint
+        .trim_start_matches("tcp://")
+        .to_string();
+    let endpoint = echo.server_endpoint.clone();
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let (address, endpoint) = (address.clone(), endpoint.clone());
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                for i in 0..600 {
+                    if (i + w) % 2 == 0 {
+                        // A request, then gone before the answer.
+                        let mut s = TcpStream::connect(&address).unwrap();
+                        let mut bytes = handshake(b"REQ");
+                        bytes.extend(frame(true, b""));
+                        bytes.extend(frame(false, b"gone"));
+                        let _ = s.write_all(&bytes);
+                    } else {
+                        let mut c = Connection::new(endpoint.clone(), Duration::from_secs(10));
+                        let answer = rt.block_on(c.request(b"hi".to_vec())).unwrap();
+                        assert_eq!(answer, b"echo:hi");
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("a client failed: the server stalled");
+    }
+    echo.honest_request();
+    assert_eq!(echo.stats.snapshot().0, 8 * 600 + 1);
+}
+
+/// A DEALER that pipelines large requests and never reads its answers
+/// gets at most a few handled: the guard stops reading its connection
+/// while its answers wait to be written, so it cannot make the server
+/// queue answers without bound. Other clients are served meanwhile.
+#[test]
+fn a_peer_that_never_reads_cannot_queue_answers() {
+    let echo = echo_server(GuardLimits::new(1 << 20, 8));
+    let mut s = echo.raw();
+    s.write_all(&handshake(b"DEALER")).unwrap();
+    let big = vec![7u8; 512 * 1024];
+    let writer = {
+        let mut s = s.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for _ in 0..200 {
+                let mut bytes = frame(true, b"");
+                bytes.extend(frame(false, &big));
+                if s.write_all(&bytes).is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    echo.honest_request();
+    let handled = echo.handled.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        handled < 60,
+        "{handled} of 200 unread 512 KiB answers were produced"
+    );
+    drop(s);
+    drop(writer);
 }
