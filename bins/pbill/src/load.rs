@@ -1,8 +1,8 @@
 //! `pbill-bench load`: the edge under the load of a large community. One edge
 //! process on loopback; this process plays every member's core (each with
 //! its own node key, GLWE key and SecAgg+ state, each request signed with
-//! its own key over its own encrypted session, kept for the run, at most
-//! `--concurrency` requests in flight). Members join, the operator posts the member
+//! its own key in an encrypted session of its own key, over one of a pool
+//! of `--concurrency` connections the members share). Members join, the operator posts the member
 //! list and the cycle, then the SecAgg+ rounds run as phases: advertise,
 //! share, the timed window in which every member submits its masked data
 //! once at a uniformly random moment, confirm, reveal. `--dropout-rate`
@@ -59,8 +59,9 @@ pub struct LoadArgs {
     /// 100, time enough for every member to advertise).
     #[arg(long)]
     pub deadline_secs: Option<u64>,
-    /// Most requests in flight at once (each member keeps its own
-    /// encrypted session, opened at its first request).
+    /// Most requests in flight at once, and the size of the pool of
+    /// connections the members share (each request runs in a session of
+    /// its member's own key, handshaken over the borrowed connection).
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
     /// Seed of the data and of the submission schedule.
@@ -130,24 +131,82 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
-/// Each member's encrypted session to the edge, opened at its first
-/// request and kept (a session is bound to its member's key; opening one
-/// per request would churn thousands of connections through the edge).
-struct Sessions<'a> {
-    connect: &'a (dyn Fn(&Arc<NodeKey>) -> EdgeClient + Sync),
-    members: &'a [Member],
-    clients: Vec<Option<EdgeClient>>,
+/// A bounded pool of connections to the edge shared by every simulated
+/// member, as `--concurrency` connections: a member borrows one, opens its
+/// own encrypted session over it (a Noise handshake as its own key; the
+/// edge replaces the connection's previous session), sends its request
+/// signed with its own key, and gives the connection back. The edge thus
+/// sees a bounded number of connections whatever the community's size, as
+/// it would behind a pool of gateways, and never the churn of one
+/// connection per request.
+struct Pool {
+    idle: std::sync::Mutex<Vec<Connection>>,
+    permits: Arc<tokio::sync::Semaphore>,
+    endpoint: String,
+    to: pb_protocol::Audience,
 }
 
-impl Sessions<'_> {
-    fn take(&mut self, i: usize) -> EdgeClient {
-        self.clients[i]
-            .take()
-            .unwrap_or_else(|| (self.connect)(&self.members[i].key))
+/// A connection of the [`Pool`] borrowed by one member; given back when
+/// dropped.
+struct Lease {
+    client: Option<EdgeClient>,
+    pool: Arc<Pool>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Pool {
+    fn new(size: usize, endpoint: String, to: pb_protocol::Audience) -> Arc<Pool> {
+        Arc::new(Pool {
+            idle: std::sync::Mutex::new(Vec::new()),
+            permits: Arc::new(tokio::sync::Semaphore::new(size.max(1))),
+            endpoint,
+            to,
+        })
     }
-    fn put(&mut self, i: usize, c: EdgeClient) {
-        self.clients[i] = Some(c);
+
+    /// Waits for a free connection and makes it speak as `key`.
+    async fn lease(self: &Arc<Pool>, key: &Arc<NodeKey>) -> Result<Lease, String> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| e.to_string())?;
+        let connection = self
+            .idle
+            .lock()
+            .ok()
+            .and_then(|mut idle| idle.pop())
+            .unwrap_or_else(|| Connection::new(self.endpoint.clone(), Duration::from_secs(15)));
+        Ok(Lease {
+            client: Some(EdgeClient::new(connection, key.clone(), self.to.clone())),
+            pool: self.clone(),
+            _permit: permit,
+        })
     }
+}
+
+impl Lease {
+    /// The client speaking as the member (always there until dropped).
+    fn client(&mut self) -> Result<&mut EdgeClient, String> {
+        self.client
+            .as_mut()
+            .ok_or_else(|| "connection gone".to_string())
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let (Some(client), Ok(mut idle)) = (self.client.take(), self.pool.idle.lock()) {
+            idle.push(client.into_connection());
+        }
+    }
+}
+
+/// The members and the pool of connections they share.
+struct Sessions<'a> {
+    pool: Arc<Pool>,
+    members: &'a [Member],
 }
 
 /// Sends `request`, again over a fresh connection after a transport
@@ -166,10 +225,11 @@ async fn call_retrying(c: &mut EdgeClient, request: &Request) -> Result<Response
 }
 
 /// Runs every request of `calls` (member index, request), each over a
-/// fresh encrypted session of that member, at most `concurrency` at once.
+/// pooled connection in an encrypted session of that member, at most
+/// `concurrency` at once.
 fn run_all(
     rt: &tokio::runtime::Runtime,
-    sessions: &mut Sessions<'_>,
+    sessions: &Sessions<'_>,
     calls: Vec<(usize, Request)>,
     concurrency: usize,
     what: &str,
@@ -179,25 +239,29 @@ fn run_all(
         let mut set = tokio::task::JoinSet::new();
         let mut out = Vec::with_capacity(calls.len());
         for (i, request) in calls {
-            let mut c = sessions.take(i);
+            let (pool, key) = (sessions.pool.clone(), sessions.members[i].key.clone());
             set.spawn(async move {
                 let sent = Instant::now();
-                let r = call_retrying(&mut c, &request).await;
-                (i, sent.elapsed(), r, c)
+                let r = match pool.lease(&key).await {
+                    Ok(mut lease) => match lease.client() {
+                        Ok(c) => call_retrying(c, &request).await,
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => Err(e),
+                };
+                (i, sent.elapsed(), r)
             });
             while set.len() >= concurrency.max(1) {
-                if let Some(Ok((i, t, r, c))) = set.join_next().await {
+                if let Some(Ok(done)) = set.join_next().await {
                     pb.inc(1);
-                    sessions.put(i, c);
-                    out.push((i, t, r));
+                    out.push(done);
                 }
             }
         }
         while let Some(j) = set.join_next().await {
-            if let Ok((i, t, r, c)) = j {
+            if let Ok(done) = j {
                 pb.inc(1);
-                sessions.put(i, c);
-                out.push((i, t, r));
+                out.push(done);
             }
         }
         out
@@ -210,7 +274,7 @@ fn run_all(
 /// member of `who` and returns the answers, indexed like the members.
 fn ask_all(
     rt: &tokio::runtime::Runtime,
-    sessions: &mut Sessions<'_>,
+    sessions: &Sessions<'_>,
     who: &[usize],
     request: &Request,
     concurrency: usize,
@@ -355,12 +419,11 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
         .map_err(|e| e.to_string())?;
     let operator = Arc::new(NodeKey::generate(&mut rand_core::OsRng));
 
-    // The edge, with connection caps that fit the concurrency.
-    // Every member keeps its own encrypted session (a session is bound
-    // to one node key): the caps leave room for one per member.
+    // The edge, with connection caps that fit the pool (all its
+    // connections come from this one address) and the operator's two.
     let limits = Limits {
-        max_connections: n + 64,
-        max_connections_per_address: n + 64,
+        max_connections: args.concurrency + 64,
+        max_connections_per_address: args.concurrency + 64,
         requests_per_sec: 1_000,
         request_burst: 1_000,
         ..Limits::default()
@@ -396,21 +459,21 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
+    let audience = pb_protocol::Audience {
+        edge: edge_key.id(),
+        community: CommunityId(community.clone()),
+    };
     let connect = |key: &Arc<NodeKey>| {
         EdgeClient::new(
             Connection::new(endpoint.clone(), Duration::from_secs(15)),
             key.clone(),
-            pb_protocol::Audience {
-                edge: edge_key.id(),
-                community: CommunityId(community.clone()),
-            },
+            audience.clone(),
         )
     };
     let give_up = Duration::from_secs(args.timeout_secs);
-    let mut sessions = Sessions {
-        connect: &connect,
+    let sessions = Sessions {
+        pool: Pool::new(args.concurrency, endpoint.clone(), audience.clone()),
         members: &members,
-        clients: (0..n).map(|_| None).collect(),
     };
     let all: Vec<usize> = (0..n).collect();
     let active = |stage: u8| -> Vec<usize> {
@@ -436,7 +499,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
             )
         })
         .collect();
-    let r = run_all(&rt, &mut sessions, calls, args.concurrency, "joining");
+    let r = run_all(&rt, &sessions, calls, args.concurrency, "joining");
     answers(n, r, &members, "join")?;
     lap("join", &mut phases);
 
@@ -470,15 +533,27 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
     // Advertise (each member's per-cycle keys, signed).
     let advertisers = active(1);
     let mut clients: Vec<Option<Client>> = (0..n).map(|_| None).collect();
+    // A core verifies the member list once per version and draws the
+    // cycle's graph once: this process does both once for all its
+    // members, not once per member (which is quadratic in n).
+    let roster = signed
+        .verify(&operator.id().0, 3)
+        .map_err(|e| format!("member list: {e}"))?;
+    let session = pb_secagg::Session {
+        community: roster.community.clone(),
+        cycle: cycle.0,
+        roster: roster.fingerprint(),
+    };
+    let params = roster.params().map_err(|e| e.to_string())?;
+    let graph = pb_secagg::Graph::new(&session, &roster.ids(), &params);
     let started: Vec<(usize, Client)> = advertisers
         .par_iter()
         .map(|&i| {
             let m = &members[i];
-            Client::start(
-                &signed,
-                &operator.id().0,
+            Client::with_graph(
+                &roster,
+                &graph,
                 3,
-                cycle.0,
                 &m.id,
                 m.key.signing_key(),
                 &mut rand_core::OsRng,
@@ -504,7 +579,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
             })
         })
         .collect();
-    let r = run_all(&rt, &mut sessions, calls, args.concurrency, "advertising");
+    let r = run_all(&rt, &sessions, calls, args.concurrency, "advertising");
     answers(n, r, &members, "advertise")?;
     wait_round(
         &rt,
@@ -518,7 +593,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
     // Share.
     let got = ask_all(
         &rt,
-        &mut sessions,
+        &sessions,
         &advertisers,
         &Request::GetBundles { cycle },
         args.concurrency,
@@ -538,7 +613,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
             Ok((i, Request::Share { cycle, shares }))
         })
         .collect::<Result<_, String>>()?;
-    let r = run_all(&rt, &mut sessions, shares, args.concurrency, "sharing");
+    let r = run_all(&rt, &sessions, shares, args.concurrency, "sharing");
     answers(n, r, &members, "share")?;
     wait_round(&rt, &mut op, cycle, Round::Mask, give_up)?;
     lap("share round", &mut phases);
@@ -546,7 +621,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
     // Mask: each member's hidden data masked (the cores' work, not timed).
     let got = ask_all(
         &rt,
-        &mut sessions,
+        &sessions,
         &advertisers,
         &Request::GetShares { cycle },
         args.concurrency,
@@ -609,21 +684,31 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
     let results: Vec<(usize, Duration, Result<Response, String>)> = rt.block_on(async {
         let mut set = tokio::task::JoinSet::new();
         for (i, request) in prepared {
-            let mut c = sessions.take(i);
+            let (pool, key) = (sessions.pool.clone(), members[i].key.clone());
             let offset = Duration::from_micros(rng.next_u64() % (window.as_micros() as u64));
             set.spawn(async move {
                 tokio::time::sleep_until(start_at + offset).await;
+                // A core keeps its session open: the handshake over the
+                // borrowed connection is not part of the timed request.
+                let mut lease = match pool.lease(&key).await {
+                    Ok(lease) => lease,
+                    Err(e) => return (i, Duration::ZERO, Err(e)),
+                };
+                let c = match lease.client() {
+                    Ok(c) => c,
+                    Err(e) => return (i, Duration::ZERO, Err(e)),
+                };
+                let _ = c.handshake().await;
                 let sent = Instant::now();
-                let r = call_retrying(&mut c, &request).await;
-                (i, sent.elapsed(), r, c)
+                let r = call_retrying(c, &request).await;
+                (i, sent.elapsed(), r)
             });
         }
         let mut out = Vec::with_capacity(n);
         while let Some(j) = set.join_next().await {
-            if let Ok((i, t, r, c)) = j {
+            if let Ok(done) = j {
                 pb.inc(1);
-                sessions.put(i, c);
-                out.push((i, t, r));
+                out.push(done);
             }
         }
         out
@@ -652,7 +737,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
     let stay = active(2);
     let got = ask_all(
         &rt,
-        &mut sessions,
+        &sessions,
         &stay,
         &Request::GetSurvivors { cycle },
         args.concurrency,
@@ -677,11 +762,11 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
             ))
         })
         .collect::<Result<_, String>>()?;
-    let r = run_all(&rt, &mut sessions, confirms, args.concurrency, "confirming");
+    let r = run_all(&rt, &sessions, confirms, args.concurrency, "confirming");
     answers(n, r, &members, "confirm")?;
     let got_confirmations = ask_all(
         &rt,
-        &mut sessions,
+        &sessions,
         &stay,
         &Request::GetConfirmations { cycle },
         args.concurrency,
@@ -728,7 +813,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
             (seen, billed_at)
         })
     };
-    let r = run_all(&rt, &mut sessions, reveals, args.concurrency, "revealing");
+    let r = run_all(&rt, &sessions, reveals, args.concurrency, "revealing");
     // Answers after the aggregate was unmasked get AlreadyDone (their
     // shares were not needed): `answers` takes them as done.
     answers(n, r, &members, "reveal")?;
@@ -748,7 +833,8 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
     let pb = progress(billed_members.len(), "fetching and decrypting bills");
     for &i in &billed_members {
         let m = &members[i];
-        let mut c = sessions.take(i);
+        let mut lease = rt.block_on(sessions.pool.lease(&m.key))?;
+        let c = lease.client()?;
         loop {
             match rt.block_on(c.call(&Request::GetBill { cycle })) {
                 Ok(x) => match x.response {
