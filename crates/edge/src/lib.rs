@@ -183,20 +183,9 @@ pub fn spawn(
         .spawn(move || {
             let mut last_tick = Instant::now();
             while !stop.load(Ordering::Relaxed) {
-                // While a cycle is being billed, serve what is waiting and
-                // bill the next slice; otherwise wait for requests.
-                let busy = service.busy();
-                let wait = if busy { Duration::ZERO } else { TICK };
-                let next = if busy {
-                    server.requests().try_recv().map_err(|e| match e {
-                        std::sync::mpsc::TryRecvError::Empty => RecvTimeoutError::Timeout,
-                        std::sync::mpsc::TryRecvError::Disconnected => {
-                            RecvTimeoutError::Disconnected
-                        }
-                    })
-                } else {
-                    server.requests().recv_timeout(wait)
-                };
+                // Billing runs on workers of its own: wait for requests
+                // and tick (rounds due, billing finished) between them.
+                let next = server.requests().recv_timeout(TICK);
                 match next {
                     Ok(incoming) => {
                         let answer = service.handle_from(
@@ -217,7 +206,7 @@ pub fn spawn(
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
-                if busy || last_tick.elapsed() >= TICK {
+                if last_tick.elapsed() >= TICK {
                     service.tick();
                     if let Some(m) = metrics.as_mut() {
                         m.refresh(&service);

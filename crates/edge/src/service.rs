@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pb_hiding::HiddenData;
@@ -57,9 +59,6 @@ pub struct ServiceConfig {
     pub request_burst: NonZeroU32,
 }
 
-/// Billing work done per tick before the edge serves requests again.
-pub const BILL_SLICE: Duration = Duration::from_millis(40);
-
 /// One token bucket per admitted node (unknown nodes never get one, so the
 /// map is bounded by the admission list).
 type RateLimiter = governor::DefaultKeyedRateLimiter<NodeId>;
@@ -105,8 +104,8 @@ pub struct Counters {
 
 /// The edge service.
 pub struct Service {
-    store: EdgeStore,
-    backend: Box<dyn ComputeBackend>,
+    store: Arc<EdgeStore>,
+    backend: Arc<dyn ComputeBackend>,
     config: ServiceConfig,
     replay: ReplayGuard,
     /// Joined members: their node and X25519 key only (public keys stay
@@ -149,8 +148,8 @@ impl Service {
         );
         let mut s = Service {
             rate,
-            store,
-            backend,
+            store: Arc::new(store),
+            backend: Arc::from(backend),
             config,
             replay,
             members: BTreeMap::new(),
@@ -198,12 +197,15 @@ impl Service {
                     .biller(&rec.context, cycle, &aggregates, progress.seed)
                     .map_err(|(_, m)| EdgeError::Store(format!("resuming {cycle}: {m}")))?;
                 tracing::info!(%cycle, bills = progress.bills, of = progress.submissions, "billing resumes after its last stored batch");
+                let billing = Billing::spawn(
+                    self.store.clone(),
+                    self.backend.clone(),
+                    cycle,
+                    biller,
+                    progress.last,
+                );
                 if let Some(open) = self.open.get_mut(&cycle) {
-                    open.billing = Some(Billing {
-                        biller,
-                        after: progress.last,
-                        started: Instant::now(),
-                    });
+                    open.billing = Some(billing);
                 }
             }
             self.cycles.insert(cycle, rec);
@@ -995,12 +997,13 @@ impl Service {
         })
     }
 
-    /// Moves every open cycle on ([`Service::advance`]), then bills for at
-    /// most [`BILL_SLICE`]: the transport loop calls it between requests,
-    /// so requests are served while a large cycle is billed.
+    /// Moves every open cycle on ([`Service::advance`]) and finishes the
+    /// cycles whose billing worker is done. The transport loop calls it
+    /// between requests; billing itself runs on the workers, so requests
+    /// are served while a large cycle is billed.
     pub fn tick(&mut self) {
         self.advance();
-        self.bill_some(BILL_SLICE);
+        self.collect_billing();
     }
 
     /// Closes rounds whose members are all in or whose time is up, and
@@ -1056,8 +1059,8 @@ impl Service {
         }
     }
 
-    /// Whether billing work is waiting (the transport loop then ticks
-    /// without waiting for requests).
+    /// Whether a cycle is being billed (on its worker; the status and
+    /// metrics report it).
     pub fn busy(&self) -> bool {
         self.open
             .values()
@@ -1146,70 +1149,51 @@ impl Service {
             }
         };
         tracing::info!(%cycle, households = biller.members().len(), "aggregate unmasked; billing begins");
+        let billing = Billing::spawn(
+            self.store.clone(),
+            self.backend.clone(),
+            cycle,
+            biller,
+            progress.last,
+        );
         if let Some(open) = self.open.get_mut(&cycle) {
-            open.billing = Some(Billing {
-                biller,
-                after: progress.last,
-                started: Instant::now(),
-            });
+            open.billing = Some(billing);
         }
     }
 
-    /// Bills batches of the cycles being billed for about `budget`, each
-    /// batch read from the store, evaluated and committed with its
-    /// progress marker; finishes the cycles whose last batch is in. Other
-    /// requests are served between two calls.
-    fn bill_some(&mut self, budget: Duration) {
-        let start = Instant::now();
-        let batch = self.backend.preferred_batch().max(1);
-        let cycles: Vec<CycleId> = self
-            .open
-            .iter()
-            .filter(|(_, o)| o.billing.is_some() && o.stuck.is_none())
-            .map(|(c, _)| *c)
-            .collect();
-        for cycle in cycles {
-            loop {
-                let Some(open) = self.open.get_mut(&cycle) else {
-                    break;
-                };
-                let Some(billing) = open.billing.as_mut() else {
-                    break;
-                };
-                let rows = match self
-                    .store
-                    .billing_batch(cycle, billing.after.as_ref(), batch)
-                {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::error!(%cycle, error = %e, "cannot read a billing batch");
-                        return;
-                    }
-                };
-                if rows.is_empty() {
-                    self.finish_billing(cycle);
-                    break;
-                }
-                let bills = match billing.biller.bill_batch(self.backend.as_ref(), &rows) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        tracing::error!(%cycle, error = %e, "cycle cannot be billed");
-                        open.stuck = Some(e.to_string());
-                        break;
-                    }
-                };
-                drop(rows);
-                match self.store.put_bills_batch(cycle, &bills) {
-                    Ok(p) => billing.after = p.last,
-                    Err(e) => {
-                        tracing::error!(%cycle, error = %e, "cannot store a batch of bills");
-                        return;
-                    }
-                }
-                if start.elapsed() >= budget {
-                    return;
-                }
+    /// Finishes the cycles whose billing worker has stored its last batch;
+    /// a worker stopped by a store error is restarted from the store (the
+    /// state reloads, and billing resumes after the last stored batch), one
+    /// stopped by a billing error leaves its cycle stuck.
+    fn collect_billing(&mut self) {
+        let mut done = Vec::new();
+        let mut reload = false;
+        for (cycle, open) in &mut self.open {
+            if open.stuck.is_some() {
+                continue;
             }
+            let Some(billing) = open.billing.as_mut() else {
+                continue;
+            };
+            match billing.poll() {
+                None => {}
+                Some(Ok(())) => done.push(*cycle),
+                Some(Err(WorkerStop::Store(e))) => {
+                    tracing::error!(%cycle, error = %e, "billing stopped on a store error");
+                    reload = true;
+                }
+                Some(Err(WorkerStop::Billing(e))) => {
+                    tracing::error!(%cycle, error = %e, "cycle cannot be billed");
+                    open.stuck = Some(e);
+                }
+                Some(Err(WorkerStop::Cancelled)) => {}
+            }
+        }
+        for cycle in done {
+            self.finish_billing(cycle);
+        }
+        if reload {
+            self.resync();
         }
     }
 
@@ -1220,7 +1204,7 @@ impl Service {
         let record = BilledRecord {
             at: now_secs(),
             millis: billing.started.elapsed().as_millis() as u64,
-            bills: billing.biller.members().len(),
+            bills: billing.members,
         };
         if let Err(e) = self.store.finish_billing(cycle, record) {
             tracing::error!(%cycle, error = %e, "cannot finish billing");
@@ -1254,15 +1238,126 @@ impl Service {
     }
 }
 
-/// What billing a cycle needs between batches.
+/// Why a billing worker stopped before its last batch.
 #[derive(Debug)]
+enum WorkerStop {
+    /// Reading a batch or storing its bills failed.
+    Store(String),
+    /// The batch could not be billed (the cycle is stuck).
+    Billing(String),
+    /// The edge stopped it (shutting down or reloading).
+    Cancelled,
+}
+
+/// A cycle's billing on a worker thread of its own: it reads the cycle
+/// from the store in batches of the backend's preferred size (each
+/// submission with its member's stored public key), bills each batch and
+/// commits its bills with the progress marker, so that the edge thread
+/// goes on answering requests (it only waits for the store's write lock
+/// while a batch commits) and a restarted edge resumes after the last
+/// committed batch. Dropping it stops the worker after its current batch
+/// and waits for it.
 pub struct Billing {
-    /// The cycle's billing: weights and the billed members.
-    biller: CycleBiller,
-    /// The last member billed.
-    after: Option<MemberId>,
+    /// Households billed in all.
+    members: usize,
     /// When this process began or resumed it.
     started: Instant,
+    cancel: Arc<AtomicBool>,
+    worker: Option<std::thread::JoinHandle<Result<(), WorkerStop>>>,
+    /// The worker thread could not be started (reported once).
+    start_failed: bool,
+}
+
+impl std::fmt::Debug for Billing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Billing")
+            .field("members", &self.members)
+            .field("running", &self.worker.is_some())
+            .finish()
+    }
+}
+
+impl Billing {
+    /// Starts billing `cycle` after the member `after` (the last one whose
+    /// bill is stored).
+    fn spawn(
+        store: Arc<EdgeStore>,
+        backend: Arc<dyn ComputeBackend>,
+        cycle: CycleId,
+        biller: CycleBiller,
+        after: Option<MemberId>,
+    ) -> Billing {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let members = biller.members().len();
+        let stop = cancel.clone();
+        let work = move || -> Result<(), WorkerStop> {
+            let batch = backend.preferred_batch().max(1);
+            let mut after = after;
+            loop {
+                if stop.load(Ordering::Relaxed) {
+                    return Err(WorkerStop::Cancelled);
+                }
+                let rows = store
+                    .billing_batch(cycle, after.as_ref(), batch)
+                    .map_err(|e| WorkerStop::Store(e.to_string()))?;
+                if rows.is_empty() {
+                    return Ok(());
+                }
+                let bills = biller
+                    .bill_batch(backend.as_ref(), &rows)
+                    .map_err(|e| WorkerStop::Billing(e.to_string()))?;
+                drop(rows);
+                let stored = store
+                    .put_bills_batch(cycle, &bills)
+                    .map_err(|e| WorkerStop::Store(e.to_string()))?;
+                after = stored.last;
+            }
+        };
+        let worker = std::thread::Builder::new()
+            .name(format!("billing {}", cycle.0))
+            .spawn(work);
+        let (worker, start_failed) = match worker {
+            Ok(handle) => (Some(handle), false),
+            Err(e) => {
+                tracing::error!(%cycle, error = %e, "cannot start the billing worker");
+                (None, true)
+            }
+        };
+        Billing {
+            members,
+            started: Instant::now(),
+            cancel,
+            worker,
+            start_failed,
+        }
+    }
+
+    /// The worker's outcome once it has ended (then joined), else `None`.
+    fn poll(&mut self) -> Option<Result<(), WorkerStop>> {
+        if std::mem::take(&mut self.start_failed) {
+            return Some(Err(WorkerStop::Store(
+                "the billing worker could not start".into(),
+            )));
+        }
+        if !self.worker.as_ref()?.is_finished() {
+            return None;
+        }
+        let handle = self.worker.take()?;
+        Some(
+            handle
+                .join()
+                .unwrap_or_else(|_| Err(WorkerStop::Billing("the billing worker failed".into()))),
+        )
+    }
+}
+
+impl Drop for Billing {
+    fn drop(&mut self) {
+        self.cancel.store(true, Ordering::Relaxed);
+        if let Some(handle) = self.worker.take() {
+            let _ = handle.join();
+        }
+    }
 }
 
 /// Checks a submission against its cycle as the billing will (community,
