@@ -599,6 +599,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
         args.concurrency,
         "fetching key bundles",
     )?;
+    let pb = progress(advertisers.len(), "checking bundles and sharing secrets");
     let shares: Vec<(usize, Request)> = clients
         .par_iter_mut()
         .enumerate()
@@ -610,9 +611,11 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
             let shares = c
                 .share(b, &mut rand_core::OsRng)
                 .map_err(|e| format!("{}: {e}", members[i].id))?;
+            pb.inc(1);
             Ok((i, Request::Share { cycle, shares }))
         })
         .collect::<Result<_, String>>()?;
+    pb.finish();
     let r = run_all(&rt, &sessions, shares, args.concurrency, "sharing");
     answers(n, r, &members, "share")?;
     wait_round(&rt, &mut op, cycle, Round::Mask, give_up)?;
