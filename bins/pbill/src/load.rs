@@ -113,7 +113,11 @@ struct Report {
     accepted: usize,
     exact_bills: usize,
     edge_vmhwm_bytes: u64,
+    /// Bytes the store's files take on disk (allocated blocks).
     edge_disk_bytes: u64,
+    /// The files' length: redb grows a file ahead of use (doubling it up
+    /// to 4 GiB), and the part never written takes no disk space.
+    edge_file_bytes: u64,
     disk_bytes_per_member_cycle: f64,
     accept_latency_ms: Latency,
     billing_secs: f64,
@@ -876,7 +880,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
     let _ = sampler.join();
     let hwm = status_kib(pid, "VmHWM:").unwrap_or(0);
     let rss_end = status_kib(pid, "VmRSS:").unwrap_or(0);
-    let store_bytes = dir_size(&dir.join("edge-data"));
+    let (store_len, store_bytes) = dir_size(&dir.join("edge-data"));
 
     let mib = |kib: u64| kib as f64 / 1024.0;
     println!(
@@ -893,12 +897,13 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
         accept.p50, accept.p99, accept.max
     );
     println!(
-        "edge memory: {:.0} MiB at start, peak {:.0} MiB during the window (sampled), {:.0} MiB peak overall (VmHWM, billing included), {:.0} MiB at the end; store {:.0} MiB on disk",
+        "edge memory: {:.0} MiB at start, peak {:.0} MiB during the window (sampled), {:.0} MiB peak overall (VmHWM, billing included), {:.0} MiB at the end; store {:.0} MiB on disk ({:.0} MiB long)",
         mib(rss_idle),
         mib(peak.load(Ordering::Relaxed)),
         mib(hwm),
         mib(rss_end),
-        store_bytes as f64 / (1 << 20) as f64
+        store_bytes as f64 / (1 << 20) as f64,
+        store_len as f64 / (1 << 20) as f64
     );
     let during_lat = Latency::of(&during);
     println!(
@@ -925,6 +930,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
             exact_bills: exact,
             edge_vmhwm_bytes: hwm * 1024,
             edge_disk_bytes: store_bytes,
+            edge_file_bytes: store_len,
             disk_bytes_per_member_cycle: store_bytes as f64 / submitters.max(1) as f64,
             accept_latency_ms: accept,
             billing_secs,
@@ -941,20 +947,28 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
     Ok(ok)
 }
 
-fn dir_size(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok())
-                .map(|e| {
-                    let p = e.path();
-                    if p.is_dir() {
-                        dir_size(&p)
-                    } else {
-                        e.metadata().map(|m| m.len()).unwrap_or(0)
-                    }
-                })
-                .sum()
-        })
-        .unwrap_or(0)
+/// The length of the files under `dir` and the bytes they take on disk
+/// (allocated blocks; the length where the platform does not say).
+fn dir_size(dir: &std::path::Path) -> (u64, u64) {
+    let mut total = (0, 0);
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return total;
+    };
+    for e in entries.filter_map(|e| e.ok()) {
+        let p = e.path();
+        let (len, disk) = if p.is_dir() {
+            dir_size(&p)
+        } else {
+            match e.metadata() {
+                #[cfg(unix)]
+                Ok(m) => (m.len(), std::os::unix::fs::MetadataExt::blocks(&m) * 512),
+                #[cfg(not(unix))]
+                Ok(m) => (m.len(), m.len()),
+                Err(_) => (0, 0),
+            }
+        };
+        total.0 += len;
+        total.1 += disk;
+    }
+    total
 }

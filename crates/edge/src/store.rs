@@ -23,9 +23,12 @@
 //! [`EdgeError::StoreFull`]; the transaction is undone, and the store is
 //! reopened on the next call so that everything stored stays readable.
 //!
-//! redb gives each value a page of a power-of-two size; the public keys,
-//! submissions and bills are each just over 128 KiB and take 256 KiB pages,
-//! so the file is about twice what it holds (docs/benchmarks.md, issue 14).
+//! redb gives each large row a page of a power-of-two size, and the public
+//! keys, submissions and bills are each just over 128 KiB: stored whole
+//! (format 1) each took a 256 KiB page. Format 2 ([`STORE_FORMAT`]) stores
+//! them, and the round events, in rows of about 32 KB ([`put_value`],
+//! [`next_value`]), about 1.03 times their bytes; a format 1 store is
+//! migrated when opened (docs/design.md section 10, docs/benchmarks.md).
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -41,8 +44,8 @@ use pb_przs::IdentityPublic;
 use pb_secagg::SignedRoster;
 use pb_units::{CycleId, MemberId};
 use redb::{
-    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
-    WriteTransaction,
+    Database, Key, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    TableHandle, WriteTransaction,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -50,15 +53,21 @@ use serde::{Deserialize, Serialize};
 use crate::EdgeError;
 use crate::config::Retention;
 
-const MEMBERS: TableDefinition<&str, &[u8]> = TableDefinition::new("members");
+/// Joined members ([`MemberRecord`]) by id, in rows ([`put_value`]).
+const MEMBERS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("member_rows");
 const CYCLES: TableDefinition<u64, &[u8]> = TableDefinition::new("cycles");
-const SUBMISSIONS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("submissions");
+/// Submissions by `(cycle, member)`, in rows ([`put_value`]).
+const SUBMISSIONS: TableDefinition<((u64, &str), u32), &[u8]> =
+    TableDefinition::new("submission_rows");
 /// Signed member lists by version.
 const ROSTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("rosters");
 /// Each open cycle's SecAgg+ messages and round closings, in order
-/// (`(cycle, sequence)`): replaying them rebuilds the cycle's state.
-const ROUNDS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("rounds");
-const BILLS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("bills");
+/// (`(cycle, sequence)`), in rows ([`put_value`]): replaying them rebuilds
+/// the cycle's state. A submission's event holds no masked data (that is
+/// the stored submission's).
+const ROUNDS: TableDefinition<((u64, u64), u32), &[u8]> = TableDefinition::new("round_rows");
+/// Bills by `(cycle, member)`, in rows ([`put_value`]).
+const BILLS: TableDefinition<((u64, &str), u32), &[u8]> = TableDefinition::new("bill_rows");
 const BILLED: TableDefinition<u64, &[u8]> = TableDefinition::new("billed");
 /// A billed cycle's unmasked per-slot aggregates (what the edge learns by
 /// design), kept for the operator's report after the submissions go.
@@ -75,9 +84,24 @@ const BILLING_PROGRESS: TableDefinition<u64, &[u8]> = TableDefinition::new("bill
 /// finishing a large cycle's billing needs no scan of its submissions.
 const SUBMISSION_COUNTS: TableDefinition<u64, u64> = TableDefinition::new("submission_counts");
 
+/// The tables of format 1 that held each value in one row; read only by
+/// [`migrate_to_2`], which moves them into the tables of rows and deletes
+/// them.
+mod v1 {
+    use redb::TableDefinition;
+
+    pub(super) const MEMBERS: TableDefinition<&str, &[u8]> = TableDefinition::new("members");
+    pub(super) const SUBMISSIONS: TableDefinition<(u64, &str), &[u8]> =
+        TableDefinition::new("submissions");
+    pub(super) const ROUNDS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("rounds");
+    pub(super) const BILLS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("bills");
+}
+
 /// The format of the stores this edge writes and the newest it reads.
-/// Stores written before the format was recorded are format 1.
-pub const STORE_FORMAT: u64 = 1;
+/// Stores written before the format was recorded are format 1, which
+/// held each value in one row; format 2 splits the large ones into rows
+/// ([`put_value`]). A format 1 store is migrated when opened.
+pub const STORE_FORMAT: u64 = 2;
 
 /// A store file that exists: must be a readable edge store of a format this
 /// edge knows. Opened read-only, so a refused file is left as it was.
@@ -108,6 +132,67 @@ fn check_existing(path: &Path) -> Result<(), EdgeError> {
         });
     }
     Ok(())
+}
+
+/// The format recorded in a store being opened: `META`'s, else 1 for a
+/// store written before the format was recorded, or [`STORE_FORMAT`] for a
+/// new (empty) one.
+fn stored_format(txn: &WriteTransaction) -> Result<u64, EdgeError> {
+    let recorded = match txn.open_table(META) {
+        Ok(t) => t.get(FORMAT_KEY).map_err(rdb)?.map(|v| v.value()),
+        Err(e) => return Err(rdb(e)),
+    };
+    if let Some(format) = recorded {
+        return Ok(format);
+    }
+    let mut tables = txn.list_tables().map_err(rdb)?;
+    Ok(if tables.any(|t| t.name() != META.name()) {
+        1
+    } else {
+        STORE_FORMAT
+    })
+}
+
+/// Migrates a format 1 store to format 2 in the caller's transaction:
+/// every value of the members, submissions, round events and bills is
+/// split into rows ([`put_value`]) and the tables of whole values are
+/// deleted. Returns the values moved.
+fn migrate_to_2(txn: &WriteTransaction) -> Result<u64, EdgeError> {
+    Ok(move_rows(txn, v1::MEMBERS, MEMBERS)?
+        + move_rows(txn, v1::SUBMISSIONS, SUBMISSIONS)?
+        + move_rows(txn, v1::ROUNDS, ROUNDS)?
+        + move_rows(txn, v1::BILLS, BILLS)?)
+}
+
+/// Moves every value of a table of whole values into a table of rows and
+/// deletes the old table (if it exists).
+fn move_rows<K: Key + 'static>(
+    txn: &WriteTransaction,
+    old: TableDefinition<K, &[u8]>,
+    new: TableDefinition<Rows<K>, &[u8]>,
+) -> Result<u64, EdgeError>
+where
+    for<'a> K::SelfType<'a>: Copy,
+{
+    if !txn
+        .list_tables()
+        .map_err(rdb)?
+        .any(|t| t.name() == old.name())
+    {
+        return Ok(0);
+    }
+    let mut moved = 0;
+    {
+        let from = txn.open_table(old).map_err(rdb)?;
+        let mut to = txn.open_table(new).map_err(rdb)?;
+        for row in from.iter().map_err(rdb)? {
+            let (k, v) = row.map_err(rdb)?;
+            put_value(&mut to, k.value(), v.value())?;
+            moved += 1;
+        }
+    }
+    txn.delete_table(old).map_err(rdb)?;
+    Ok(moved)
 }
 
 /// Opens (or creates) the redb file; the page cache is modest, submissions
@@ -207,6 +292,175 @@ fn is_full(e: &std::io::Error) -> bool {
     ) || matches!(e.raw_os_error(), Some(27 | 28 | 122)) // EFBIG, ENOSPC, EDQUOT
 }
 
+/// The largest row of a value: one row and its leaf header (12 bytes) and
+/// key (at most about 90 bytes: a 64-character member id in a tuple) fit
+/// a 32 KiB page. redb gives every row above about 2 KB a leaf page of its
+/// own, of the power of two that holds it: whole values of just over
+/// 128 KiB took 256 KiB pages (format 1).
+const BIG_ROW: usize = 32_500;
+
+/// The rows of a value's remainder under [`BIG_ROW`]: each fits one 4 KiB
+/// page, so the remainder costs at most one page more than its bytes
+/// (instead of the next power of two).
+const SMALL_ROW: usize = 3_968;
+
+/// Bytes of the value's length at the head of its first row.
+const LENGTH_HEAD: usize = 8;
+
+/// A table of values split into rows keyed by `(key, row index)`.
+type Rows<K> = (K, u32);
+
+/// The bounds of a range of rows.
+type RowRange<K> = (Bound<Rows<K>>, Bound<Rows<K>>);
+
+/// A value read whole: the key guard of its first row and its bytes.
+type ValueRead<'a, K> = (redb::AccessGuard<'a, Rows<K>>, Vec<u8>);
+
+/// One row as a range yields it.
+type RowGuards<'a, K> = (
+    redb::AccessGuard<'a, Rows<K>>,
+    redb::AccessGuard<'a, &'static [u8]>,
+);
+
+/// The length of the next row of a value of which `rest` bytes (with the
+/// length head) are still to be stored.
+fn row_len(rest: usize) -> usize {
+    if rest >= BIG_ROW {
+        BIG_ROW
+    } else {
+        rest.min(SMALL_ROW)
+    }
+}
+
+/// Stores `bytes` under `key` as rows `(key, 0)`, `(key, 1)`, …: the
+/// first starts with the value's length (8 bytes, little-endian), then
+/// rows of [`BIG_ROW`] bytes and the remainder in rows of at most
+/// [`SMALL_ROW`]. Rows of a value stored before under `key` are removed
+/// first. Returns whether there was one.
+fn put_value<'k, K: Key + 'static>(
+    table: &mut redb::Table<'_, Rows<K>, &'static [u8]>,
+    key: K::SelfType<'k>,
+    bytes: &[u8],
+) -> Result<bool, EdgeError>
+where
+    K::SelfType<'k>: Copy,
+{
+    let existed = remove_value(table, key)?;
+    let total = LENGTH_HEAD + bytes.len();
+    let first = row_len(total) - LENGTH_HEAD;
+    let mut row0 = Vec::with_capacity(LENGTH_HEAD + first);
+    row0.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+    row0.extend_from_slice(&bytes[..first]);
+    table.insert((key, 0), row0.as_slice()).map_err(rdb)?;
+    let mut at = first;
+    let mut index = 0u32;
+    while at < bytes.len() {
+        index = index
+            .checked_add(1)
+            .ok_or_else(|| EdgeError::Store("value too large".into()))?;
+        let n = row_len(bytes.len() - at);
+        table
+            .insert((key, index), &bytes[at..at + n])
+            .map_err(rdb)?;
+        at += n;
+    }
+    Ok(existed)
+}
+
+/// Removes the rows of the value under `key`; whether there was one.
+fn remove_value<'k, K: Key + 'static>(
+    table: &mut redb::Table<'_, Rows<K>, &'static [u8]>,
+    key: K::SelfType<'k>,
+) -> Result<bool, EdgeError>
+where
+    K::SelfType<'k>: Copy,
+{
+    let existed = table.get((key, 0)).map_err(rdb)?.is_some();
+    if existed {
+        table
+            .retain_in((key, 0)..=(key, u32::MAX), |_, _| false)
+            .map_err(rdb)?;
+    }
+    Ok(existed)
+}
+
+/// The value stored under `key` ([`put_value`]), whole.
+fn get_value<'k, K: Key + 'static>(
+    table: &impl ReadableTable<Rows<K>, &'static [u8]>,
+    key: K::SelfType<'k>,
+) -> Result<Option<Vec<u8>>, EdgeError>
+where
+    K::SelfType<'k>: Copy,
+{
+    let mut rows = table.range((key, 0)..=(key, u32::MAX)).map_err(rdb)?;
+    Ok(next_value(&mut rows)?.map(|(_, bytes)| bytes))
+}
+
+/// Reads the next whole value from `rows` (a range of a table of rows, in
+/// key order, starting at a value's first row): the key guard of its
+/// first row and its bytes. Reads only that value's rows, so a cycle is
+/// read value by value. A value whose rows are missing or out of place is
+/// refused as corrupt.
+fn next_value<'a, K: Key + 'static>(
+    rows: &mut impl Iterator<Item = Result<RowGuards<'a, K>, redb::StorageError>>,
+) -> Result<Option<ValueRead<'a, K>>, EdgeError> {
+    let corrupt = |what: &str| EdgeError::Store(format!("corrupt record: {what}"));
+    let Some(first) = rows.next() else {
+        return Ok(None);
+    };
+    let (key, row) = first.map_err(rdb)?;
+    let head = row.value();
+    if key.value().1 != 0 || head.len() < LENGTH_HEAD {
+        return Err(corrupt("a value without its first row"));
+    }
+    let (len, start) = head.split_at(LENGTH_HEAD);
+    let len = u64::from_le_bytes(len.try_into().map_err(|_| corrupt("length"))?);
+    let len = usize::try_from(len).map_err(|_| corrupt("length"))?;
+    if len < start.len() {
+        return Err(corrupt("a row longer than its value"));
+    }
+    let mut bytes = Vec::new();
+    bytes
+        .try_reserve_exact(len)
+        .map_err(|_| corrupt("length"))?;
+    bytes.extend_from_slice(start);
+    drop(row);
+    let own_key = K::as_bytes(&key.value().0).as_ref().to_vec();
+    let mut index = 0u32;
+    while bytes.len() < len {
+        let Some(next) = rows.next() else {
+            return Err(corrupt("a value cut short"));
+        };
+        let (k, row) = next.map_err(rdb)?;
+        let (next_key, i) = k.value();
+        if Some(i) != index.checked_add(1) || K::as_bytes(&next_key).as_ref() != own_key {
+            return Err(corrupt("a value with a row missing"));
+        }
+        index = i;
+        let part = row.value();
+        if bytes.len() + part.len() > len {
+            return Err(corrupt("a row longer than its value"));
+        }
+        bytes.extend_from_slice(part);
+    }
+    Ok(Some((key, bytes)))
+}
+
+/// The range of rows of the values whose keys are in `(lower, upper)`.
+fn rows_of<K>(lower: Bound<K>, upper: Bound<K>) -> RowRange<K> {
+    let lower = match lower {
+        Bound::Included(k) => Bound::Included((k, 0)),
+        Bound::Excluded(k) => Bound::Excluded((k, u32::MAX)),
+        Bound::Unbounded => Bound::Unbounded,
+    };
+    let upper = match upper {
+        Bound::Included(k) => Bound::Included((k, u32::MAX)),
+        Bound::Excluded(k) => Bound::Excluded((k, 0)),
+        Bound::Unbounded => Bound::Unbounded,
+    };
+    (lower, upper)
+}
+
 /// Who sent a change and with which counter.
 pub type Stamp<'a> = (&'a NodeId, u64);
 
@@ -244,7 +498,20 @@ impl EdgeStore {
             db: RwLock::new(Some(db)),
             path,
         };
-        store.write(None, |txn| {
+        let migrated = store.write_txn(|txn| {
+            let format = stored_format(txn)?;
+            if format > STORE_FORMAT {
+                return Err(EdgeError::StoreTooNew {
+                    path: store.path.clone(),
+                    found: format,
+                    supported: STORE_FORMAT,
+                });
+            }
+            let migrated = if format < 2 {
+                Some(migrate_to_2(txn)?)
+            } else {
+                None
+            };
             txn.open_table(MEMBERS).map_err(rdb)?;
             txn.open_table(CYCLES).map_err(rdb)?;
             txn.open_table(SUBMISSIONS).map_err(rdb)?;
@@ -257,13 +524,46 @@ impl EdgeStore {
             txn.open_table(COUNTERS).map_err(rdb)?;
             txn.open_table(BILLING_PROGRESS).map_err(rdb)?;
             txn.open_table(SUBMISSION_COUNTS).map_err(rdb)?;
-            let mut meta = txn.open_table(META).map_err(rdb)?;
-            if meta.get(FORMAT_KEY).map_err(rdb)?.is_none() {
-                meta.insert(FORMAT_KEY, STORE_FORMAT).map_err(rdb)?;
+            txn.open_table(META)
+                .map_err(rdb)?
+                .insert(FORMAT_KEY, STORE_FORMAT)
+                .map_err(rdb)?;
+            Ok(migrated)
+        });
+        let migrated = match migrated {
+            Ok(m) => m,
+            Err(e @ EdgeError::StoreTooNew { .. }) => return Err(e),
+            Err(e) => {
+                return Err(EdgeError::Store(format!(
+                    "{}: opening (and migrating a format 1 store to format 2, in one \
+                     transaction: nothing was changed if it failed): {e}",
+                    store.path.display()
+                )));
             }
-            Ok(())
-        })?;
+        };
+        if let Some(rows) = migrated {
+            tracing::info!(path = %store.path.display(), rows, "store migrated from format 1 to format 2");
+            store.compact();
+        }
         Ok(store)
+    }
+
+    /// Moves live pages to the front of the file and trims its free tail
+    /// (after a migration, which frees the whole of the old tables). A
+    /// failure (a full disk) leaves the store as it was, only larger: it is
+    /// logged, not returned.
+    fn compact(&self) {
+        let mut guard = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        let Some(db) = guard.as_mut() else { return };
+        match db.compact() {
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "store not compacted");
+                // A failed compaction may leave the database refusing
+                // writes until it is reopened.
+                *guard = None;
+            }
+        }
     }
 
     /// The store's file.
@@ -362,10 +662,11 @@ impl EdgeStore {
     ) -> Result<(), EdgeError> {
         let bytes = enc(m)?;
         self.write(Some(stamp), |t| {
-            t.open_table(MEMBERS)
-                .map_err(rdb)?
-                .insert(id.as_str(), bytes.as_slice())
-                .map_err(rdb)?;
+            put_value(
+                &mut t.open_table(MEMBERS).map_err(rdb)?,
+                id.as_str(),
+                &bytes,
+            )?;
             Ok(())
         })
     }
@@ -398,12 +699,9 @@ impl EdgeStore {
                 Some(n) => n,
                 // The cycle's first submission, or a store written before
                 // the counts were kept: counted once.
-                None => subs.range(cycle_rows(d.cycle, None)).map_err(rdb)?.count() as u64,
+                None => value_count(&subs, d.cycle)? as u64,
             };
-            let new = subs
-                .insert((d.cycle.0, d.member.as_str()), bytes.as_slice())
-                .map_err(rdb)?
-                .is_none();
+            let new = !put_value(&mut subs, (d.cycle.0, d.member.as_str()), &bytes)?;
             counts
                 .insert(d.cycle.0, before + u64::from(new))
                 .map_err(rdb)?;
@@ -448,15 +746,17 @@ impl EdgeStore {
         let bytes = enc(event)?;
         let data = submission.map(|d| d.to_bytes());
         self.write(stamp, |t| {
-            t.open_table(ROUNDS)
-                .map_err(rdb)?
-                .insert((cycle.0, seq), bytes.as_slice())
-                .map_err(rdb)?;
+            put_value(
+                &mut t.open_table(ROUNDS).map_err(rdb)?,
+                (cycle.0, seq),
+                &bytes,
+            )?;
             if let (Some(d), Some(bytes)) = (submission, &data) {
-                t.open_table(SUBMISSIONS)
-                    .map_err(rdb)?
-                    .insert((d.cycle.0, d.member.as_str()), bytes.as_slice())
-                    .map_err(rdb)?;
+                put_value(
+                    &mut t.open_table(SUBMISSIONS).map_err(rdb)?,
+                    (d.cycle.0, d.member.as_str()),
+                    bytes,
+                )?;
             }
             Ok(())
         })
@@ -467,8 +767,9 @@ impl EdgeStore {
         let r = self.begin_read()?;
         let t = r.open_table(ROUNDS).map_err(rdb)?;
         let mut out = Vec::new();
-        for row in t.range((cycle.0, 0)..=(cycle.0, u64::MAX)).map_err(rdb)? {
-            out.push(dec(row.map_err(rdb)?.1.value())?);
+        let mut rows = t.range(round_rows(cycle)).map_err(rdb)?;
+        while let Some((_, bytes)) = next_value(&mut rows)? {
+            out.push(dec(&bytes)?);
         }
         Ok(out)
     }
@@ -481,9 +782,8 @@ impl EdgeStore {
     ) -> Result<Option<HiddenData>, EdgeError> {
         let r = self.begin_read()?;
         let t = r.open_table(SUBMISSIONS).map_err(rdb)?;
-        t.get((cycle.0, member.as_str()))
-            .map_err(rdb)?
-            .map(|v| wire(v.value()))
+        get_value(&t, (cycle.0, member.as_str()))?
+            .map(|v| wire(&v))
             .transpose()
     }
 
@@ -504,9 +804,7 @@ impl EdgeStore {
             {
                 let mut table = t.open_table(BILLS).map_err(rdb)?;
                 for b in bills {
-                    table
-                        .insert((cycle.0, b.member.as_str()), b.to_bytes().as_slice())
-                        .map_err(rdb)?;
+                    put_value(&mut table, (cycle.0, b.member.as_str()), &b.to_bytes())?;
                 }
             }
             t.open_table(BILLED)
@@ -517,20 +815,13 @@ impl EdgeStore {
                 .map_err(rdb)?
                 .insert(cycle.0, agg.as_slice())
                 .map_err(rdb)?;
-            {
-                let mut table = t.open_table(SUBMISSIONS).map_err(rdb)?;
-                let keys: Vec<String> = table
-                    .range((cycle.0, "")..(cycle.0.saturating_add(1), ""))
-                    .map_err(rdb)?
-                    .filter_map(|r| r.ok().map(|(k, _)| k.value().1.to_string()))
-                    .collect();
-                for k in keys {
-                    table.remove((cycle.0, k.as_str())).map_err(rdb)?;
-                }
-            }
+            t.open_table(SUBMISSIONS)
+                .map_err(rdb)?
+                .retain_in(cycle_value_rows(cycle, None), |_, _| false)
+                .map_err(rdb)?;
             t.open_table(ROUNDS)
                 .map_err(rdb)?
-                .retain_in((cycle.0, 0)..=(cycle.0, u64::MAX), |_, _| false)
+                .retain_in(round_rows(cycle), |_, _| false)
                 .map_err(rdb)?;
             Ok(())
         })
@@ -584,11 +875,29 @@ impl EdgeStore {
         let r = self.begin_read()?;
         let t = r.open_table(MEMBERS).map_err(rdb)?;
         let mut out = Vec::new();
-        for row in t.iter().map_err(rdb)? {
+        // The node and X25519 key lead the record: only each member's
+        // first row is read (a seek per member skips the key's rows).
+        let mut last: Option<String> = None;
+        loop {
+            let lower = match &last {
+                Some(id) => Bound::Excluded((id.as_str(), u32::MAX)),
+                None => Bound::Unbounded,
+            };
+            let mut rows = t
+                .range::<(&str, u32)>((lower, Bound::Unbounded))
+                .map_err(rdb)?;
+            let Some(row) = rows.next() else { break };
             let (k, v) = row.map_err(rdb)?;
-            let id = MemberId::new(k.value()).map_err(err)?;
-            let m: MemberRecord = dec(v.value())?;
-            out.push((id, m.node, m.przs));
+            let (id, index) = k.value();
+            let head = v.value();
+            if index != 0 || head.len() < LENGTH_HEAD {
+                return Err(EdgeError::Store(format!(
+                    "corrupt record: member {id} without its first row"
+                )));
+            }
+            let (node, przs): (NodeId, IdentityPublic) = dec(&head[LENGTH_HEAD..])?;
+            out.push((MemberId::new(id).map_err(err)?, node, przs));
+            last = Some(id.to_string());
         }
         Ok(out)
     }
@@ -597,10 +906,7 @@ impl EdgeStore {
     pub fn member(&self, id: &MemberId) -> Result<Option<MemberRecord>, EdgeError> {
         let r = self.begin_read()?;
         let t = r.open_table(MEMBERS).map_err(rdb)?;
-        t.get(id.as_str())
-            .map_err(rdb)?
-            .map(|v| dec(v.value()))
-            .transpose()
+        get_value(&t, id.as_str())?.map(|v| dec(&v)).transpose()
     }
 
     /// All joined members, with their public keys.
@@ -608,10 +914,10 @@ impl EdgeStore {
         let r = self.begin_read()?;
         let t = r.open_table(MEMBERS).map_err(rdb)?;
         let mut out = Vec::new();
-        for row in t.iter().map_err(rdb)? {
-            let (k, v) = row.map_err(rdb)?;
-            let id = MemberId::new(k.value()).map_err(err)?;
-            out.push((id, dec(v.value())?));
+        let mut rows = t.iter().map_err(rdb)?;
+        while let Some((k, bytes)) = next_value(&mut rows)? {
+            let id = MemberId::new(k.value().0).map_err(err)?;
+            out.push((id, dec(&bytes)?));
         }
         Ok(out)
     }
@@ -629,21 +935,16 @@ impl EdgeStore {
 
     fn per_cycle<T>(
         &self,
-        def: TableDefinition<(u64, &str), &[u8]>,
+        def: TableDefinition<Rows<(u64, &str)>, &[u8]>,
         cycle: CycleId,
         f: impl Fn(&[u8]) -> Result<T, EdgeError>,
     ) -> Result<Vec<T>, EdgeError> {
         let r = self.begin_read()?;
         let t = r.open_table(def).map_err(rdb)?;
         let mut out = Vec::new();
-        for row in t
-            .range((cycle.0, "")..(cycle.0.saturating_add(1), ""))
-            .map_err(rdb)?
-        {
-            let (k, v) = row.map_err(rdb)?;
-            if k.value().0 == cycle.0 {
-                out.push(f(v.value())?);
-            }
+        let mut rows = t.range(cycle_value_rows(cycle, None)).map_err(rdb)?;
+        while let Some((_, bytes)) = next_value(&mut rows)? {
+            out.push(f(&bytes)?);
         }
         Ok(out)
     }
@@ -661,26 +962,11 @@ impl EdgeStore {
 
     fn members_in(
         &self,
-        def: TableDefinition<(u64, &str), &[u8]>,
+        def: TableDefinition<Rows<(u64, &str)>, &[u8]>,
         cycle: CycleId,
     ) -> Result<Vec<MemberId>, EdgeError> {
         let r = self.begin_read()?;
-        let t = r.open_table(def).map_err(rdb)?;
-        let mut out = Vec::new();
-        for row in t
-            .range((cycle.0, "")..(cycle.0.saturating_add(1), ""))
-            .map_err(rdb)?
-        {
-            let (k, _) = row.map_err(rdb)?;
-            let (c, member) = k.value();
-            if c == cycle.0 {
-                out.push(
-                    MemberId::new(member.to_string())
-                        .map_err(|e| EdgeError::Store(format!("corrupt member id: {e}")))?,
-                );
-            }
-        }
-        Ok(out)
+        value_members(&r.open_table(def).map_err(rdb)?, cycle)
     }
 
     /// A billed cycle's unmasked aggregates, one vector per field in the
@@ -708,15 +994,14 @@ impl EdgeStore {
     pub fn bill(&self, cycle: CycleId, member: &MemberId) -> Result<Option<HiddenBill>, EdgeError> {
         let r = self.begin_read()?;
         let t = r.open_table(BILLS).map_err(rdb)?;
-        t.get((cycle.0, member.as_str()))
-            .map_err(rdb)?
-            .map(|v| wire(v.value()))
+        get_value(&t, (cycle.0, member.as_str()))?
+            .map(|v| wire(&v))
             .transpose()
     }
 
     /// Bills stored for a cycle.
     pub fn bill_count(&self, cycle: CycleId) -> Result<usize, EdgeError> {
-        Ok(self.per_cycle(BILLS, cycle, |_| Ok(()))?.len())
+        Ok(self.members_in(BILLS, cycle)?.len())
     }
 
     /// Last accepted counters.
@@ -766,6 +1051,54 @@ fn cycle_rows<'a>(
     (start, end)
 }
 
+/// The rows ([`put_value`]) of a cycle's values after `after`'s (all of
+/// them without).
+fn cycle_value_rows(cycle: CycleId, after: Option<&MemberId>) -> RowRange<(u64, &str)> {
+    let (start, end) = cycle_rows(cycle, after);
+    rows_of(start, end)
+}
+
+/// The rows of a cycle's round events.
+fn round_rows(cycle: CycleId) -> RowRange<(u64, u64)> {
+    rows_of(
+        Bound::Included((cycle.0, 0)),
+        Bound::Included((cycle.0, u64::MAX)),
+    )
+}
+
+/// The members with a value of `cycle` in a table of rows, in order,
+/// reading only each value's first row (a seek per value skips the rest).
+fn value_members(
+    t: &impl ReadableTable<Rows<(u64, &'static str)>, &'static [u8]>,
+    cycle: CycleId,
+) -> Result<Vec<MemberId>, EdgeError> {
+    let mut out: Vec<MemberId> = Vec::new();
+    loop {
+        let mut rows = t.range(cycle_value_rows(cycle, out.last())).map_err(rdb)?;
+        let Some(row) = rows.next() else { break };
+        let (k, _) = row.map_err(rdb)?;
+        let ((_, member), index) = k.value();
+        if index != 0 {
+            return Err(EdgeError::Store(format!(
+                "corrupt record: {member} of {cycle} without its first row"
+            )));
+        }
+        out.push(
+            MemberId::new(member.to_string())
+                .map_err(|e| EdgeError::Store(format!("corrupt member id: {e}")))?,
+        );
+    }
+    Ok(out)
+}
+
+/// The values of `cycle` in a table of rows.
+fn value_count(
+    t: &impl ReadableTable<Rows<(u64, &'static str)>, &'static [u8]>,
+    cycle: CycleId,
+) -> Result<usize, EdgeError> {
+    Ok(value_members(t, cycle)?.len())
+}
+
 /// How far a cycle's billing got: written with [`EdgeStore::begin_billing`]
 /// and advanced by every [`EdgeStore::put_bills_batch`] in the batch's
 /// transaction, so a restarted edge resumes after the last committed batch
@@ -801,8 +1134,13 @@ pub struct PruneReport {
 /// The store's size on disk against what it holds.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DiskUsage {
-    /// Bytes of the store file.
+    /// Bytes of the store file (its length: redb grows it ahead of use,
+    /// doubling it up to 4 GiB, and the part not written yet takes no
+    /// disk space).
     pub file_bytes: u64,
+    /// Bytes the file takes on disk (its allocated blocks; its length
+    /// where the platform does not say).
+    pub disk_bytes: u64,
     /// Joined members.
     pub members: usize,
     /// Cycles recorded.
@@ -817,6 +1155,62 @@ impl DiskUsage {
     pub fn bytes_per_member_cycle(&self) -> Option<f64> {
         (self.member_cycles > 0).then(|| self.file_bytes as f64 / self.member_cycles as f64)
     }
+}
+
+/// One table's share of the store, as redb accounts for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableUsage {
+    /// The table's name.
+    pub name: String,
+    /// Its rows (for a table of values in rows, rows, not values).
+    pub rows: u64,
+    /// Bytes of its keys and values.
+    pub stored_bytes: u64,
+    /// Bytes of the pages it takes: what it stores, its branch pages and
+    /// what page rounding and partly filled pages leave unused.
+    pub page_bytes: u64,
+}
+
+/// The length of a file and the bytes it takes on disk.
+fn file_sizes(path: &Path) -> Result<(u64, u64), EdgeError> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| EdgeError::Store(format!("{}: {e}", path.display())))?;
+    #[cfg(unix)]
+    let disk = std::os::unix::fs::MetadataExt::blocks(&meta).saturating_mul(512);
+    #[cfg(not(unix))]
+    let disk = meta.len();
+    Ok((meta.len(), disk))
+}
+
+/// Every table's usage in a read transaction, by name.
+fn tables_usage(r: &redb::ReadTransaction) -> Result<Vec<TableUsage>, EdgeError> {
+    let mut out = Vec::new();
+    for handle in r.list_tables().map_err(rdb)? {
+        let name = handle.name().to_string();
+        let t = r.open_untyped_table(handle).map_err(rdb)?;
+        let stats = t.stats().map_err(rdb)?;
+        out.push(TableUsage {
+            name,
+            rows: t.len().map_err(rdb)?,
+            stored_bytes: stats.stored_bytes(),
+            page_bytes: stats.stored_bytes() + stats.metadata_bytes() + stats.fragmented_bytes(),
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// The tables of a store file that is not open (of any format: a format
+/// 1 store is read as it is, not migrated), with the file's length and
+/// the bytes it takes on disk: where a store's bytes go.
+pub fn store_usage(path: &Path) -> Result<(Vec<TableUsage>, u64, u64), EdgeError> {
+    let db = redb::Builder::new()
+        .open_read_only(path)
+        .map_err(|e| unreadable(path, e))?;
+    let r = db.begin_read().map_err(|e| unreadable(path, e))?;
+    let tables = tables_usage(&r)?;
+    let (len, disk) = file_sizes(path)?;
+    Ok((tables, len, disk))
 }
 
 /// Streaming billing, retention and disk usage: what an edge needs to bill
@@ -834,8 +1228,12 @@ impl EdgeStore {
         let r = self.begin_read()?;
         let t = r.open_table(SUBMISSIONS).map_err(rdb)?;
         let mut out = Vec::with_capacity(n.min(4096));
-        for row in t.range(cycle_rows(cycle, after)).map_err(rdb)?.take(n) {
-            out.push(wire(row.map_err(rdb)?.1.value())?);
+        let mut rows = t.range(cycle_value_rows(cycle, after)).map_err(rdb)?;
+        while out.len() < n {
+            let Some((_, bytes)) = next_value(&mut rows)? else {
+                break;
+            };
+            out.push(wire(&bytes)?);
         }
         Ok(out)
     }
@@ -854,20 +1252,23 @@ impl EdgeStore {
         let subs = r.open_table(SUBMISSIONS).map_err(rdb)?;
         let members = r.open_table(MEMBERS).map_err(rdb)?;
         let mut out = Vec::with_capacity(n.min(4096));
-        for row in subs.range(cycle_rows(cycle, after)).map_err(rdb)?.take(n) {
-            let (k, v) = row.map_err(rdb)?;
-            let member = k.value().1;
-            let d: HiddenData = wire(v.value())?;
+        let mut rows = subs.range(cycle_value_rows(cycle, after)).map_err(rdb)?;
+        while out.len() < n {
+            let Some((k, bytes)) = next_value(&mut rows)? else {
+                break;
+            };
+            let ((_, member), _) = k.value();
+            let d: HiddenData = wire(&bytes)?;
             if d.member.as_str() != member || d.cycle != cycle {
                 return Err(EdgeError::Store(format!(
                     "corrupt record: the submission stored as {member} of {cycle} is {}'s of {}",
                     d.member, d.cycle
                 )));
             }
-            let m = members.get(member).map_err(rdb)?.ok_or_else(|| {
+            let m = get_value(&members, member)?.ok_or_else(|| {
                 EdgeError::Store(format!("{member}: submission of an unknown member"))
             })?;
-            let record: MemberRecord = dec(m.value())?;
+            let record: MemberRecord = dec(&m)?;
             out.push((d, record.public_key));
         }
         Ok(out)
@@ -926,9 +1327,8 @@ impl EdgeStore {
     pub fn public_key(&self, member: &MemberId) -> Result<Option<CompactPublicKey>, EdgeError> {
         let r = self.begin_read()?;
         let t = r.open_table(MEMBERS).map_err(rdb)?;
-        t.get(member.as_str())
-            .map_err(rdb)?
-            .map(|v| dec::<MemberRecord>(v.value()).map(|m| m.public_key))
+        get_value(&t, member.as_str())?
+            .map(|v| dec::<MemberRecord>(&v).map(|m| m.public_key))
             .transpose()
     }
 
@@ -943,17 +1343,11 @@ impl EdgeStore {
         }
     }
 
-    /// Submissions stored for a cycle, counted row by row (it reads every
-    /// one of them: for tests and audits).
+    /// Submissions stored for a cycle, counted one by one (a seek and the
+    /// first row of each: for tests and audits).
     pub fn submission_count(&self, cycle: CycleId) -> Result<usize, EdgeError> {
         let r = self.begin_read()?;
-        let t = r.open_table(SUBMISSIONS).map_err(rdb)?;
-        let mut n = 0;
-        for row in t.range(cycle_rows(cycle, None)).map_err(rdb)? {
-            row.map_err(rdb)?;
-            n += 1;
-        }
-        Ok(n)
+        value_count(&r.open_table(SUBMISSIONS).map_err(rdb)?, cycle)
     }
 
     /// Begins (or resumes) a cycle's batch billing: records the seed and
@@ -992,12 +1386,7 @@ impl EdgeStore {
                 .map(|v| v.value());
             let submissions = match counted {
                 Some(n) => n,
-                None => t
-                    .open_table(SUBMISSIONS)
-                    .map_err(rdb)?
-                    .range(cycle_rows(cycle, None))
-                    .map_err(rdb)?
-                    .count() as u64,
+                None => value_count(&t.open_table(SUBMISSIONS).map_err(rdb)?, cycle)? as u64,
             };
             let fresh = BillingProgress {
                 seed,
@@ -1067,7 +1456,7 @@ impl EdgeStore {
                     )));
                 }
                 if subs
-                    .get((cycle.0, b.member.as_str()))
+                    .get(((cycle.0, b.member.as_str()), 0))
                     .map_err(rdb)?
                     .is_none()
                 {
@@ -1076,9 +1465,7 @@ impl EdgeStore {
                         b.member
                     )));
                 }
-                table
-                    .insert((cycle.0, b.member.as_str()), b.to_bytes().as_slice())
-                    .map_err(rdb)?;
+                put_value(&mut table, (cycle.0, b.member.as_str()), &b.to_bytes())?;
                 last = Some(b.member.clone());
             }
             progress.last = last;
@@ -1111,7 +1498,7 @@ impl EdgeStore {
             let unbilled = t
                 .open_table(SUBMISSIONS)
                 .map_err(rdb)?
-                .range(cycle_rows(cycle, progress.last.as_ref()))
+                .range(cycle_value_rows(cycle, progress.last.as_ref()))
                 .map_err(rdb)?
                 .next()
                 .is_some();
@@ -1156,14 +1543,13 @@ impl EdgeStore {
             let cycle = CycleId(cycle);
             let subs = self.write_txn(|t| {
                 let mut table = t.open_table(SUBMISSIONS).map_err(rdb)?;
-                let before = table.len().map_err(rdb)?;
+                let removed = value_count(&table, cycle)?;
                 table
-                    .retain_in(cycle_rows(cycle, None), |_, _| false)
+                    .retain_in(cycle_value_rows(cycle, None), |_, _| false)
                     .map_err(rdb)?;
-                let removed = (before - table.len().map_err(rdb)?) as usize;
                 t.open_table(ROUNDS)
                     .map_err(rdb)?
-                    .retain_in((cycle.0, 0)..=(cycle.0, u64::MAX), |_, _| false)
+                    .retain_in(round_rows(cycle), |_, _| false)
                     .map_err(rdb)?;
                 Ok(removed)
             })?;
@@ -1180,7 +1566,7 @@ impl EdgeStore {
             for row in delivered.iter().map_err(rdb)? {
                 let (k, at) = row.map_err(rdb)?;
                 let (cycle, member) = k.value();
-                if at.value() <= cutoff && bills.remove((cycle, member)).map_err(rdb)?.is_some() {
+                if at.value() <= cutoff && remove_value(&mut bills, (cycle, member))? {
                     removed += 1;
                 }
             }
@@ -1189,14 +1575,18 @@ impl EdgeStore {
         Ok(report)
     }
 
+    /// Every table's rows and bytes (redb's accounting): where the store's
+    /// bytes go.
+    pub fn table_usage(&self) -> Result<Vec<TableUsage>, EdgeError> {
+        tables_usage(&self.begin_read()?)
+    }
+
     /// The store file's size against the member-cycles it holds: the
     /// load report's disk bytes per member per cycle.
     pub fn disk_usage(&self) -> Result<DiskUsage, EdgeError> {
-        let file_bytes = std::fs::metadata(&self.path)
-            .map_err(|e| EdgeError::Store(format!("{}: {e}", self.path.display())))?
-            .len();
+        let (file_bytes, disk_bytes) = file_sizes(&self.path)?;
         let r = self.begin_read()?;
-        let members = r.open_table(MEMBERS).map_err(rdb)?.len().map_err(rdb)? as usize;
+        let members = self.member_index()?.len();
         let mut sizes = std::collections::BTreeMap::new();
         for row in r.open_table(ROSTERS).map_err(rdb)?.iter().map_err(rdb)? {
             let roster: SignedRoster = dec(row.map_err(rdb)?.1.value())?;
@@ -1211,6 +1601,7 @@ impl EdgeStore {
         }
         Ok(DiskUsage {
             file_bytes,
+            disk_bytes,
             members,
             cycles,
             member_cycles,
@@ -1434,7 +1825,7 @@ mod tests {
         }
         assert_eq!(copies, 0, "the key appears outside the members table");
         let t = r.open_table(MEMBERS).unwrap();
-        let v = t.get(member(0).as_str()).unwrap().unwrap().value().to_vec();
+        let v = get_value(&t, member(0).as_str()).unwrap().unwrap();
         assert_eq!(v.windows(64).filter(|w| *w == &key[16..80]).count(), 1);
     }
 
@@ -1836,5 +2227,371 @@ mod tests {
         assert_eq!(all, want);
         assert_eq!(s.members().unwrap().len(), 3);
         s.put_submission((&NODE, 30_000), &data(1, 99)).unwrap();
+    }
+
+    /// A table of rows for the tests of the helpers.
+    const TEST_ROWS: TableDefinition<Rows<(u64, &str)>, &[u8]> = TableDefinition::new("test_rows");
+
+    #[test]
+    fn values_are_split_into_page_sized_rows_and_read_back_whole() {
+        let d = tempfile::tempdir().unwrap();
+        let db = Database::create(d.path().join("t.redb")).unwrap();
+        let sizes = [
+            0,
+            1,
+            SMALL_ROW - LENGTH_HEAD,
+            SMALL_ROW,
+            BIG_ROW - LENGTH_HEAD,
+            BIG_ROW,
+            131_104,
+            133_000,
+            300_001,
+        ];
+        let value = |n: usize, salt: u8| -> Vec<u8> {
+            (0..n).map(|i| (i as u8).wrapping_mul(31) ^ salt).collect()
+        };
+        let t = db.begin_write().unwrap();
+        {
+            let mut table = t.open_table(TEST_ROWS).unwrap();
+            for (i, &n) in sizes.iter().enumerate() {
+                let m = format!("m{i}");
+                assert!(!put_value(&mut table, (1, m.as_str()), &value(n, 1)).unwrap());
+            }
+        }
+        t.commit().unwrap();
+        let r = db.begin_read().unwrap();
+        let table = r.open_table(TEST_ROWS).unwrap();
+        for (i, &n) in sizes.iter().enumerate() {
+            let m = format!("m{i}");
+            assert_eq!(
+                get_value(&table, (1, m.as_str())).unwrap(),
+                Some(value(n, 1))
+            );
+            // Rows of BIG_ROW bytes (the length head counted), then rows of at
+            // most SMALL_ROW.
+            let lens: Vec<usize> = table
+                .range(rows_of(
+                    Bound::Included((1, m.as_str())),
+                    Bound::Included((1, m.as_str())),
+                ))
+                .unwrap()
+                .map(|row| row.unwrap().1.value().len())
+                .collect();
+            assert_eq!(lens.iter().sum::<usize>(), n + LENGTH_HEAD, "{n}");
+            let bigs = (n + LENGTH_HEAD) / BIG_ROW;
+            assert!(lens[..bigs].iter().all(|&l| l == BIG_ROW), "{n}: {lens:?}");
+            assert!(
+                lens[bigs..].iter().all(|&l| l <= SMALL_ROW),
+                "{n}: {lens:?}"
+            );
+        }
+        // In order, value by value, from any key on.
+        let mut rows = table
+            .range(rows_of(
+                Bound::Excluded((1, "m1")),
+                Bound::Excluded((2, "")),
+            ))
+            .unwrap();
+        let mut seen = Vec::new();
+        while let Some((k, v)) = next_value(&mut rows).unwrap() {
+            seen.push((k.value().0.1.to_string(), v.len()));
+        }
+        let want: Vec<(String, usize)> = (2..sizes.len())
+            .map(|i| (format!("m{i}"), sizes[i]))
+            .collect();
+        assert_eq!(seen, want);
+        drop((rows, table, r));
+
+        // A shorter value replaces all the rows of the longer one; removal
+        // takes them all.
+        let t = db.begin_write().unwrap();
+        {
+            let mut table = t.open_table(TEST_ROWS).unwrap();
+            assert!(put_value(&mut table, (1, "m8"), &value(5, 2)).unwrap());
+            assert_eq!(get_value(&table, (1, "m8")).unwrap(), Some(value(5, 2)));
+            let rows = table
+                .range(rows_of(
+                    Bound::Included((1, "m8")),
+                    Bound::Included((1, "m8")),
+                ))
+                .unwrap()
+                .count();
+            assert_eq!(rows, 1);
+            assert!(remove_value(&mut table, (1, "m7")).unwrap());
+            assert!(!remove_value(&mut table, (1, "m7")).unwrap());
+            assert_eq!(get_value(&table, (1, "m7")).unwrap(), None);
+            assert_eq!(value_count(&table, CycleId(1)).unwrap(), sizes.len() - 1);
+        }
+        t.commit().unwrap();
+    }
+
+    #[test]
+    fn a_value_with_a_row_missing_is_refused_as_corrupt() {
+        let d = tempfile::tempdir().unwrap();
+        let db = Database::create(d.path().join("t.redb")).unwrap();
+        let t = db.begin_write().unwrap();
+        {
+            let mut table = t.open_table(TEST_ROWS).unwrap();
+            put_value(&mut table, (1, "a"), &[7; 100_000]).unwrap();
+            put_value(&mut table, (1, "b"), &[8; 100_000]).unwrap();
+            table.remove(((1, "a"), 2)).unwrap();
+            table.remove(((1, "b"), 0)).unwrap();
+            for key in ["a", "b"] {
+                let e = get_value(&table, (1, key)).unwrap_err().to_string();
+                assert!(e.contains("corrupt record"), "{e}");
+            }
+            // A truncated value (its last row gone).
+            put_value(&mut table, (1, "c"), &[9; 40_000]).unwrap();
+            table.remove(((1, "c"), 2)).unwrap();
+            let e = get_value(&table, (1, "c")).unwrap_err().to_string();
+            assert!(e.contains("corrupt record"), "{e}");
+        }
+    }
+
+    /// Rewrites a format 2 store as format 1 wrote it: each value of the
+    /// tables of rows in one row of its format 1 table, `META` at 1 (or
+    /// absent, as before the format was recorded).
+    fn downgrade_to_format_1(path: &Path, with_meta: bool) {
+        let db = Database::open(path).unwrap();
+        let t = db.begin_write().unwrap();
+        {
+            let from = t.open_table(MEMBERS).unwrap();
+            let mut to = t.open_table(v1::MEMBERS).unwrap();
+            let mut rows = from.iter().unwrap();
+            while let Some((k, v)) = next_value(&mut rows).unwrap() {
+                to.insert(k.value().0, v.as_slice()).unwrap();
+            }
+        }
+        for (new, old) in [(SUBMISSIONS, v1::SUBMISSIONS), (BILLS, v1::BILLS)] {
+            let from = t.open_table(new).unwrap();
+            let mut to = t.open_table(old).unwrap();
+            let mut rows = from.iter().unwrap();
+            while let Some((k, v)) = next_value(&mut rows).unwrap() {
+                to.insert(k.value().0, v.as_slice()).unwrap();
+            }
+        }
+        {
+            let from = t.open_table(ROUNDS).unwrap();
+            let mut to = t.open_table(v1::ROUNDS).unwrap();
+            let mut rows = from.iter().unwrap();
+            while let Some((k, v)) = next_value(&mut rows).unwrap() {
+                to.insert(k.value().0, v.as_slice()).unwrap();
+            }
+        }
+        assert!(t.delete_table(MEMBERS).unwrap());
+        assert!(t.delete_table(SUBMISSIONS).unwrap());
+        assert!(t.delete_table(BILLS).unwrap());
+        assert!(t.delete_table(ROUNDS).unwrap());
+        if with_meta {
+            t.open_table(META).unwrap().insert(FORMAT_KEY, 1).unwrap();
+        } else {
+            assert!(t.delete_table(META).unwrap());
+        }
+        t.commit().unwrap();
+    }
+
+    /// Everything a store answers, for comparing before and after a
+    /// migration.
+    fn everything(s: &EdgeStore) -> String {
+        let mut out = format!(
+            "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n",
+            s.members().unwrap(),
+            s.member_index().unwrap(),
+            s.cycles().unwrap(),
+            s.rosters().unwrap(),
+            s.counters().unwrap(),
+        );
+        for c in [1, 2] {
+            let c = CycleId(c);
+            out += &format!(
+                "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n",
+                s.submissions(c).unwrap(),
+                s.submitted(c).unwrap(),
+                s.round_events::<(u64, Vec<u8>)>(c).unwrap(),
+                s.billed(c).unwrap(),
+                s.billing_progress(c).unwrap(),
+                s.aggregates(c).unwrap(),
+                s.submissions_received(c).unwrap(),
+                s.bill_count(c).unwrap(),
+            );
+            for i in 0..5 {
+                out += &format!(
+                    "{:?} {:?} {:?}\n",
+                    s.bill(c, &member(i)).unwrap(),
+                    s.delivered(c, &member(i)).unwrap(),
+                    s.public_key(&member(i)).unwrap(),
+                );
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_format_1_store_is_migrated_to_format_2_when_opened() {
+        for with_meta in [true, false] {
+            let d = tempfile::tempdir().unwrap();
+            let before = {
+                let s = filled(d.path(), 5, &[1, 2]);
+                // Round events of both cycles, one larger than a page.
+                for seq in 0..3 {
+                    let event = (seq, vec![seq as u8; seq as usize * 20_000]);
+                    s.put_round_event(None, CycleId(2), seq, &event, None)
+                        .unwrap();
+                }
+                s.put_round_event(None, CycleId(1), 0, &(9u64, vec![1u8]), None)
+                    .unwrap();
+                bill_all(&s, 1, 2);
+                assert!(s.mark_delivered(CycleId(1), &member(3), 77).unwrap());
+                s.begin_billing(CycleId(2), [2; 32], &[vec![3]], 9).unwrap();
+                s.put_bills_batch(CycleId(2), &[bill(2, 0)]).unwrap();
+                everything(&s)
+            };
+            let path = d.path().join("edge.redb");
+            downgrade_to_format_1(&path, with_meta);
+            {
+                // Written the old way: whole values, format 1.
+                let db = Database::open(&path).unwrap();
+                let r = db.begin_read().unwrap();
+                let t = r.open_table(v1::SUBMISSIONS).unwrap();
+                let v = t.get((2, member(4).as_str())).unwrap().unwrap();
+                assert_eq!(v.value(), data(2, 4).to_bytes().as_slice());
+            }
+            let s = EdgeStore::open(d.path()).unwrap();
+            assert_eq!(everything(&s), before, "meta recorded: {with_meta}");
+            let r = s.begin_read().unwrap();
+            let meta = r.open_table(META).unwrap();
+            assert_eq!(meta.get(FORMAT_KEY).unwrap().unwrap().value(), 2);
+            let names: Vec<String> = r
+                .list_tables()
+                .unwrap()
+                .map(|t| t.name().to_string())
+                .collect();
+            for old in ["members", "submissions", "rounds", "bills"] {
+                assert!(!names.contains(&old.to_string()), "{old} left: {names:?}");
+            }
+            drop((meta, r));
+            // The migrated store goes on as any other, and opens again as
+            // it is.
+            bill_all_from(&s, 2, 2, Some(member(0)));
+            drop(s);
+            let s = EdgeStore::open(d.path()).unwrap();
+            assert_eq!(s.bill_count(CycleId(2)).unwrap(), 5);
+            assert_eq!(s.members().unwrap().len(), 5);
+        }
+    }
+
+    /// Realistic values (96 slots, the real key size) for `n` members in
+    /// `cycles` cycles, each billed; returns the store and the bytes of
+    /// the values it must hold at once (a cycle's submissions and bills
+    /// and the members' records).
+    fn realistic(dir: &Path, n: usize, cycles: &[u64]) -> (EdgeStore, u64) {
+        let s = EdgeStore::open(dir).unwrap();
+        let mut counter = 0;
+        let mut stamp = || {
+            counter += 1;
+            (&NODE, counter)
+        };
+        let mut held = 0;
+        for i in 0..n {
+            held += enc(&record(i)).unwrap().len() as u64;
+            s.put_member(stamp(), &member(i), &record(i)).unwrap();
+        }
+        s.put_roster(stamp(), &roster(n)).unwrap();
+        let wide = |c: u64, i: usize| {
+            let mut d = data(c, i);
+            d.slots = SlotCount::new(96).unwrap();
+            d.masked = vec![vec![i as u64; 96]; 3];
+            d.ciphertexts = vec![glwe(i); pb_glwe::layout::chunk_count(3 * 96)];
+            d
+        };
+        held += n as u64 * (wide(1, 0).to_bytes().len() + bill(1, 0).to_bytes().len()) as u64;
+        for &c in cycles {
+            s.put_cycle(stamp(), &cycle_record(c, n)).unwrap();
+            // Submissions arrive in no particular order.
+            for k in 0..n {
+                let i = (k * 7919) % n;
+                s.put_submission(stamp(), &wide(c, i)).unwrap();
+            }
+            bill_all(&s, c, 16);
+        }
+        (s, held)
+    }
+
+    #[test]
+    fn a_cycle_takes_at_most_a_quarter_more_than_it_holds() {
+        let d = tempfile::tempdir().unwrap();
+        let (s, held) = realistic(d.path(), 40, &[1]);
+        let pages: u64 = s.table_usage().unwrap().iter().map(|t| t.page_bytes).sum();
+        let u = s.disk_usage().unwrap();
+        eprintln!(
+            "held {held}, pages {pages} ({:.3}x), file {} ({:.3}x), disk {} ({:.3}x)",
+            pages as f64 / held as f64,
+            u.file_bytes,
+            u.file_bytes as f64 / held as f64,
+            u.disk_bytes,
+            u.disk_bytes as f64 / held as f64,
+        );
+        assert!(pages as f64 <= 1.05 * held as f64, "{pages} for {held}");
+        assert!(
+            u.disk_bytes as f64 <= 1.25 * held as f64,
+            "{u:?} for {held}"
+        );
+    }
+
+    #[test]
+    fn pages_freed_by_retention_are_used_again() {
+        let d = tempfile::tempdir().unwrap();
+        let (s, _) = realistic(d.path(), 30, &[1, 2]);
+        let keep = Retention {
+            keep_submissions_cycles: 1,
+            keep_bills_secs_after_delivery: 0,
+        };
+        assert_eq!(s.prune(100, &keep).unwrap().submissions, 30);
+        let before = s.disk_usage().unwrap();
+        // A third cycle of the same size, after the first's submissions
+        // went: its submissions take their pages.
+        let mut counter = 1_000_000;
+        s.put_cycle((&NODE, counter), &cycle_record(3, 30)).unwrap();
+        for i in 0..30 {
+            counter += 1;
+            s.put_submission((&NODE, counter), &data(3, i)).unwrap();
+        }
+        bill_all(&s, 3, 16);
+        assert_eq!(s.prune(100, &keep).unwrap().submissions, 30);
+        let after = s.disk_usage().unwrap();
+        eprintln!("before {before:?}\nafter {after:?}");
+        // What it adds is the third cycle's bills (undelivered, kept).
+        let bills = 30.0 * bill(3, 0).to_bytes().len() as f64;
+        assert!(
+            after.disk_bytes as f64 <= before.disk_bytes as f64 + 1.1 * bills,
+            "{before:?} -> {after:?}"
+        );
+        assert_eq!(after.file_bytes, before.file_bytes);
+    }
+
+    /// Where the bytes of a realistic cycle go (run by hand:
+    /// `PB_EDGE_STORE_MEMBERS=200 cargo test --release -p pb-edge --
+    /// --ignored where_the_bytes_go --nocapture`).
+    #[test]
+    #[ignore = "a measurement, run by hand"]
+    fn where_the_bytes_go() {
+        let n = std::env::var("PB_EDGE_STORE_MEMBERS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(200);
+        let d = tempfile::tempdir().unwrap();
+        let (s, held) = realistic(d.path(), n, &[1]);
+        for t in s.table_usage().unwrap() {
+            println!("{t:?}");
+        }
+        let u = s.disk_usage().unwrap();
+        println!(
+            "{n} members: held {held} B ({} per member), file {} ({:.3}x), disk {} ({:.3}x)",
+            held / n as u64,
+            u.file_bytes,
+            u.file_bytes as f64 / held as f64,
+            u.disk_bytes,
+            u.disk_bytes as f64 / held as f64,
+        );
     }
 }
