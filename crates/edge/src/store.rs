@@ -48,7 +48,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::EdgeError;
-use crate::config::Retention;
+use crate::config::{Retention, Rotation};
 
 const MEMBERS: TableDefinition<&str, &[u8]> = TableDefinition::new("members");
 const CYCLES: TableDefinition<u64, &[u8]> = TableDefinition::new("cycles");
@@ -75,9 +75,19 @@ const BILLING_PROGRESS: TableDefinition<u64, &[u8]> = TableDefinition::new("bill
 /// finishing a large cycle's billing needs no scan of its submissions.
 const SUBMISSION_COUNTS: TableDefinition<u64, u64> = TableDefinition::new("submission_counts");
 
+/// Members' key rotations by the node id they retired ([`Rotation`]).
+const ROTATIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("rotations");
+
 /// The format of the stores this edge writes and the newest it reads.
-/// Stores written before the format was recorded are format 1.
-pub const STORE_FORMAT: u64 = 1;
+/// Stores written before the format was recorded are format 1. Format 2
+/// adds the members' key rotations ([`EdgeStore::put_rotation`]): an
+/// older edge would ignore them and admit the retired keys again, so a
+/// format-1 store becomes format 2 in the transaction that records its
+/// first rotation, and older edges refuse it from then on.
+pub const STORE_FORMAT: u64 = 2;
+
+/// The first format that holds rotations.
+const ROTATIONS_FORMAT: u64 = 2;
 
 /// A store file that exists: must be a readable edge store of a format this
 /// edge knows. Opened read-only, so a refused file is left as it was.
@@ -257,6 +267,7 @@ impl EdgeStore {
             txn.open_table(COUNTERS).map_err(rdb)?;
             txn.open_table(BILLING_PROGRESS).map_err(rdb)?;
             txn.open_table(SUBMISSION_COUNTS).map_err(rdb)?;
+            txn.open_table(ROTATIONS).map_err(rdb)?;
             let mut meta = txn.open_table(META).map_err(rdb)?;
             if meta.get(FORMAT_KEY).map_err(rdb)?.is_none() {
                 meta.insert(FORMAT_KEY, STORE_FORMAT).map_err(rdb)?;
@@ -421,6 +432,56 @@ impl EdgeStore {
                 .map_err(rdb)?;
             Ok(())
         })
+    }
+
+    /// Records a member's key rotation with the request's counter, in one
+    /// transaction: the old node is retired, the member's joined record (if
+    /// it joined) names the new node, and the store's format is raised to
+    /// the one that holds rotations.
+    pub fn put_rotation(&self, stamp: Stamp<'_>, r: &Rotation) -> Result<(), EdgeError> {
+        let bytes = enc(r)?;
+        self.write(Some(stamp), |t| {
+            let mut rotations = t.open_table(ROTATIONS).map_err(rdb)?;
+            if rotations.get(r.from.0.as_slice()).map_err(rdb)?.is_some() {
+                return Err(EdgeError::Store(format!(
+                    "node {} was already rotated away from",
+                    r.from.to_hex()
+                )));
+            }
+            rotations
+                .insert(r.from.0.as_slice(), bytes.as_slice())
+                .map_err(rdb)?;
+            let mut members = t.open_table(MEMBERS).map_err(rdb)?;
+            let joined: Option<MemberRecord> = members
+                .get(r.member.as_str())
+                .map_err(rdb)?
+                .map(|v| dec(v.value()))
+                .transpose()?;
+            if let Some(mut record) = joined {
+                record.node = r.to;
+                let record = enc(&record)?;
+                members
+                    .insert(r.member.as_str(), record.as_slice())
+                    .map_err(rdb)?;
+            }
+            let mut meta = t.open_table(META).map_err(rdb)?;
+            let format = meta.get(FORMAT_KEY).map_err(rdb)?.map(|v| v.value());
+            if format.unwrap_or(1) < ROTATIONS_FORMAT {
+                meta.insert(FORMAT_KEY, ROTATIONS_FORMAT).map_err(rdb)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Every stored rotation, by the node id it retired.
+    pub fn rotations(&self) -> Result<Vec<Rotation>, EdgeError> {
+        let r = self.begin_read()?;
+        let t = r.open_table(ROTATIONS).map_err(rdb)?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(rdb)? {
+            out.push(dec(row.map_err(rdb)?.1.value())?);
+        }
+        Ok(out)
     }
 
     /// Every stored member list, oldest first.
@@ -1644,6 +1705,43 @@ mod tests {
         let r = s.begin_read().unwrap();
         let t = r.open_table(META).unwrap();
         assert_eq!(t.get(FORMAT_KEY).unwrap().unwrap().value(), STORE_FORMAT);
+    }
+
+    /// A rotation is stored with its counter and the member's record
+    /// naming the new node, in one transaction; it raises a format-1
+    /// store to format 2 and survives a reopening.
+    #[test]
+    fn a_rotation_is_stored_with_the_member_record_and_raises_the_format() {
+        let d = tempfile::tempdir().unwrap();
+        let s = filled(d.path(), 3, &[]);
+        {
+            let t = s.with_db(|db| db.begin_write().map_err(rdb)).unwrap();
+            t.open_table(META).unwrap().insert(FORMAT_KEY, 1).unwrap();
+            t.commit().unwrap();
+        }
+        let old = s.member(&member(1)).unwrap().unwrap().node;
+        let r = Rotation {
+            member: member(1),
+            from: old,
+            to: NodeId([0x42; 32]),
+            at: 9,
+        };
+        s.put_rotation((&old, 77), &r).unwrap();
+        assert!(
+            s.put_rotation((&old, 78), &r).is_err(),
+            "a key is retired once"
+        );
+        drop(s);
+        let s = EdgeStore::open(d.path()).unwrap();
+        assert_eq!(s.rotations().unwrap(), vec![r]);
+        assert_eq!(
+            s.member(&member(1)).unwrap().unwrap().node,
+            NodeId([0x42; 32])
+        );
+        assert!(s.counters().unwrap().contains(&(old, 77)));
+        let rd = s.begin_read().unwrap();
+        let t = rd.open_table(META).unwrap();
+        assert_eq!(t.get(FORMAT_KEY).unwrap().unwrap().value(), 2);
     }
 
     #[test]
