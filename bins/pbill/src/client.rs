@@ -1,5 +1,6 @@
-//! Client commands: `keygen`, `context` (operator to edge), `submit` and
-//! `bill` (household software to its core).
+//! Client commands: `keygen`, `context` and `roster` (operator to edge),
+//! `rotate` (household to edge), `submit` and `bill` (household software
+//! to its core).
 
 use std::path::Path;
 use std::time::Duration;
@@ -229,6 +230,208 @@ pub fn roster(
         "member list version {version}: {} members, fingerprint {}",
         signed.roster.members.len(),
         pb_secagg::roster::show_fingerprint(&signed.roster.fingerprint())
+    );
+    Ok(())
+}
+
+/// `path` with `suffix` appended to its file name (`core.key` →
+/// `core.key.new`).
+fn with_suffix(path: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    name.into()
+}
+
+/// Writes `key` to `path` unless the file holds it already; refuses a file
+/// that holds another key.
+fn keep_key(key: &NodeKey, path: &Path) -> Result<(), String> {
+    if path.exists() {
+        let there = NodeKey::read_file(path).map_err(|e| e.to_string())?;
+        return if there.id() == key.id() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} holds another key (node {}): move it away and run pbill rotate again",
+                path.display(),
+                there.id().to_hex()
+            ))
+        };
+    }
+    key.write_new(path).map_err(|e| e.to_string())
+}
+
+/// Where the current key is backed up: `KEY.old`, or the first free
+/// `KEY.old.N` when earlier rotations left theirs (a file that already
+/// holds this key is used again).
+fn backup_path(key_file: &Path, current: &NodeKey) -> Result<std::path::PathBuf, String> {
+    for n in 1..1000 {
+        let path = if n == 1 {
+            with_suffix(key_file, ".old")
+        } else {
+            with_suffix(key_file, &format!(".old.{n}"))
+        };
+        if !path.exists() {
+            return Ok(path);
+        }
+        if NodeKey::read_file(&path).is_ok_and(|k| k.id() == current.id()) {
+            return Ok(path);
+        }
+    }
+    Err(format!(
+        "{}: too many old key files next to it; move them away",
+        key_file.display()
+    ))
+}
+
+/// The member list, if the edge serves the client's key now (its
+/// handshake and its envelope are accepted).
+async fn edge_serves(client: &mut EdgeClient) -> Option<pb_protocol::MemberList> {
+    match client.call(&Request::GetMembers).await.map(|e| e.response) {
+        Ok(Response::Members(list)) => Some(list),
+        _ => None,
+    }
+}
+
+/// After a refused or lost answer to `RotateKey`: whether the edge has the
+/// rotation anyway (an earlier attempt's answer was lost). It has when it
+/// serves the new key, no longer serves the old one, and its signed member
+/// list shows the member (if it joined) with the new key.
+fn rotated_already(
+    rt: &tokio::runtime::Runtime,
+    endpoint: &str,
+    to: &pb_protocol::Audience,
+    (old, new): (&NodeKey, &NodeKey),
+    member: &pb_units::MemberId,
+) -> bool {
+    let client = |key: &NodeKey| {
+        EdgeClient::new(
+            Connection::new(endpoint, TIMEOUT),
+            NodeKey::from_bytes(key.to_bytes()),
+            to.clone(),
+        )
+    };
+    let Some(list) = rt.block_on(edge_serves(&mut client(new))) else {
+        return false;
+    };
+    let listed = list.members.iter().find(|e| &e.member == member);
+    rt.block_on(edge_serves(&mut client(old))).is_none()
+        && listed.is_none_or(|e| e.node == new.id())
+}
+
+/// `pbill rotate`: replaces the core's node key, between cycles.
+///
+/// The new key (from `new_key`, else generated) is first written next to
+/// the current one as `KEY.new`, and the current key is copied to
+/// `KEY.old` (or `KEY.old.N`); then `RotateKey` goes to the edge signed
+/// with the current key, carrying the new key's proof. Only once the edge
+/// has confirmed (it answers `Ok`, or, when an earlier attempt's answer
+/// was lost, it serves the new key) does `KEY.new` replace `KEY`
+/// (a rename: `KEY` is never missing). The core must be stopped (its
+/// store is checked), and restarted afterwards to speak with the new key.
+pub fn rotate(config_path: &Path, new_key: Option<&Path>) -> Result<(), String> {
+    let config = pb_core::CoreConfig::load(config_path).map_err(|e| e.to_string())?;
+    let checked = config.check().map_err(|e| e.to_string())?;
+    let key_file = &config.key_file;
+    // A running core holds its store open: refuse, it would go on with
+    // the old key (and must restart to read the new one anyway).
+    let _store = if config.data_dir.join("core.redb").exists() {
+        Some(pb_core::store::CoreStore::open(&config.data_dir).map_err(|e| {
+            format!(
+                "cannot open the core's store ({e}): stop the core ({}) before rotating its key",
+                config_path.display()
+            )
+        })?)
+    } else {
+        None
+    };
+    let current = NodeKey::read_file(key_file).map_err(|e| e.to_string())?;
+    let pending = with_suffix(key_file, ".new");
+    let next = match new_key {
+        Some(path) => NodeKey::read_file(path).map_err(|e| e.to_string())?,
+        None if pending.exists() => {
+            let k = NodeKey::read_file(&pending).map_err(|e| e.to_string())?;
+            eprintln!(
+                "using the new key left in {} by an earlier attempt",
+                pending.display()
+            );
+            k
+        }
+        None => NodeKey::generate(&mut rand_core::OsRng),
+    };
+    if next.id() == current.id() {
+        return Err(format!(
+            "the new key is the key in use ({}): give another one, or none to generate it",
+            key_file.display()
+        ));
+    }
+    // A key given with --new-key is copied to KEY.new for this attempt
+    // only; a generated one stays there for the next attempt.
+    let given = new_key.is_some() && !pending.exists();
+    keep_key(&next, &pending)?;
+    let backup = backup_path(key_file, &current)?;
+    keep_key(&current, &backup)?;
+
+    let old = current.id();
+    let proof = pb_protocol::rotation_proof(&next, &checked.community, &checked.member, &old);
+    let to = pb_protocol::Audience {
+        edge: checked.edge_node,
+        community: checked.community.clone(),
+    };
+    let rt = runtime()?;
+    let connection = Connection::new(&config.edge, TIMEOUT);
+    rt.block_on(connection.probe()).map_err(|e| e.to_string())?;
+    let new_id = next.id();
+    let mut client = EdgeClient::new(
+        connection,
+        NodeKey::from_bytes(current.to_bytes()),
+        to.clone(),
+    );
+    let answer = rt.block_on(client.call(&Request::RotateKey {
+        new_node: new_id,
+        proof,
+    }));
+    let refusal = match answer.map(|e| e.response) {
+        Ok(Response::Ok) => None,
+        Ok(Response::Error { code, message }) => {
+            Some(format!("the edge refused ({code:?}): {message}"))
+        }
+        Ok(other) => Some(format!("unexpected answer: {other:?}")),
+        Err(e) => Some(e.to_string()),
+    };
+    if let Some(refusal) = refusal {
+        // An earlier attempt may have gone through with its answer lost:
+        // then the old key is refused and the new one served.
+        if !rotated_already(&rt, &config.edge, &to, (&current, &next), &checked.member) {
+            if given {
+                let _ = std::fs::remove_file(&pending);
+                return Err(format!(
+                    "{refusal}\nnothing changed: {} is still the key in use",
+                    key_file.display()
+                ));
+            }
+            return Err(format!(
+                "{refusal}\nnothing changed: {} is still the key in use (the new key waits in {}; run \
+                 pbill rotate again to retry with it)",
+                key_file.display(),
+                pending.display()
+            ));
+        }
+        eprintln!("the edge had already recorded this rotation ({refusal})");
+    }
+    std::fs::rename(&pending, key_file).map_err(|e| {
+        format!(
+            "the edge rotated the key but {} could not replace {}: {e}; move it there by hand",
+            pending.display(),
+            key_file.display()
+        )
+    })?;
+    println!("{}", new_id.to_hex());
+    eprintln!(
+        "member {}: node {} rotated to the node above; {} holds the new key, the old one is kept in {}. Restart the core; give the new node id to the operator, who updates edge.toml and posts a new member list (pbill roster).",
+        checked.member,
+        old.to_hex(),
+        key_file.display(),
+        backup.display()
     );
     Ok(())
 }

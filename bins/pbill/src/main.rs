@@ -189,6 +189,9 @@ enum Command {
     /// core.toml, and shows its size and fingerprint (printed here too) so
     /// that households can compare them out of band. Post a new version to
     /// add or revoke members; a revoked member's requests are refused.
+    /// After a member rotated its key (pbill rotate), put the new node id
+    /// it gives you in FILE first: the edge refuses a list that names a
+    /// retired key, and no cycle starts until a list names the new one.
     Roster {
         /// Edge endpoint, e.g. tcp://127.0.0.1:5555.
         #[arg(long)]
@@ -212,6 +215,32 @@ enum Command {
         /// Version of the list (default: the edge's current version + 1).
         #[arg(long)]
         version: Option<u64>,
+    },
+    /// Household: replace the core's node key between cycles, signed by
+    /// the enrolled key.
+    ///
+    /// Reads core.toml (key_file, edge, edge_node, community, member).
+    /// The new key (--new-key, else a freshly generated one) is written
+    /// to KEY.new and the current key copied to KEY.old (KEY.old.N after
+    /// earlier rotations); the edge gets RotateKey signed with the current
+    /// key and the new key's proof. Once the edge confirms, KEY.new
+    /// replaces KEY and the new node id is printed. If the edge refuses,
+    /// KEY is untouched (a generated key waits in KEY.new: run again to
+    /// retry with it).
+    ///
+    /// Stop the core first and restart it afterwards. The edge refuses a
+    /// rotation while a cycle the member is part of is in its rounds. From
+    /// then on the old key is refused; the operator puts the new node id
+    /// in edge.toml and posts a new member list (pbill roster) before the
+    /// next cycle.
+    Rotate {
+        /// The core's configuration file (core.toml).
+        #[arg(long)]
+        config: PathBuf,
+        /// Rotate to this existing key file (e.g. from pbill keygen)
+        /// instead of generating a key; it is copied to KEY.new.
+        #[arg(long)]
+        new_key: Option<PathBuf>,
     },
     /// Household: submit one cycle's data to the household's core.
     ///
@@ -358,6 +387,7 @@ fn main() -> ExitCode {
         } => client::roster(
             &edge, &key, &edge_id, &community, &members, &revoke, version,
         ),
+        Command::Rotate { config, new_key } => client::rotate(&config, new_key.as_deref()),
         Command::Submit {
             core,
             cycle,

@@ -1,7 +1,8 @@
 //! The edge's configuration file (TOML) and the admission list in it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use pb_protocol::NodeId;
 use pb_units::{CommunityId, MemberId};
@@ -208,13 +209,43 @@ fn default_round_secs() -> u64 {
     60
 }
 
-/// Who may do what, from the configuration.
+/// Who may do what: the configuration's enrolments, overridden by the
+/// members' key rotations ([`Admission::apply_rotations`]).
 #[derive(Debug, Clone, Default)]
 pub struct Admission {
     /// Operators.
     pub operators: BTreeSet<NodeId>,
     /// Admitted cores and their members.
     pub members: BTreeMap<NodeId, MemberId>,
+    /// Keys that members rotated away from, by old node id: refused
+    /// everywhere, never admitted again.
+    pub retired: BTreeMap<NodeId, Rotation>,
+}
+
+/// A member's key rotation as the edge records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rotation {
+    /// The member.
+    pub member: MemberId,
+    /// The node it rotated away from (retired from then on).
+    pub from: NodeId,
+    /// The node that speaks for it since.
+    pub to: NodeId,
+    /// Unix seconds of the rotation.
+    pub at: u64,
+}
+
+impl Rotation {
+    /// Why a request signed by the retired key is refused.
+    pub fn refusal(&self) -> String {
+        format!(
+            "node {} is retired: member {} rotated its key to node {} at {} (unix seconds); the old key is refused everywhere, the member's core speaks with the new key",
+            self.from.to_hex(),
+            self.member,
+            self.to.to_hex(),
+            self.at
+        )
+    }
 }
 
 /// A sender's role.
@@ -238,6 +269,142 @@ impl Admission {
     /// Every admitted node (operators and cores).
     pub fn nodes(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.operators.iter().chain(self.members.keys()).copied()
+    }
+
+    /// The rotation that retired `node`, if any.
+    pub fn retired(&self, node: &NodeId) -> Option<&Rotation> {
+        self.retired.get(node)
+    }
+
+    /// Whether `node` is admitted (operator or core) or retired: a key a
+    /// member may not rotate to.
+    pub fn is_known(&self, node: &NodeId) -> bool {
+        self.role(node).is_some() || self.retired.contains_key(node)
+    }
+
+    /// Records a rotation: `rotation.from` is retired and `rotation.to`
+    /// speaks for the member.
+    pub fn rotate(&mut self, rotation: Rotation) {
+        self.members.remove(&rotation.from);
+        self.members.insert(rotation.to, rotation.member.clone());
+        self.retired.insert(rotation.from, rotation);
+    }
+
+    /// Applies the stored rotations to the configuration's enrolments: a
+    /// member enrolled with a key it rotated away from (directly or
+    /// through several rotations) is admitted with its latest key; one
+    /// enrolled with its latest key, or with a key outside its rotations
+    /// (the operator re-enrolled it), keeps it. Every rotated-away key is
+    /// retired. A key enrolled for a member that another member retired
+    /// is refused.
+    pub fn apply_rotations(&mut self, rotations: Vec<Rotation>) -> Result<(), EdgeError> {
+        for r in rotations {
+            self.retired.insert(r.from, r);
+        }
+        let enrolled = std::mem::take(&mut self.members);
+        for (node, member) in enrolled {
+            let mut current = node;
+            // Each rotation moves to a key never admitted nor retired
+            // before, so a chain is at most as long as the rotations.
+            let mut steps = 0;
+            while let Some(r) = self.retired.get(&current) {
+                if r.member != member || steps > self.retired.len() {
+                    return Err(EdgeError::Config(format!(
+                        "members: {member} is enrolled with node {}, which member {} rotated away from (stored rotation): enrol {member} with a key of its own",
+                        node.to_hex(),
+                        r.member
+                    )));
+                }
+                current = r.to;
+                steps += 1;
+            }
+            if current != node {
+                tracing::info!(%member, enrolled = %node, current = %current, "member admitted with its rotated key");
+            }
+            if self.operators.contains(&current)
+                || self.members.insert(current, member.clone()).is_some()
+            {
+                return Err(EdgeError::Config(format!(
+                    "members: {member}'s rotated key {} is also enrolled for another node",
+                    current.to_hex()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The transport keys the edge admits now, shared between the service
+/// (which updates it when a member rotates its key) and the transport's
+/// handshakes (which read it through [`TransportAdmission::authorize`]):
+/// a rotation takes effect at the next handshake, without a restart.
+#[derive(Debug, Clone, Default)]
+pub struct TransportAdmission(Arc<RwLock<TransportKeys>>);
+
+#[derive(Debug, Default)]
+struct TransportKeys {
+    /// X25519 keys of every admitted node.
+    admitted: HashSet<[u8; 32]>,
+    /// X25519 keys of retired nodes, with the reason they are refused.
+    retired: HashMap<[u8; 32], String>,
+}
+
+fn transport_key(node: &NodeId) -> Result<[u8; 32], EdgeError> {
+    node.transport_public().ok_or_else(|| {
+        EdgeError::Config(format!(
+            "admission: node id {} has no X25519 transport key (not a valid Ed25519 key)",
+            node.to_hex()
+        ))
+    })
+}
+
+impl TransportAdmission {
+    /// The transport keys of `admission`'s nodes; every admitted node id
+    /// must be a valid Ed25519 key.
+    pub fn new(admission: &Admission) -> Result<TransportAdmission, EdgeError> {
+        let mut keys = TransportKeys::default();
+        for node in admission.nodes() {
+            keys.admitted.insert(transport_key(&node)?);
+        }
+        for (node, r) in &admission.retired {
+            if let Some(k) = node.transport_public() {
+                keys.retired.insert(k, r.refusal());
+            }
+        }
+        Ok(TransportAdmission(Arc::new(RwLock::new(keys))))
+    }
+
+    /// Takes a rotation into account: the old node's transport key is
+    /// refused (with the rotation named), the new one admitted.
+    pub fn rotate(&self, r: &Rotation) -> Result<(), EdgeError> {
+        let to = transport_key(&r.to)?;
+        let mut keys = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(from) = r.from.transport_public() {
+            keys.admitted.remove(&from);
+            keys.retired.insert(from, r.refusal());
+        }
+        keys.admitted.insert(to);
+        Ok(())
+    }
+
+    /// Whether a client with transport key `key` may open a session, and
+    /// why not.
+    pub fn check(&self, key: &[u8; 32]) -> Result<(), String> {
+        let keys = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        if keys.admitted.contains(key) {
+            return Ok(());
+        }
+        Err(keys
+            .retired
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| pb_net::secure::NOT_ENROLLED.to_string()))
+    }
+
+    /// The handshake's check, for [`pb_net::ServerKeys::with_authorize`].
+    pub fn authorize(&self) -> pb_net::Authorize {
+        let this = self.clone();
+        Arc::new(move |key| this.check(key))
     }
 }
 
@@ -347,6 +514,61 @@ mod tests {
             Some(Role::Member(MemberId::new("alice").unwrap()))
         );
         assert_eq!(a.role(&NodeId([3; 32])), None);
+    }
+
+    fn rotation(member: &str, from: u8, to: u8) -> Rotation {
+        Rotation {
+            member: MemberId::new(member).unwrap(),
+            from: NodeId([from; 32]),
+            to: NodeId([to; 32]),
+            at: 1,
+        }
+    }
+
+    /// Stored rotations override the configuration's enrolment of the
+    /// same key (through a chain of rotations), retire the old keys, and
+    /// leave a member the operator re-enrolled with another key alone.
+    #[test]
+    fn stored_rotations_override_the_enrolled_key() {
+        let alice = Role::Member(MemberId::new("alice").unwrap());
+        let mut a = base().admission().unwrap();
+        a.apply_rotations(vec![rotation("alice", 2, 4), rotation("alice", 4, 5)])
+            .unwrap();
+        assert_eq!(a.role(&NodeId([5; 32])), Some(alice.clone()));
+        assert_eq!(a.role(&NodeId([2; 32])), None);
+        assert_eq!(a.role(&NodeId([4; 32])), None);
+        assert_eq!(a.retired(&NodeId([2; 32])).unwrap().to, NodeId([4; 32]));
+        assert!(a.is_known(&NodeId([4; 32])));
+        assert!(
+            a.retired(&NodeId([2; 32]))
+                .unwrap()
+                .refusal()
+                .contains("rotated")
+        );
+
+        // edge.toml already names the latest key: the same admission.
+        let mut c = base();
+        c.members[0].node = NodeId([5; 32]).to_hex();
+        let mut a = c.admission().unwrap();
+        a.apply_rotations(vec![rotation("alice", 2, 4), rotation("alice", 4, 5)])
+            .unwrap();
+        assert_eq!(a.role(&NodeId([5; 32])), Some(alice.clone()));
+
+        // Re-enrolled by the operator with a fresh key: that key stays.
+        let mut c = base();
+        c.members[0].node = NodeId([6; 32]).to_hex();
+        let mut a = c.admission().unwrap();
+        a.apply_rotations(vec![rotation("alice", 2, 4)]).unwrap();
+        assert_eq!(a.role(&NodeId([6; 32])), Some(alice));
+        assert_eq!(a.role(&NodeId([4; 32])), None);
+
+        // A key another member retired cannot be enrolled for alice.
+        let mut a = base().admission().unwrap();
+        let e = a
+            .apply_rotations(vec![rotation("bob", 2, 4)])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rotated away"), "{e}");
     }
 
     #[test]

@@ -30,8 +30,8 @@ use pb_protocol::NodeKey;
 use pb_shared_billing::ComputeBackend;
 use thiserror::Error;
 
-pub use config::{Admission, EdgeConfig, Enrollment, Limits, Role};
-pub use service::{Counters, Service, ServiceConfig};
+pub use config::{Admission, EdgeConfig, Enrollment, Limits, Role, Rotation, TransportAdmission};
+pub use service::{Counters, RotationRefused, Service, ServiceConfig};
 pub use store::EdgeStore;
 
 /// Why the edge cannot start or go on.

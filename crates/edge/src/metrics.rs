@@ -19,7 +19,7 @@ use crate::{EdgeError, Service};
 
 /// [`pb_protocol::Request`]'s variants in declaration order (bincode
 /// encodes a variant as its index).
-const REQUEST_KINDS: [&str; 17] = [
+const REQUEST_KINDS: [&str; 18] = [
     "Join",
     "GetMembers",
     "PutContext",
@@ -37,6 +37,7 @@ const REQUEST_KINDS: [&str; 17] = [
     "GetConfirmations",
     "Reveal",
     "Status",
+    "RotateKey",
 ];
 
 /// Index of [`pb_protocol::Response::Error`].
@@ -214,6 +215,7 @@ mod tests {
             Request::GetConfirmations { .. } => "GetConfirmations",
             Request::Reveal { .. } => "Reveal",
             Request::Status { .. } => "Status",
+            Request::RotateKey { .. } => "RotateKey",
         }
     }
 
@@ -253,7 +255,13 @@ mod tests {
         ]
         .into_iter()
         .chain(secagg_requests())
-        .chain([Request::Status { cycle: None }])
+        .chain([
+            Request::Status { cycle: None },
+            Request::RotateKey {
+                new_node: NodeKey::from_bytes([4; 32]).id(),
+                proof: vec![0; 64],
+            },
+        ])
         .collect()
     }
 

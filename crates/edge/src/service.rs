@@ -14,7 +14,7 @@ use pb_model::{Aggregates, CycleContext};
 use pb_protocol::{
     Audience, Envelope, ErrorCode, MAX_FRAME, MemberEntry, MemberList, NodeId, NodeKey,
     ProtocolError, ReplayGuard, Request, RequestHash, Response, RosterPage, clock_counter,
-    x25519_key_is_usable,
+    verify_rotation, x25519_key_is_usable,
 };
 use pb_przs::IdentityPublic;
 use pb_secagg::client::MaskedInput;
@@ -24,7 +24,7 @@ use pb_shared_billing::{BillingError, ComputeBackend, CycleBiller};
 use pb_units::{CommunityId, CycleId, MemberId};
 
 use crate::EdgeError;
-use crate::config::{Admission, Role};
+use crate::config::{Admission, Role, Rotation, TransportAdmission};
 use crate::rounds::{OpenCycle, RoundEvent, secagg_refusal};
 use crate::store::{BilledRecord, CycleRecord, EdgeStore, MemberRecord};
 
@@ -39,7 +39,8 @@ pub struct ServiceConfig {
     pub community: CommunityId,
     /// Signing key.
     pub key: NodeKey,
-    /// Admitted nodes.
+    /// Admitted nodes, as configured (the stored key rotations are
+    /// applied to it when the service opens).
     pub admission: Admission,
     /// Fewest members billed together.
     pub min_members: usize,
@@ -120,6 +121,69 @@ pub struct Service {
     billed: BTreeMap<CycleId, BilledRecord>,
     counters: Counters,
     rate: RateLimiter,
+    /// The transport keys admitted now (shared with the handshakes).
+    transport: TransportAdmission,
+}
+
+/// Why a member's key rotation ([`Request::RotateKey`]) was refused;
+/// nothing changed, and the old key still works.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RotationRefused {
+    /// The new node id is not a valid Ed25519 key, or its transport key is
+    /// a low-order point.
+    #[error("the new node id {0} is not a usable key (generate one with pbill keygen)")]
+    UnusableKey(String),
+    /// The new key is the one in use.
+    #[error("the new key is the key in use: rotate to a freshly generated key")]
+    SameKey,
+    /// The new key is admitted already, for a member or an operator.
+    #[error(
+        "node {0} is already admitted (for a member or as an operator): rotate to a key of its own"
+    )]
+    KeyInUse(String),
+    /// The new key was rotated away from before.
+    #[error("node {0} is a retired key (a member rotated away from it): rotate to a fresh key")]
+    KeyRetired(String),
+    /// The proof is not the new key's signature over this rotation.
+    #[error(
+        "the rotation proof does not verify: it must be the new key's signature over community \
+         {community:?}, member {member}, the old and the new node id (pbill rotate makes it)"
+    )]
+    BadProof {
+        /// The community.
+        community: String,
+        /// The member.
+        member: MemberId,
+    },
+    /// The member is on the member list of a cycle whose rounds are not
+    /// over.
+    #[error(
+        "{member} is part of {cycle}, whose rounds are still running: rotate between cycles, \
+         once the cycle's aggregate is unmasked"
+    )]
+    InCycle {
+        /// The member.
+        member: MemberId,
+        /// The cycle.
+        cycle: CycleId,
+    },
+}
+
+impl RotationRefused {
+    /// The refusal's code on the wire: `NotReady` while a cycle runs (try
+    /// again later), else `Rejected`.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            RotationRefused::InCycle { .. } => ErrorCode::NotReady,
+            _ => ErrorCode::Rejected,
+        }
+    }
+}
+
+impl From<RotationRefused> for Refusal {
+    fn from(e: RotationRefused) -> Refusal {
+        (e.code(), format!("key rotation refused: {e}"))
+    }
 }
 
 impl std::fmt::Debug for Service {
@@ -143,11 +207,17 @@ impl Service {
         config: ServiceConfig,
     ) -> Result<Service, EdgeError> {
         let replay = ReplayGuard::from_counters(store.counters()?);
+        // Admission = the configuration's enrolments overridden by the
+        // stored rotations.
+        let mut config = config;
+        config.admission.apply_rotations(store.rotations()?)?;
+        let transport = TransportAdmission::new(&config.admission)?;
         let rate = governor::RateLimiter::keyed(
             governor::Quota::per_second(config.requests_per_sec).allow_burst(config.request_burst),
         );
         let mut s = Service {
             rate,
+            transport,
             store: Arc::new(store),
             backend: Arc::from(backend),
             config,
@@ -319,10 +389,20 @@ impl Service {
 
     /// The edge's keys for the encrypted transport: its own, and the
     /// transport keys of every admitted node (the only ones that may open
-    /// a session).
+    /// a session). The admission is read at each handshake, so a key
+    /// rotation takes effect at once; a retired key's handshake is refused
+    /// with the rotation named.
     pub fn server_keys(&self) -> Result<pb_net::ServerKeys, EdgeError> {
-        pb_net::ServerKeys::new(&self.config.key, self.config.admission.nodes())
-            .map_err(|e| EdgeError::Config(format!("admission: {e}")))
+        Ok(pb_net::ServerKeys::with_authorize(
+            &self.config.key,
+            self.transport.authorize(),
+        ))
+    }
+
+    /// What the edge admits now: the configuration's enrolments with the
+    /// members' key rotations applied.
+    pub fn admission(&self) -> &Admission {
+        &self.config.admission
     }
 
     /// Handles one frame and returns the sealed answer. `oversized` is set
@@ -403,6 +483,11 @@ impl Service {
                     )),
                 );
             }
+        }
+        // A retired key is refused with its rotation named (an old session
+        // of it may still be open: the envelope check closes that door).
+        if let Some(r) = self.config.admission.retired(&sender) {
+            return (counter, Err(refuse(ErrorCode::NotEnrolled, r.refusal())));
         }
         let Some(role) = self.config.admission.role(&sender) else {
             return (
@@ -654,6 +739,10 @@ impl Service {
             }
             (Role::Member(me), Request::GetBill { cycle }) => self.get_bill(&me, cycle),
             (Role::Operator, Request::Status { cycle }) => self.status(cycle).map(Response::Status),
+            (Role::Member(me), Request::RotateKey { new_node, proof }) => {
+                self.rotate_key(stamp, &me, new_node, &proof)?;
+                Ok(Response::Ok)
+            }
             (role, request) => Err(refuse(
                 ErrorCode::Forbidden,
                 format!(
@@ -677,6 +766,19 @@ impl Service {
         };
         match current.roster.entry(me) {
             Some(e) if e.identity == sender.0 => Ok(()),
+            // Listed with a key the member rotated away from (the sender,
+            // admitted for it, is where its rotations lead): the member is
+            // not revoked; its cycles wait for a list with the new key
+            // (`put_context` refuses a list naming a retired key).
+            Some(e)
+                if self
+                    .config
+                    .admission
+                    .retired(&NodeId(e.identity))
+                    .is_some_and(|r| &r.member == me) =>
+            {
+                Ok(())
+            }
             Some(_) => Err(refuse(
                 ErrorCode::NotEnrolled,
                 format!(
@@ -825,6 +927,19 @@ impl Service {
             ));
         }
         for e in &roster.members {
+            if let Some(r) = self.config.admission.retired(&NodeId(e.identity)) {
+                return Err(refuse(
+                    ErrorCode::Rejected,
+                    format!(
+                        "member list refused: {} is listed with node {}, which {} rotated to node {} at {} (unix seconds): list the new node (update the member's node in edge.toml) and sign again",
+                        e.member,
+                        r.from.to_hex(),
+                        r.member,
+                        r.to.to_hex(),
+                        r.at
+                    ),
+                ));
+            }
             let enrolled = self.config.admission.role(&NodeId(e.identity));
             if enrolled != Some(Role::Member(e.member.clone())) {
                 return Err(refuse(
@@ -862,6 +977,77 @@ impl Service {
         );
         self.rosters.insert(version, signed);
         Ok(Response::Ok)
+    }
+
+    /// A member's key rotation, asked by its current key (`stamp.0`, the
+    /// envelope's signer, admitted for `me` and not revoked): checks the
+    /// new key and its proof and that no cycle of the member is in its
+    /// rounds, stores the rotation with the request's counter, then admits
+    /// the new key and retires the old one, in the envelope checks and the
+    /// transport's handshakes alike.
+    fn rotate_key(
+        &mut self,
+        stamp: (&NodeId, u64),
+        me: &MemberId,
+        new_node: NodeId,
+        proof: &[u8],
+    ) -> Result<(), Refusal> {
+        let old = *stamp.0;
+        let usable = new_node
+            .transport_public()
+            .is_some_and(|k| x25519_key_is_usable(&k));
+        if !usable {
+            return Err(RotationRefused::UnusableKey(new_node.to_hex()).into());
+        }
+        if new_node == old {
+            return Err(RotationRefused::SameKey.into());
+        }
+        if self.config.admission.retired(&new_node).is_some() {
+            return Err(RotationRefused::KeyRetired(new_node.to_hex()).into());
+        }
+        if self.config.admission.is_known(&new_node) {
+            return Err(RotationRefused::KeyInUse(new_node.to_hex()).into());
+        }
+        if !verify_rotation(&self.config.community, me, &old, &new_node, proof) {
+            return Err(RotationRefused::BadProof {
+                community: self.config.community.0.clone(),
+                member: me.clone(),
+            }
+            .into());
+        }
+        let busy = self.open.iter().find(|(cycle, open)| {
+            let listed = self
+                .cycles
+                .get(cycle)
+                .and_then(|rec| self.rosters.get(&rec.roster_version))
+                .is_some_and(|r| r.roster.entry(me).is_some());
+            listed && open.billing.is_none() && open.server.round() != Round::Done
+        });
+        if let Some((&cycle, _)) = busy {
+            return Err(RotationRefused::InCycle {
+                member: me.clone(),
+                cycle,
+            }
+            .into());
+        }
+        let rotation = Rotation {
+            member: me.clone(),
+            from: old,
+            to: new_node,
+            at: now_secs(),
+        };
+        let stored = self.store.put_rotation(stamp, &rotation);
+        self.committed(stored)?;
+        if let Err(e) = self.transport.rotate(&rotation) {
+            // Checked above (the new key has a transport key): unreachable.
+            tracing::error!(error = %e, "rotation not applied to the transport");
+        }
+        if let Some(joined) = self.members.get_mut(me) {
+            joined.0 = new_node;
+        }
+        tracing::info!(member = %me, old = %old.to_hex(), new = %new_node.to_hex(), "member rotated its key; the old key is retired");
+        self.config.admission.rotate(rotation);
+        Ok(())
     }
 
     fn get_roster(&self, version: Option<u64>, page: u32) -> Result<Response, Refusal> {
@@ -907,6 +1093,22 @@ impl Service {
                 "no member list yet: the operator signs and posts one first (`pbill roster`)",
             ));
         };
+        if let Some((e, r)) = roster.roster.members.iter().find_map(|e| {
+            self.config
+                .admission
+                .retired(&NodeId(e.identity))
+                .map(|r| (e, r))
+        }) {
+            return Err(refuse(
+                ErrorCode::Rejected,
+                format!(
+                    "member list version {version} lists {} with node {}, which it rotated to node {}: post a new version listing the new key first (pbill roster)",
+                    e.member,
+                    r.from.to_hex(),
+                    r.to.to_hex()
+                ),
+            ));
+        }
         let need = pb_units::limits::min_members(self.config.min_members);
         let joined = roster
             .roster
@@ -1438,5 +1640,6 @@ fn request_name(r: &Request) -> &'static str {
         Request::GetConfirmations { .. } => "GetConfirmations",
         Request::Reveal { .. } => "Reveal",
         Request::Status { .. } => "Status",
+        Request::RotateKey { .. } => "RotateKey",
     }
 }

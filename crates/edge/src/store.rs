@@ -51,7 +51,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::EdgeError;
-use crate::config::Retention;
+use crate::config::{Retention, Rotation};
 
 /// Joined members ([`MemberRecord`]) by id, in rows ([`put_value`]).
 const MEMBERS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("member_rows");
@@ -84,6 +84,9 @@ const BILLING_PROGRESS: TableDefinition<u64, &[u8]> = TableDefinition::new("bill
 /// finishing a large cycle's billing needs no scan of its submissions.
 const SUBMISSION_COUNTS: TableDefinition<u64, u64> = TableDefinition::new("submission_counts");
 
+/// Members' key rotations by the node id they retired ([`Rotation`]).
+const ROTATIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("rotations");
+
 /// The tables of format 1 that held each value in one row; read only by
 /// [`migrate_to_2`], which moves them into the tables of rows and deletes
 /// them.
@@ -100,7 +103,9 @@ mod v1 {
 /// The format of the stores this edge writes and the newest it reads.
 /// Stores written before the format was recorded are format 1, which
 /// held each value in one row; format 2 splits the large ones into rows
-/// ([`put_value`]). A format 1 store is migrated when opened.
+/// ([`put_value`]) and holds the members' key rotations (`rotations`;
+/// an older edge would admit retired keys again, and refuses format 2).
+/// A format 1 store is migrated when opened.
 pub const STORE_FORMAT: u64 = 2;
 
 /// A store file that exists: must be a readable edge store of a format this
@@ -524,6 +529,7 @@ impl EdgeStore {
             txn.open_table(COUNTERS).map_err(rdb)?;
             txn.open_table(BILLING_PROGRESS).map_err(rdb)?;
             txn.open_table(SUBMISSION_COUNTS).map_err(rdb)?;
+            txn.open_table(ROTATIONS).map_err(rdb)?;
             txn.open_table(META)
                 .map_err(rdb)?
                 .insert(FORMAT_KEY, STORE_FORMAT)
@@ -719,6 +725,46 @@ impl EdgeStore {
                 .map_err(rdb)?;
             Ok(())
         })
+    }
+
+    /// Records a member's key rotation with the request's counter, in one
+    /// transaction: the old node is retired and the member's joined record
+    /// (if it joined) names the new node.
+    pub fn put_rotation(&self, stamp: Stamp<'_>, r: &Rotation) -> Result<(), EdgeError> {
+        let bytes = enc(r)?;
+        self.write(Some(stamp), |t| {
+            let mut rotations = t.open_table(ROTATIONS).map_err(rdb)?;
+            if rotations.get(r.from.0.as_slice()).map_err(rdb)?.is_some() {
+                return Err(EdgeError::Store(format!(
+                    "node {} was already rotated away from",
+                    r.from.to_hex()
+                )));
+            }
+            rotations
+                .insert(r.from.0.as_slice(), bytes.as_slice())
+                .map_err(rdb)?;
+            let mut members = t.open_table(MEMBERS).map_err(rdb)?;
+            let joined: Option<MemberRecord> = get_value(&members, r.member.as_str())?
+                .map(|v| dec(&v))
+                .transpose()?;
+            if let Some(mut record) = joined {
+                record.node = r.to;
+                let record = enc(&record)?;
+                put_value(&mut members, r.member.as_str(), &record)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Every stored rotation, by the node id it retired.
+    pub fn rotations(&self) -> Result<Vec<Rotation>, EdgeError> {
+        let r = self.begin_read()?;
+        let t = r.open_table(ROTATIONS).map_err(rdb)?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(rdb)? {
+            out.push(dec(row.map_err(rdb)?.1.value())?);
+        }
+        Ok(out)
     }
 
     /// Every stored member list, oldest first.
@@ -2034,6 +2080,37 @@ mod tests {
         let s = EdgeStore::open(d.path()).unwrap();
         let r = s.begin_read().unwrap();
         let t = r.open_table(META).unwrap();
+        assert_eq!(t.get(FORMAT_KEY).unwrap().unwrap().value(), STORE_FORMAT);
+    }
+
+    /// A rotation is stored with its counter and the member's record
+    /// naming the new node, in one transaction, and survives a reopening.
+    #[test]
+    fn a_rotation_is_stored_with_the_member_record() {
+        let d = tempfile::tempdir().unwrap();
+        let s = filled(d.path(), 3, &[]);
+        let old = s.member(&member(1)).unwrap().unwrap().node;
+        let r = Rotation {
+            member: member(1),
+            from: old,
+            to: NodeId([0x42; 32]),
+            at: 9,
+        };
+        s.put_rotation((&old, 77), &r).unwrap();
+        assert!(
+            s.put_rotation((&old, 78), &r).is_err(),
+            "a key is retired once"
+        );
+        drop(s);
+        let s = EdgeStore::open(d.path()).unwrap();
+        assert_eq!(s.rotations().unwrap(), vec![r]);
+        assert_eq!(
+            s.member(&member(1)).unwrap().unwrap().node,
+            NodeId([0x42; 32])
+        );
+        assert!(s.counters().unwrap().contains(&(old, 77)));
+        let rd = s.begin_read().unwrap();
+        let t = rd.open_table(META).unwrap();
         assert_eq!(t.get(FORMAT_KEY).unwrap().unwrap().value(), STORE_FORMAT);
     }
 

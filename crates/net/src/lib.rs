@@ -26,7 +26,7 @@ pub mod zmtp;
 
 pub use client::{Connection, EdgeClient, Exchange, now_counter};
 pub use guard::{GuardLimits, GuardStats};
-pub use secure::{MAX_WIRE, SecureError, ServerKeys};
+pub use secure::{Authorize, MAX_WIRE, SecureError, ServerKeys};
 pub use server::{Incoming, Server};
 
 use pb_protocol::ProtocolError;

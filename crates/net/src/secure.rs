@@ -47,6 +47,9 @@ pub const DATA: u8 = 0x03;
 /// Type byte: a plain refusal with a UTF-8 reason.
 pub const REFUSED: u8 = 0x04;
 
+/// Why [`ServerKeys::new`] refuses a key it does not list.
+pub const NOT_ENROLLED: &str = "this node is not enrolled in this community";
+
 /// Largest Noise message.
 const NOISE_MAX: usize = 65_535;
 /// Authentication tag per Noise message.
@@ -241,8 +244,12 @@ impl ClientHandshake {
     }
 }
 
-/// Which client static keys a server accepts (X25519 transport keys).
-pub type Authorize = Arc<dyn Fn(&[u8; 32]) -> bool + Send + Sync>;
+/// Which client static keys a server accepts (X25519 transport keys):
+/// `Err(reason)` refuses the handshake, and the reason is sent back in
+/// the plain refusal (it must carry nothing secret). Asked at every
+/// handshake, so a server whose admission changes while it runs (a
+/// member's key rotation) answers with what it admits now.
+pub type Authorize = Arc<dyn Fn(&[u8; 32]) -> Result<(), String> + Send + Sync>;
 
 /// A server's Noise identity and the clients it accepts.
 #[derive(Clone)]
@@ -271,10 +278,43 @@ impl ServerKeys {
                     .ok_or_else(|| SecureError::BadKey(id.to_hex()))?,
             );
         }
-        Ok(ServerKeys {
+        Ok(ServerKeys::with_authorize(
+            key,
+            Arc::new(move |k| {
+                if keys.contains(k) {
+                    Ok(())
+                } else {
+                    Err(NOT_ENROLLED.to_string())
+                }
+            }),
+        ))
+    }
+
+    /// The server speaks as `key`; `authorize` decides at each handshake
+    /// which clients may open sessions (for an admission that changes
+    /// while the server runs).
+    ///
+    /// ```
+    /// use std::sync::{Arc, RwLock};
+    /// use pb_net::ServerKeys;
+    /// use pb_protocol::NodeKey;
+    ///
+    /// let admitted: Arc<RwLock<Vec<[u8; 32]>>> = Arc::default();
+    /// let view = admitted.clone();
+    /// let keys = ServerKeys::with_authorize(
+    ///     &NodeKey::from_bytes([2; 32]),
+    ///     Arc::new(move |k| match view.read() {
+    ///         Ok(a) if a.contains(k) => Ok(()),
+    ///         _ => Err("this node is not enrolled in this community".into()),
+    ///     }),
+    /// );
+    /// # drop(keys);
+    /// ```
+    pub fn with_authorize(key: &NodeKey, authorize: Authorize) -> ServerKeys {
+        ServerKeys {
             secret: Arc::new(key.transport_secret()),
-            authorize: Arc::new(move |k| keys.contains(k)),
-        })
+            authorize,
+        }
     }
 
     /// Answers a [`HELLO`]: the session and the [`WELCOME`] message, with
@@ -301,10 +341,8 @@ impl ServerKeys {
             .get_remote_static()
             .and_then(|k| k.try_into().ok())
             .ok_or_else(|| refuse("handshake failed: no client key"))?;
-        if !(self.authorize)(&client) {
-            return Err(refuse(
-                "handshake refused: this node is not enrolled in this community",
-            ));
+        if let Err(reason) = (self.authorize)(&client) {
+            return Err(refuse(&format!("handshake refused: {reason}")));
         }
         let mut out = vec![0u8; 256];
         out[0] = WELCOME;
@@ -451,6 +489,34 @@ mod tests {
         let refused = keys.accept(&hello).unwrap_err();
         assert_eq!(refused[0], REFUSED);
         assert!(String::from_utf8_lossy(&refused).contains("wrong pinned edge key"));
+    }
+
+    /// An admission that changes while the server runs: each handshake
+    /// asks it again, and its reason for a refusal reaches the client.
+    #[test]
+    fn a_dynamic_admission_is_asked_at_each_handshake() {
+        let client = NodeKey::from_bytes([1; 32]);
+        let server = NodeKey::from_bytes([2; 32]);
+        let admitted = Arc::new(Mutex::new(true));
+        let view = admitted.clone();
+        let keys = ServerKeys::with_authorize(
+            &server,
+            Arc::new(move |_| match view.lock() {
+                Ok(a) if *a => Ok(()),
+                _ => Err("this key was rotated away".into()),
+            }),
+        );
+        let (_, hello) = ClientHandshake::start(&client, &server.id()).unwrap();
+        assert!(keys.accept(&hello).is_ok());
+        *admitted.lock().unwrap() = false;
+        let (hs, hello) = ClientHandshake::start(&client, &server.id()).unwrap();
+        let refused = keys.accept(&hello).unwrap_err();
+        match hs.finish(&refused) {
+            Err(SecureError::Refused(reason)) => {
+                assert_eq!(reason, "handshake refused: this key was rotated away")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     /// A key that is not enrolled gets no session.

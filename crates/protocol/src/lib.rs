@@ -15,6 +15,7 @@ mod envelope;
 mod identity;
 mod message;
 mod replay;
+mod rotation;
 mod status;
 
 pub use envelope::{
@@ -24,6 +25,7 @@ pub use envelope::{
 pub use identity::{KeyFileError, NodeId, NodeKey, x25519_key_is_usable};
 pub use message::{ErrorCode, MemberEntry, MemberList, ROSTER_PAGE, Request, Response, RosterPage};
 pub use replay::{FRESHNESS_WINDOW, Replay, ReplayGuard, clock_counter};
+pub use rotation::{ROTATION_PROOF_LEN, rotation_proof, verify_rotation};
 pub use status::{
     CycleNodes, CycleProgress, RoundTime, STATUS_MAX_NODES, STATUS_RECENT_CYCLES, StatusReport,
 };

@@ -110,6 +110,22 @@ pub enum Request {
         /// The cycle, or `None` for the latest ones.
         cycle: Option<CycleId>,
     },
+    /// Core, between cycles: replace this member's node key by
+    /// `new_node`. The envelope is signed by the member's current
+    /// (enrolled) key, which asks for the change; `proof` is the new key's
+    /// signature over the rotation ([`crate::rotation_proof`]), which shows
+    /// that the sender holds it. Once the edge accepts, the old key is
+    /// refused everywhere and the new one speaks for the member.
+    ///
+    /// Appended last, so the other requests keep their encoding: an edge
+    /// that predates it refuses it as a malformed frame.
+    RotateKey {
+        /// The member's next node id.
+        new_node: NodeId,
+        /// The new key's signature over the rotation
+        /// ([`crate::ROTATION_PROOF_LEN`] bytes).
+        proof: Vec<u8>,
+    },
 }
 
 /// Members per page of the member list (each entry is a member id of at
@@ -205,6 +221,9 @@ impl Request {
                     return Err("partners not sorted, or one twice");
                 }
                 data.check_shape()
+            }
+            Request::RotateKey { proof, .. } if proof.len() != crate::ROTATION_PROOF_LEN => {
+                Err("rotation proof of the wrong length")
             }
             _ => Ok(()),
         }
