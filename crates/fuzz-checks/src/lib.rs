@@ -222,7 +222,9 @@ pub fn decimal(data: &[u8]) {
 
 /// The socket guard's ZMTP scanner: whatever the bytes, it must come to
 /// the same verdict and state whether the stream arrives at once, in two
-/// pieces or byte by byte (TCP may split it anywhere).
+/// pieces or byte by byte (TCP may split it anywhere). The decoder that
+/// cuts the accepted stream into commands and messages must not panic,
+/// and must cut it the same way at once and byte by byte.
 pub fn zmtp_stream(data: &[u8]) {
     use pb_net::guard::{GuardLimits, ZmtpScanner};
     let limits = GuardLimits::new(300, 3);
@@ -244,5 +246,23 @@ pub fn zmtp_stream(data: &[u8]) {
     if at_once.is_ok() {
         assert_eq!(whole.mid_message(), one.mid_message());
         assert_eq!(whole.greeted(), one.greeted());
+    }
+    // The decoder, on any bytes (the guard gives it only accepted ones).
+    use pb_net::zmtp::Decoder;
+    let mut at_once = Decoder::new();
+    at_once.push(data);
+    let whole: Vec<_> = std::iter::from_fn(|| at_once.next_item()).collect();
+    let mut bytewise = Decoder::new();
+    let mut pieces = Vec::new();
+    for b in data {
+        bytewise.push(std::slice::from_ref(b));
+        pieces.extend(std::iter::from_fn(|| bytewise.next_item()));
+    }
+    assert_eq!(whole, pieces, "the decoder's cut depends on the split");
+    for item in &whole {
+        if let pb_net::zmtp::Item::Command(body) = item {
+            let _ = pb_net::zmtp::socket_type(body);
+            let _ = pb_net::zmtp::pong(body);
+        }
     }
 }
