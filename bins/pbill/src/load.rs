@@ -238,6 +238,20 @@ fn run_all(
     concurrency: usize,
     what: &str,
 ) -> Vec<(usize, Duration, Result<Response, String>)> {
+    run_all_shrunk(rt, sessions, calls, concurrency, what, &|_, r| r)
+}
+
+/// [`run_all`], passing each answer through `shrink` as it arrives (the
+/// load process plays every member: answers that are the same for all,
+/// such as the survivor set, are kept once, not once per member).
+fn run_all_shrunk(
+    rt: &tokio::runtime::Runtime,
+    sessions: &Sessions<'_>,
+    calls: Vec<(usize, Request)>,
+    concurrency: usize,
+    what: &str,
+    shrink: &(dyn Fn(usize, Response) -> Response + Sync),
+) -> Vec<(usize, Duration, Result<Response, String>)> {
     let pb = progress(calls.len(), what);
     let out = rt.block_on(async {
         let mut set = tokio::task::JoinSet::new();
@@ -256,16 +270,16 @@ fn run_all(
                 (i, sent.elapsed(), r)
             });
             while set.len() >= concurrency.max(1) {
-                if let Some(Ok(done)) = set.join_next().await {
+                if let Some(Ok((i, t, r))) = set.join_next().await {
                     pb.inc(1);
-                    out.push(done);
+                    out.push((i, t, r.map(|x| shrink(i, x))));
                 }
             }
         }
         while let Some(j) = set.join_next().await {
-            if let Ok(done) = j {
+            if let Ok((i, t, r)) = j {
                 pb.inc(1);
-                out.push(done);
+                out.push((i, t, r.map(|x| shrink(i, x))));
             }
         }
         out
@@ -746,20 +760,48 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
 
     // Confirm and reveal (those that stay).
     let stay = active(2);
-    let got = ask_all(
+    // Each member fetches the survivor set; a set equal to the first one
+    // fetched is kept once (18,000 copies of a 20,000-member set would
+    // take gigabytes here), one that differs is kept as it came.
+    let first_set: std::sync::Mutex<Option<pb_secagg::SurvivorSet>> = std::sync::Mutex::new(None);
+    let calls = stay
+        .iter()
+        .map(|&i| (i, Request::GetSurvivors { cycle }))
+        .collect();
+    let r = run_all_shrunk(
         &rt,
         &sessions,
-        &stay,
-        &Request::GetSurvivors { cycle },
+        calls,
         args.concurrency,
         "fetching the survivor set",
-    )?;
+        &|_, r| match r {
+            Response::Survivors(set) => match first_set.lock() {
+                Ok(mut first) if first.is_none() => {
+                    *first = Some(set);
+                    Response::Ok
+                }
+                Ok(first) if first.as_ref() == Some(&set) => Response::Ok,
+                _ => Response::Survivors(set),
+            },
+            other => other,
+        },
+    );
+    let got = answers(n, r, &members, "survivor set")?;
+    let first_set = first_set
+        .into_inner()
+        .map_err(|_| "survivor set lost")?
+        .ok_or("no survivor set fetched")?;
+    let set_of = |i: usize| -> Result<&pb_secagg::SurvivorSet, String> {
+        match &got[i] {
+            Some(Response::Ok) => Ok(&first_set),
+            Some(Response::Survivors(set)) => Ok(set),
+            _ => Err(format!("{}: no survivor set", members[i].id)),
+        }
+    };
     let confirms: Vec<(usize, Request)> = stay
         .iter()
         .map(|&i| {
-            let Some(Response::Survivors(set)) = &got[i] else {
-                return Err(format!("{}: no survivor set", members[i].id));
-            };
+            let set = set_of(i)?;
             let c = clients[i].as_mut().ok_or("lost state")?;
             let confirmation = c
                 .confirm(set, &signed.roster, members[i].key.signing_key())
@@ -789,9 +831,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
             let Some(Response::Confirmations(cs)) = &got_confirmations[i] else {
                 return Err(format!("{}: no confirmations", members[i].id));
             };
-            let Some(Response::Survivors(set)) = &got[i] else {
-                return Err(format!("{}: no survivor set", members[i].id));
-            };
+            let set = set_of(i)?;
             let c = clients[i].as_mut().ok_or("lost state")?;
             let reveal = c
                 .reveal(set, cs)
