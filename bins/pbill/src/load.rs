@@ -638,6 +638,9 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
         })
         .collect::<Result<_, String>>()?;
     pb.finish();
+    // The load process plays every member: what each no longer needs
+    // goes now (shadowing would keep it to the end of the run).
+    drop(got);
     let r = run_all(&rt, &sessions, shares, args.concurrency, "sharing");
     answers(n, r, &members, "share")?;
     wait_round(&rt, &mut op, cycle, Round::Mask, give_up)?;
@@ -685,6 +688,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
         })
         .collect::<Result<_, String>>()?;
     pb.finish();
+    drop(got);
     lap("hiding and masking at the members (not load)", &mut phases);
 
     // The load: each member submits once at a random moment of the window.
@@ -839,6 +843,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
             Ok((i, Request::Reveal { cycle, reveal }))
         })
         .collect::<Result<_, String>>()?;
+    drop((clients, got_confirmations, got));
     let t_reveal = Instant::now();
     // Requests made while the edge unmasks and bills: the operator asks
     // for the cycle every 50 ms until it is billed.
