@@ -689,6 +689,21 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
         .collect::<Result<_, String>>()?;
     pb.finish();
     drop(got);
+    // The members' SecAgg+ states are parked encoded (bincode) until the
+    // confirm round: 18,000 of them with k = 300 take gigabytes less that
+    // way, and this process plays every member (a core holds one).
+    let park = |c: &Client| {
+        bincode::serde::encode_to_vec(c, bincode::config::standard()).map_err(|e| e.to_string())
+    };
+    let unpark = |bytes: &[u8]| -> Result<Client, String> {
+        bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+            .map(|(c, _)| c)
+            .map_err(|e| e.to_string())
+    };
+    let mut parked: Vec<Option<Vec<u8>>> = clients
+        .into_iter()
+        .map(|c| c.as_ref().map(park).transpose())
+        .collect::<Result<_, String>>()?;
     lap("hiding and masking at the members (not load)", &mut phases);
 
     // The load: each member submits once at a random moment of the window.
@@ -802,23 +817,26 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
             _ => Err(format!("{}: no survivor set", members[i].id)),
         }
     };
-    let confirms: Vec<(usize, Request)> = stay
-        .iter()
-        .map(|&i| {
-            let set = set_of(i)?;
-            let c = clients[i].as_mut().ok_or("lost state")?;
-            let confirmation = c
-                .confirm(set, &signed.roster, members[i].key.signing_key())
-                .map_err(|e| format!("{}: {e}", members[i].id))?;
-            Ok((
-                i,
-                Request::Confirm {
-                    cycle,
-                    confirmation,
-                },
-            ))
-        })
-        .collect::<Result<_, String>>()?;
+    // A member keeps the set it signed in its state: each state is
+    // decoded, confirms and is parked again (17,100 states each holding
+    // an 18,000-member set in memory did not fit this process).
+    let mut confirms: Vec<(usize, Request)> = Vec::with_capacity(stay.len());
+    for &i in &stay {
+        let set = set_of(i)?;
+        let mut c = unpark(parked[i].as_deref().ok_or("lost state")?)?;
+        let confirmation = c
+            .confirm(set, &signed.roster, members[i].key.signing_key())
+            .map_err(|e| format!("{}: {e}", members[i].id))?;
+        parked[i] = Some(park(&c)?);
+        drop(c);
+        confirms.push((
+            i,
+            Request::Confirm {
+                cycle,
+                confirmation,
+            },
+        ));
+    }
     let r = run_all(&rt, &sessions, confirms, args.concurrency, "confirming");
     answers(n, r, &members, "confirm")?;
     let got_confirmations = ask_all(
@@ -836,14 +854,15 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
                 return Err(format!("{}: no confirmations", members[i].id));
             };
             let set = set_of(i)?;
-            let c = clients[i].as_mut().ok_or("lost state")?;
+            let bytes = parked[i].take().ok_or("lost state")?;
+            let mut c = unpark(&bytes)?;
             let reveal = c
                 .reveal(set, cs)
                 .map_err(|e| format!("{}: {e}", members[i].id))?;
             Ok((i, Request::Reveal { cycle, reveal }))
         })
         .collect::<Result<_, String>>()?;
-    drop((clients, got_confirmations, got));
+    drop((parked, got_confirmations, got));
     let t_reveal = Instant::now();
     // Requests made while the edge unmasks and bills: the operator asks
     // for the cycle every 50 ms until it is billed.
