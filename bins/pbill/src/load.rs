@@ -79,7 +79,16 @@ struct Member {
     id: MemberId,
     key: Arc<NodeKey>,
     przs: IdentityKey,
-    secret: SecretKey,
+    /// The GLWE secret key, encoded (`SecretKey::to_bytes`, 1 KiB; the
+    /// key itself takes about 200 KiB, 4 GB for 20,000 members).
+    secret: zeroize::Zeroizing<Vec<u8>>,
+}
+
+impl Member {
+    /// The member's GLWE secret key.
+    fn glwe(&self) -> Result<SecretKey, String> {
+        SecretKey::from_bytes(&self.secret).ok_or_else(|| "GLWE key round trip".to_string())
+    }
 }
 
 /// Percentiles in milliseconds.
@@ -420,7 +429,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
         .into_par_iter()
         .map(|i| {
             let mut seeder = pb_glwe::seeding::new_seeder();
-            let secret = SecretKey::generate(seeder.as_mut());
+            let secret = SecretKey::generate(seeder.as_mut()).to_bytes();
             pb.inc(1);
             Ok(Member {
                 id: MemberId::new(format!("m{i:06}")).map_err(|e| e.to_string())?,
@@ -511,16 +520,16 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
         .enumerate()
         .map(|(i, m)| {
             let mut seeder = pb_glwe::seeding::new_seeder();
-            (
+            Ok((
                 i,
                 Request::Join {
                     member: m.id.clone(),
                     przs: m.przs.public(),
-                    public_key: m.secret.public_key(seeder.as_mut()),
+                    public_key: m.glwe()?.public_key(seeder.as_mut()),
                 },
-            )
+            ))
         })
-        .collect();
+        .collect::<Result<_, String>>()?;
     let r = run_all(&rt, &sessions, calls, args.concurrency, "joining");
     answers(n, r, &members, "join")?;
     lap("join", &mut phases);
@@ -664,7 +673,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
         .map(|(i, c)| {
             let m = &members[i];
             let d: &Data = &parsed.households[i];
-            let secret = SecretKey::from_bytes(&m.secret.to_bytes()).ok_or("key round trip")?;
+            let secret = m.glwe()?;
             let h = HidingContext::for_secagg(&cid, &m.id, secret);
             let mut seeder = pb_glwe::seeding::new_seeder();
             let mut hidden: HiddenData = h
@@ -915,7 +924,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
                 Ok(x) => match x.response {
                     Response::Bill(b) => {
                         let (bill, reward) = m
-                            .secret
+                            .glwe()?
                             .decrypt_totals(&b.totals)
                             .map_err(|e| e.to_string())?;
                         match want.get(&m.id) {
