@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{keygen, pbill, start};
+use common::{HOUSEHOLDS, community_keys, pbill, start};
 
 fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
@@ -41,13 +41,8 @@ fn repo_root() -> PathBuf {
 fn python_household_example() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let edge_id = keygen(d, "edge.key");
-    let operator = keygen(d, "operator.key");
-    let names = ["alice", "bob", "carol"];
-    let nodes: Vec<String> = names
-        .iter()
-        .map(|n| keygen(d, &format!("{n}.key")))
-        .collect();
+    let (edge_id, operator, nodes) = community_keys(d);
+    let names = HOUSEHOLDS;
     let mut edge_toml = format!(
         "community = \"test\"\nlisten = \"tcp://127.0.0.1:0\"\ndata_dir = {:?}\nkey_file = {:?}\noperators = [{operator:?}]\n",
         d.join("edge-data"),

@@ -8,7 +8,7 @@ use std::process::Output;
 
 mod common;
 
-use common::{keygen, pbill, start};
+use common::{HOUSEHOLDS, community_keys, pbill, start};
 
 fn pbill_out(args: &[&str], config: &Path) -> Output {
     pbill().args(args).arg(config).output().unwrap()
@@ -30,13 +30,8 @@ fn node_of(key: &Path) -> String {
 fn pbill_rotate_replaces_the_key_file_once_the_edge_confirms() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let edge_id = keygen(d, "edge.key");
-    let operator = keygen(d, "operator.key");
-    let names = ["alice", "bob", "carol"];
-    let nodes: Vec<String> = names
-        .iter()
-        .map(|n| keygen(d, &format!("{n}.key")))
-        .collect();
+    let (edge_id, operator, nodes) = community_keys(d);
+    let names = HOUSEHOLDS;
     let edge_toml = |nodes: &[String]| {
         let mut t = format!(
             "community = \"rot\"\nlisten = \"tcp://127.0.0.1:0\"\ndata_dir = {:?}\nkey_file = {:?}\noperators = [{operator:?}]\n",

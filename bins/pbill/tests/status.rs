@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{keygen, pbill, start};
+use common::{HOUSEHOLDS, community_keys, keygen, pbill, start};
 
 fn free_addr() -> String {
     TcpListener::bind("127.0.0.1:0")
@@ -40,13 +40,8 @@ fn value(text: &str, series: &str) -> Option<f64> {
 fn operator_and_household_status_and_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let edge_id = keygen(d, "edge.key");
-    let operator = keygen(d, "operator.key");
-    let names = ["alice", "bob", "carol"];
-    let nodes: Vec<String> = names
-        .iter()
-        .map(|n| keygen(d, &format!("{n}.key")))
-        .collect();
+    let (edge_id, operator, nodes) = community_keys(d);
+    let names = HOUSEHOLDS;
     let edge_metrics = free_addr();
     let mut edge_toml = format!(
         "community = \"st\"\nlisten = \"tcp://127.0.0.1:0\"\ndata_dir = {:?}\nkey_file = {:?}\noperators = [{operator:?}]\nmetrics = {edge_metrics:?}\n",

@@ -1261,14 +1261,6 @@ impl Service {
         }
     }
 
-    /// Whether a cycle is being billed (on its worker; the status and
-    /// metrics report it).
-    pub fn busy(&self) -> bool {
-        self.open
-            .values()
-            .any(|o| o.billing.is_some() && o.stuck.is_none())
-    }
-
     /// Unmasks a cycle's aggregates and begins its billing: the seed and
     /// the aggregates are stored first, so that a restarted edge resumes
     /// with the same ones and computes no bill twice into different values.

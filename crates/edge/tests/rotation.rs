@@ -117,6 +117,46 @@ impl Community {
         )
     }
 
+    /// Runs cycle `ctx`'s rounds for every member (fresh hiding keys)
+    /// with `values`, and returns the members' clients, indexed like them.
+    fn run_cycle(
+        &mut self,
+        op: &mut EdgeClient,
+        roster: &pb_secagg::SignedRoster,
+        ctx: &pb_model::CycleContext,
+        values: &[Data],
+    ) -> Vec<EdgeClient> {
+        for m in &mut self.members {
+            m.hiding = Some(common::hiding(COMMUNITY, m));
+        }
+        let mut clients: Vec<EdgeClient> =
+            self.members.iter().map(|m| self.client(&m.key)).collect();
+        let call = |cl: &mut EdgeClient, r: &Request| self.call(cl, r);
+        common::all_rounds(
+            &call,
+            op,
+            &mut clients,
+            &self.members,
+            roster,
+            &self.operator,
+            ctx,
+            values,
+        );
+        clients
+    }
+
+    /// Member `i`'s bill of cycle 1, fetched over `client` and decrypted.
+    fn bill(&self, client: &mut EdgeClient, i: usize) -> pb_model::Bill {
+        let call = |cl: &mut EdgeClient, r: &Request| self.call(cl, r);
+        let bill = common::bill(&call, client, 1);
+        self.members[i]
+            .hiding
+            .as_ref()
+            .unwrap()
+            .decrypt(&bill)
+            .unwrap()
+    }
+
     fn try_call(&self, c: &mut EdgeClient, r: &Request) -> Result<Response, NetError> {
         self.rt.block_on(c.call(r)).map(|e| e.response)
     }
@@ -275,36 +315,13 @@ fn a_rotated_key_replaces_the_old_one_and_the_next_cycle_bills_with_it() {
         c.call(&mut op, &Request::PutContext(ctx.clone())),
         Response::Ok
     );
-    for m in &mut c.members {
-        m.hiding = Some(common::hiding(COMMUNITY, m));
-    }
     let values: Vec<Data> = (0..4)
         .map(|i| data(&c.members[i].id, i as i64 + 3))
         .collect();
-    let mut clients: Vec<EdgeClient> = c.members.iter().map(|m| c.client(&m.key)).collect();
-    let call = |cl: &mut EdgeClient, r: &Request| c.call(cl, r);
-    common::all_rounds(
-        &call,
-        &mut op,
-        &mut clients,
-        &c.members,
-        &v2,
-        &c.operator,
-        &ctx,
-        &values,
-    );
+    let mut clients = c.run_cycle(&mut op, &v2, &ctx, &values);
     let want = reference::bills(&ctx, &values).unwrap();
     for (i, client) in clients.iter_mut().enumerate() {
-        let bill = common::bill(&call, client, 1);
-        assert_eq!(
-            c.members[i]
-                .hiding
-                .as_ref()
-                .unwrap()
-                .decrypt(&bill)
-                .unwrap(),
-            want[i]
-        );
+        assert_eq!(c.bill(client, i), want[i]);
     }
     // After the cycle the old key still gets nothing.
     refused(
@@ -418,49 +435,17 @@ fn refused_rotations_change_nothing() {
     unchanged(&c);
 
     // Once the cycle's rounds are over (bills delivered), it can.
-    for m in &mut c.members {
-        m.hiding = Some(common::hiding(COMMUNITY, m));
-    }
     let values: Vec<Data> = (0..3)
         .map(|i| data(&c.members[i].id, i as i64 + 2))
         .collect();
-    let mut clients: Vec<EdgeClient> = c.members.iter().map(|m| c.client(&m.key)).collect();
-    let call = |cl: &mut EdgeClient, r: &Request| c.call(cl, r);
-    common::all_rounds(
-        &call,
-        &mut op,
-        &mut clients,
-        &c.members,
-        &v2,
-        &c.operator,
-        &ctx,
-        &values,
-    );
+    let mut clients = c.run_cycle(&mut op, &v2, &ctx, &values);
     let want = reference::bills(&ctx, &values).unwrap();
-    let bill = common::bill(&call, &mut clients[0], 1);
-    assert_eq!(
-        c.members[0]
-            .hiding
-            .as_ref()
-            .unwrap()
-            .decrypt(&bill)
-            .unwrap(),
-        want[0]
-    );
+    assert_eq!(c.bill(&mut clients[0], 0), want[0]);
     assert_eq!(c.rotate(&k0, 0, &new), Response::Ok);
     assert!(c.served(&new));
     // The new key fetches the bill of the cycle billed before the
     // rotation.
-    let again = common::bill(&call, &mut c.client(&new), 1);
-    assert_eq!(
-        c.members[0]
-            .hiding
-            .as_ref()
-            .unwrap()
-            .decrypt(&again)
-            .unwrap(),
-        want[0]
-    );
+    assert_eq!(c.bill(&mut c.client(&new), 0), want[0]);
     c.stop();
 }
 

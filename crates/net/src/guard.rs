@@ -301,7 +301,7 @@ impl ZmtpScanner {
 /// tests).
 #[derive(Debug, Default)]
 pub struct GuardStats {
-    /// Connections accepted and forwarded.
+    /// Connections accepted and served.
     pub accepted: AtomicU64,
     /// Connections refused at accept: too many in all or from one address.
     pub refused: AtomicU64,

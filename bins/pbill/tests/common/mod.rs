@@ -61,3 +61,19 @@ pub fn keygen(dir: &Path, name: &str) -> String {
     );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
+
+/// The households of the process tests, in order.
+pub const HOUSEHOLDS: [&str; 3] = ["alice", "bob", "carol"];
+
+/// Keys for an edge (`edge.key`), an operator (`operator.key`) and one
+/// core per name of [`HOUSEHOLDS`] (`NAME.key`) in `dir`: their node ids,
+/// as `(edge, operator, households)`.
+pub fn community_keys(dir: &Path) -> (String, String, Vec<String>) {
+    let edge = keygen(dir, "edge.key");
+    let operator = keygen(dir, "operator.key");
+    let nodes = HOUSEHOLDS
+        .iter()
+        .map(|n| keygen(dir, &format!("{n}.key")))
+        .collect();
+    (edge, operator, nodes)
+}
