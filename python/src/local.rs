@@ -524,6 +524,7 @@ impl LocalCommunity {
         self.on_cycle(py, |c| {
             let round = "reveal";
             let set = c.set(round)?;
+            let hash = set.hash();
             let mut answers = Vec::new();
             for m in &self.members {
                 if !set.contains(&m.id) || !c.online(&m.id) {
@@ -534,7 +535,7 @@ impl LocalCommunity {
                 };
                 let confirmations = c.server.confirmations_for(&m.id);
                 let r = client
-                    .reveal(&set, &confirmations)
+                    .reveal(&hash, &confirmations)
                     .map_err(refused_at(round, &m.id))?;
                 answers.push(r);
             }

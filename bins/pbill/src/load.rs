@@ -788,10 +788,11 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
 
     // Confirm and reveal (those that stay).
     let stay = active(2);
-    // Each member fetches the survivor set; a set equal to the first one
-    // fetched is kept once (18,000 copies of a 20,000-member set would
-    // take gigabytes here), one that differs is kept as it came.
-    let first_set: std::sync::Mutex<Option<pb_secagg::SurvivorSet>> = std::sync::Mutex::new(None);
+    // Each member fetches the survivor set (one bit per roster member); a
+    // set equal to the first one fetched is kept once, checked and hashed
+    // once (a core does that once; this process plays every member), one
+    // that differs is kept as it came.
+    let first_set: std::sync::Mutex<Option<pb_secagg::SurvivorBits>> = std::sync::Mutex::new(None);
     let calls = stay
         .iter()
         .map(|&i| (i, Request::GetSurvivors { cycle }))
@@ -818,23 +819,27 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
     let first_set = first_set
         .into_inner()
         .map_err(|_| "survivor set lost")?
-        .ok_or("no survivor set fetched")?;
-    let set_of = |i: usize| -> Result<&pb_secagg::SurvivorSet, String> {
-        match &got[i] {
-            Some(Response::Ok) => Ok(&first_set),
-            Some(Response::Survivors(set)) => Ok(set),
-            _ => Err(format!("{}: no survivor set", members[i].id)),
-        }
-    };
-    // A member keeps the set it signed in its state: each state is
-    // decoded, confirms and is parked again (17,100 states each holding
-    // an 18,000-member set in memory did not fit this process).
+        .ok_or("no survivor set fetched")?
+        .checked(&signed.roster)
+        .map_err(|e| format!("survivor set: {e}"))?;
+    // Each state is decoded, confirms and is parked again; it keeps the
+    // hash of the set it signed and its neighbours' part, not the set.
     let mut confirms: Vec<(usize, Request)> = Vec::with_capacity(stay.len());
     for &i in &stay {
-        let set = set_of(i)?;
+        let own;
+        let set = match &got[i] {
+            Some(Response::Ok) => &first_set,
+            Some(Response::Survivors(bits)) => {
+                own = bits
+                    .checked(&signed.roster)
+                    .map_err(|e| format!("{}: survivor set: {e}", members[i].id))?;
+                &own
+            }
+            _ => return Err(format!("{}: no survivor set", members[i].id)),
+        };
         let mut c = unpark(parked[i].as_deref().ok_or("lost state")?)?;
         let confirmation = c
-            .confirm(set, &signed.roster, members[i].key.signing_key())
+            .confirm_checked(set, members[i].key.signing_key())
             .map_err(|e| format!("{}: {e}", members[i].id))?;
         parked[i] = Some(park(&c)?);
         drop(c);
@@ -862,11 +867,14 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
             let Some(Response::Confirmations(cs)) = &got_confirmations[i] else {
                 return Err(format!("{}: no confirmations", members[i].id));
             };
-            let set = set_of(i)?;
             let bytes = parked[i].take().ok_or("lost state")?;
             let mut c = unpark(&bytes)?;
+            let set = c
+                .confirmed()
+                .map(|c| c.set)
+                .ok_or_else(|| format!("{}: not confirmed", members[i].id))?;
             let reveal = c
-                .reveal(set, cs)
+                .reveal(&set, cs)
                 .map_err(|e| format!("{}: {e}", members[i].id))?;
             Ok((i, Request::Reveal { cycle, reveal }))
         })

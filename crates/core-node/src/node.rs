@@ -640,20 +640,25 @@ impl Node {
                     else {
                         return Ok(());
                     };
-                    let Response::Survivors(set) = answer else {
+                    let Response::Survivors(bits) = answer else {
                         return Err(unexpected("GetSurvivors", &answer));
                     };
-                    if let Err(e) =
-                        client.confirm(&set, &roster.roster, self.identity.signing_key())
-                    {
+                    // The set is read with the roster this core checked
+                    // and kept only while it is signed: the state keeps
+                    // its hash and the neighbours' part.
+                    let signed = bits
+                        .checked(&roster.roster)
+                        .and_then(|set| client.confirm_checked(&set, self.identity.signing_key()));
+                    if let Err(e) = signed {
                         return refused(self, state, e);
                     }
                     self.save(cycle, &client)?;
                 }
                 Round::Confirm => {
-                    let Some((set, confirmation)) = client.confirmed().cloned() else {
+                    let Some(confirmation) = client.confirmed().cloned() else {
                         return Err(CoreError::Protocol("confirmed state lost".into()));
                     };
+                    let set = confirmation.set;
                     let request = Request::Confirm {
                         cycle,
                         confirmation,

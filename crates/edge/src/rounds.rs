@@ -1,9 +1,10 @@
 //! One open cycle's SecAgg+ rounds at the edge, as explicit, persisted
-//! states: every member message and every round closing is a
-//! [`RoundEvent`], applied to the cycle's [`Server`] only if the server
-//! accepts it and appended to the store with the request's counter.
-//! Replaying a cycle's stored events rebuilds its state after a restart
-//! (the store is the truth; memory is a cache of it).
+//! states: every member message the cycle's [`Rounds`] accepts and every
+//! round closing is a [`RoundEvent`], stored with the request's counter
+//! and what the message carries (shares, masked vectors, answers: in the
+//! cycle's tables, keyed by who reads them), then applied. Replaying a
+//! cycle's stored events rebuilds its state after a restart (the store is
+//! the truth; memory holds a few hundred bytes per member).
 //!
 //! A round closes when every member it waits for is in, or when its time
 //! is up: the advertise round `dropout_deadline_secs` after the context
@@ -13,69 +14,49 @@
 
 use std::time::{Duration, Instant};
 
-use pb_hiding::HiddenData;
 use pb_protocol::ErrorCode;
-use pb_secagg::client::MaskedInput;
-use pb_secagg::server::{Progress, Server};
-use pb_secagg::{Confirmation, EncryptedShare, Refusal, Reveal, Round, SignedBundle};
-use pb_units::MemberId;
+use pb_secagg::rounds::{Progress, Rounds, Step};
+use pb_secagg::{Refusal, Round};
 use serde::{Deserialize, Serialize};
 
 use crate::service;
 
-/// Something that moved a cycle's rounds on.
+/// Something that moved a cycle's rounds on: a member's checked message
+/// (its [`Step`]: digests, not the shares, vectors or answers, which the
+/// store keeps in the cycle's tables) or a round's closing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RoundEvent {
-    /// A member's signed key bundle.
-    Advertise(Box<SignedBundle>),
+    /// A member's message, as the rounds recorded it.
+    Step(Step),
     /// The advertise round closed (unix seconds).
     CloseAdvertise {
         /// When.
         at: u64,
-    },
-    /// A member's encrypted shares.
-    Share {
-        /// The sender.
-        from: MemberId,
-        /// The shares.
-        shares: Vec<EncryptedShare>,
     },
     /// The share round closed.
     CloseShare {
         /// When.
         at: u64,
     },
-    /// A member's masked input: its vectors are the stored submission's
-    /// masked contributions.
-    Submit {
-        /// The member.
-        member: MemberId,
-        /// Its partners.
-        partners: Vec<MemberId>,
-    },
     /// The mask round closed: the survivor set is announced.
     CloseMask {
         /// When.
         at: u64,
     },
-    /// A survivor's signature over the survivor set.
-    Confirm(Confirmation),
-    /// A survivor's answers.
-    Reveal(Reveal),
 }
 
 impl RoundEvent {
     /// A short name for logs.
     pub fn name(&self) -> &'static str {
         match self {
-            RoundEvent::Advertise(_) => "advertise",
+            RoundEvent::Step(Step::Advertise(_)) => "advertise",
             RoundEvent::CloseAdvertise { .. } => "close-advertise",
-            RoundEvent::Share { .. } => "share",
+            RoundEvent::Step(Step::Share { .. }) => "share",
             RoundEvent::CloseShare { .. } => "close-share",
-            RoundEvent::Submit { .. } => "submit",
+            RoundEvent::Step(Step::Submit { .. }) => "submit",
             RoundEvent::CloseMask { .. } => "close-mask",
-            RoundEvent::Confirm(_) => "confirm",
-            RoundEvent::Reveal(_) => "reveal",
+            RoundEvent::Step(Step::Confirm(_)) => "confirm",
+            RoundEvent::Step(Step::Reveal { .. }) => "reveal",
         }
     }
 }
@@ -83,8 +64,8 @@ impl RoundEvent {
 /// A cycle whose aggregate is not unmasked yet.
 #[derive(Debug)]
 pub struct OpenCycle {
-    /// Its SecAgg+ state.
-    pub server: Server,
+    /// Its SecAgg+ state (the shares, inputs and answers are in the store).
+    pub server: Rounds,
     /// Events applied (the next event's sequence number).
     pub events: u64,
     /// When the context was recorded.
@@ -96,7 +77,7 @@ pub struct OpenCycle {
     /// When each round opened (unix seconds), in order.
     pub opened: Vec<(Round, u64)>,
     /// The unmasking, while it runs on a thread of its own.
-    pub unmasking: Option<std::thread::JoinHandle<Result<Vec<Vec<u64>>, Refusal>>>,
+    pub unmasking: Option<std::thread::JoinHandle<Result<Vec<Vec<u64>>, service::UnmaskError>>>,
     /// Its billing, once the aggregate is unmasked.
     pub billing: Option<crate::service::Billing>,
     /// Where the cycle stood when last computed ([`OpenCycle::refresh`]):
@@ -109,7 +90,7 @@ pub struct OpenCycle {
 
 impl OpenCycle {
     /// A cycle in its advertise round.
-    pub fn new(server: Server, posted_at: u64) -> OpenCycle {
+    pub fn new(server: Rounds, posted_at: u64) -> OpenCycle {
         let mut open = OpenCycle {
             server,
             events: 0,
@@ -162,47 +143,33 @@ impl OpenCycle {
             .is_some_and(|(events, _, _)| events == self.events)
     }
 
-    /// Applies one event; refused, nothing changed. A submission's event
-    /// needs its data.
-    pub fn apply(&mut self, event: RoundEvent, data: Option<&HiddenData>) -> Result<(), Refusal> {
+    /// Applies one event (a step the rounds checked, or a stored one
+    /// replayed); refused, nothing changed.
+    pub fn apply(&mut self, event: RoundEvent) -> Result<(), Refusal> {
         let closed = |this: &mut OpenCycle, at: u64| {
             this.round_since = at;
             this.opened.push((this.server.round(), at));
         };
         match event {
-            RoundEvent::Advertise(b) => self.server.advertise(*b)?,
-            RoundEvent::CloseAdvertise { at } => {
-                self.server.close_advertise()?;
-                closed(self, at);
-            }
-            RoundEvent::Share { from, shares } => self.server.share(&from, shares)?,
-            RoundEvent::CloseShare { at } => {
-                self.server.close_share()?;
-                closed(self, at);
-            }
-            RoundEvent::Submit { member, partners } => {
-                let data = data.ok_or(Refusal::BadInput(member.clone(), "no data"))?;
-                if data.member != member {
-                    return Err(Refusal::BadInput(member, "data of another member"));
-                }
-                self.server.submit(MaskedInput {
-                    member,
-                    partners,
-                    vectors: data.masked.clone(),
-                })?;
-            }
-            RoundEvent::CloseMask { at } => {
-                self.server.close_mask()?;
-                closed(self, at);
-            }
-            RoundEvent::Confirm(c) => self.server.confirm(c)?,
-            RoundEvent::Reveal(r) => {
+            RoundEvent::Step(step) => {
                 let first = self.server.round() == Round::Confirm;
-                self.server.reveal(r)?;
+                self.server.apply(step)?;
                 if first && self.server.round() == Round::Reveal {
                     let now = service::now_secs();
                     self.opened.push((Round::Reveal, now));
                 }
+            }
+            RoundEvent::CloseAdvertise { at } => {
+                self.server.close_advertise()?;
+                closed(self, at);
+            }
+            RoundEvent::CloseShare { at } => {
+                self.server.close_share()?;
+                closed(self, at);
+            }
+            RoundEvent::CloseMask { at } => {
+                self.server.close_mask()?;
+                closed(self, at);
             }
         }
         self.events += 1;

@@ -18,7 +18,7 @@ use pb_protocol::{
 };
 use pb_przs::IdentityPublic;
 use pb_secagg::client::MaskedInput;
-use pb_secagg::server::Server;
+use pb_secagg::rounds::{Rounds, Step};
 use pb_secagg::{Round, SignedRoster};
 use pb_shared_billing::{BillingError, ComputeBackend, CycleBiller};
 use pb_units::{CommunityId, CycleId, MemberId};
@@ -26,7 +26,7 @@ use pb_units::{CommunityId, CycleId, MemberId};
 use crate::EdgeError;
 use crate::config::{Admission, Role, Rotation, TransportAdmission};
 use crate::rounds::{OpenCycle, RoundEvent, secagg_refusal};
-use crate::store::{BilledRecord, CycleRecord, EdgeStore, MemberRecord};
+use crate::store::{BilledRecord, CycleRecord, EdgeStore, MemberRecord, RoundPayload};
 
 // The operator's status answer and the metrics' view (read-only).
 #[path = "status.rs"]
@@ -65,6 +65,30 @@ pub struct ServiceConfig {
 type RateLimiter = governor::DefaultKeyedRateLimiter<NodeId>;
 
 pub(crate) type Refusal = (ErrorCode, String);
+
+/// Why a cycle's unmasking (on its own thread) failed.
+#[derive(Debug)]
+pub enum UnmaskError {
+    /// A needed secret is short, or a recovery does not verify.
+    Refused(pb_secagg::Refusal),
+    /// Reading the answers or inputs from the store failed.
+    Store(EdgeError),
+}
+
+impl From<pb_secagg::Refusal> for UnmaskError {
+    fn from(e: pb_secagg::Refusal) -> UnmaskError {
+        UnmaskError::Refused(e)
+    }
+}
+
+impl std::fmt::Display for UnmaskError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UnmaskError::Refused(e) => e.fmt(f),
+            UnmaskError::Store(e) => e.fmt(f),
+        }
+    }
+}
 
 pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
@@ -253,10 +277,9 @@ impl Service {
                 .open_cycle(&rec)
                 .map_err(|(_, m)| EdgeError::Store(format!("restoring {cycle}: {m}")))?;
             self.open.insert(cycle, open);
-            let events: Vec<RoundEvent> = self.store.round_events(cycle)?;
-            for event in events {
-                self.replay_event(cycle, event)?;
-            }
+            let store = self.store.clone();
+            store
+                .for_each_round_event(cycle, |event: RoundEvent| self.replay_event(cycle, event))?;
             if let Some(progress) = self.store.billing_progress(cycle)? {
                 let aggregates = self.store.aggregates(cycle)?.ok_or_else(|| {
                     EdgeError::Store(format!(
@@ -296,19 +319,11 @@ impl Service {
                 "restoring {cycle}: stored round event refused: {e}"
             ))
         };
-        let data = match &event {
-            RoundEvent::Submit { member, .. } => Some(
-                self.store
-                    .submission(cycle, member)?
-                    .ok_or_else(|| bad(&format!("the submission of {member} is missing")))?,
-            ),
-            _ => None,
-        };
         let open = self
             .open
             .get_mut(&cycle)
             .ok_or_else(|| bad(&"no such open cycle"))?;
-        open.apply(event, data.as_ref()).map_err(|e| bad(&e))?;
+        open.apply(event).map_err(|e| bad(&e))?;
         Ok(())
     }
 
@@ -322,7 +337,7 @@ impl Service {
         })?;
         let ctx = &rec.context;
         let need = pb_units::limits::min_members(self.config.min_members);
-        let server = Server::new(
+        let server = Rounds::new(
             roster,
             &roster.operator,
             ctx.cycle().0,
@@ -633,12 +648,12 @@ impl Service {
                         format!("{me} has not joined yet: its core joins before it advertises"),
                     ));
                 }
-                self.round_event(
+                self.round_message(
                     stamp,
                     &me,
                     cycle,
-                    RoundEvent::Advertise(Box::new(bundle)),
-                    None,
+                    |r| r.check_advertise(&bundle),
+                    RoundPayload::None,
                 )
             }
             (Role::Member(me), Request::GetBundles { cycle }) => {
@@ -647,15 +662,12 @@ impl Service {
                 let bundles = open.server.bundles_for(&me).map_err(secagg_refusal)?;
                 Ok(Response::Bundles(bundles))
             }
-            (Role::Member(me), Request::Share { cycle, shares }) => self.round_event(
+            (Role::Member(me), Request::Share { cycle, shares }) => self.round_message(
                 stamp,
                 &me,
                 cycle,
-                RoundEvent::Share {
-                    from: me.clone(),
-                    shares,
-                },
-                None,
+                |r| r.check_share(&me, &shares),
+                RoundPayload::Shares(&shares),
             ),
             (Role::Member(me), Request::GetShares { cycle }) => {
                 let open = self.open_for(&me, cycle)?;
@@ -668,7 +680,11 @@ impl Service {
                         ),
                     ));
                 }
-                let shares = open.server.shares_for(&me).map_err(secagg_refusal)?;
+                open.server.check_shares_for(&me).map_err(secagg_refusal)?;
+                let shares = self
+                    .store
+                    .shares_to(cycle, &me)
+                    .map_err(|e| refuse(ErrorCode::Internal, e.to_string()))?;
                 Ok(Response::Shares(shares))
             }
             (Role::Member(me), Request::Submit { data, partners }) => {
@@ -684,7 +700,8 @@ impl Service {
                 // Both SecAgg+ and the billing must accept before anything
                 // changes.
                 let open = self.open_for(&me, cycle)?;
-                open.server
+                let step = open
+                    .server
                     .check_submit(&input)
                     .map_err(|e| late_or_refused(open, &me, cycle, e))?;
                 if open.server.has_input(&me) {
@@ -695,21 +712,18 @@ impl Service {
                 }
                 let ctx = &self.cycle_for(&Role::Member(me.clone()), cycle)?.context;
                 check_data(&self.config.community, ctx, &data).map_err(billing_refusal)?;
-                self.round_event(
+                self.round_message(
                     stamp,
                     &me,
                     cycle,
-                    RoundEvent::Submit {
-                        member: me.clone(),
-                        partners,
-                    },
-                    Some(&data),
+                    |_| Ok(step),
+                    RoundPayload::Submission(&data),
                 )
             }
             (Role::Member(me), Request::GetSurvivors { cycle }) => {
                 let open = self.open_for(&me, cycle)?;
                 open.wait_for(Round::Confirm)?;
-                let set = open.server.survivor_set().cloned().ok_or_else(|| {
+                let set = open.server.survivor_bits().cloned().ok_or_else(|| {
                     refuse(ErrorCode::NotReady, "no survivor set yet".to_string())
                 })?;
                 Ok(Response::Survivors(set))
@@ -724,7 +738,13 @@ impl Service {
                 if confirmation.member != me {
                     return Err(speaks_for(&me, &confirmation.member));
                 }
-                self.round_event(stamp, &me, cycle, RoundEvent::Confirm(confirmation), None)
+                self.round_message(
+                    stamp,
+                    &me,
+                    cycle,
+                    |r| r.check_confirm(&confirmation),
+                    RoundPayload::None,
+                )
             }
             (Role::Member(me), Request::GetConfirmations { cycle }) => {
                 let open = self.open_for(&me, cycle)?;
@@ -735,7 +755,13 @@ impl Service {
                 if reveal.member != me {
                     return Err(speaks_for(&me, &reveal.member));
                 }
-                self.round_event(stamp, &me, cycle, RoundEvent::Reveal(reveal), None)
+                self.round_message(
+                    stamp,
+                    &me,
+                    cycle,
+                    |r| r.check_reveal(&reveal),
+                    RoundPayload::Answers(&reveal),
+                )
             }
             (Role::Member(me), Request::GetBill { cycle }) => self.get_bill(&me, cycle),
             (Role::Operator, Request::Status { cycle }) => self.status(cycle).map(Response::Status),
@@ -851,29 +877,48 @@ impl Service {
         Ok(open)
     }
 
-    /// Applies a member's round message to its cycle and stores it with
-    /// the request's counter (and the submission it carries).
-    fn round_event(
+    /// A member's round message: `check` (the cycle's rounds' check of
+    /// it) refuses it, changing nothing, or gives its step, which is
+    /// stored with the request's counter and the message's payload in one
+    /// transaction, then applied. The same message again (no step) stores
+    /// only the counter.
+    fn round_message(
         &mut self,
         stamp: (&NodeId, u64),
         me: &MemberId,
         cycle: CycleId,
-        event: RoundEvent,
-        data: Option<&HiddenData>,
+        check: impl FnOnce(&Rounds) -> Result<Option<Step>, pb_secagg::Refusal>,
+        payload: RoundPayload<'_>,
     ) -> Result<Response, Refusal> {
-        self.open_for(me, cycle)?;
-        let Some(open) = self.open.get_mut(&cycle) else {
-            return Err(refuse(ErrorCode::AlreadyDone, format!("{cycle} is billed")));
+        let open = self.open_for(me, cycle)?;
+        let step = match check(&open.server) {
+            Ok(step) => step,
+            Err(e) => return Err(late_or_refused(open, me, cycle, e)),
+        };
+        let Some(step) = step else {
+            let stored = self.store.put_counter(stamp.0, stamp.1);
+            self.committed(stored)?;
+            return Ok(Response::Ok);
         };
         let seq = open.events;
-        if let Err(e) = open.apply(event.clone(), data) {
-            return Err(late_or_refused(open, me, cycle, e));
-        }
+        let event = RoundEvent::Step(step);
+        let name = event.name();
         let stored = self
             .store
-            .put_round_event(Some(stamp), cycle, seq, &event, data);
+            .put_round_event(Some(stamp), cycle, seq, &event, payload);
         self.committed(stored)?;
-        tracing::debug!(%cycle, member = %me, event = event.name(), "round message accepted");
+        let applied = match self.open.get_mut(&cycle) {
+            Some(open) => open.apply(event),
+            None => Err(pb_secagg::Refusal::NoEntropy),
+        };
+        if let Err(e) = applied {
+            // Checked a moment ago on the same state: the store and memory
+            // disagree. The store is the truth.
+            tracing::error!(%cycle, member = %me, error = %e, "a checked round message did not apply");
+            self.resync();
+            return Err(refuse(ErrorCode::Internal, e.to_string()));
+        }
+        tracing::debug!(%cycle, member = %me, event = name, "round message accepted");
         Ok(Response::Ok)
     }
 
@@ -1227,11 +1272,15 @@ impl Service {
                 Ok(None) => {}
                 Ok(Some(event)) => {
                     let seq = open.events;
-                    match open.apply(event.clone(), None) {
+                    match open.apply(event.clone()) {
                         Ok(()) => {
-                            if let Err(e) =
-                                self.store.put_round_event(None, cycle, seq, &event, None)
-                            {
+                            if let Err(e) = self.store.put_round_event(
+                                None,
+                                cycle,
+                                seq,
+                                &event,
+                                RoundPayload::None,
+                            ) {
                                 tracing::error!(error = %e, "cannot store a round's closing");
                                 self.resync();
                                 return;
@@ -1277,8 +1326,22 @@ impl Service {
             None => {
                 match open.server.unmask_job() {
                     Ok(job) => {
-                        tracing::info!(%cycle, "unmasking the aggregate");
-                        open.unmasking = Some(std::thread::spawn(move || job.run()));
+                        tracing::info!(%cycle, secrets = job.needed().len(), survivors = job.survivors().len(), "unmasking the aggregate");
+                        let store = self.store.clone();
+                        open.unmasking = Some(std::thread::spawn(move || {
+                            job.run(
+                                |batch| {
+                                    store
+                                        .answers_about(cycle, batch)
+                                        .map_err(UnmaskError::Store)
+                                },
+                                |batch| {
+                                    store
+                                        .masked_inputs(cycle, batch)
+                                        .map_err(UnmaskError::Store)
+                                },
+                            )
+                        }));
                     }
                     Err(pb_secagg::Refusal::NotEnoughShares { waiting }) => {
                         tracing::debug!(%cycle, waiting = waiting.len(), "not enough shares yet");
@@ -1299,8 +1362,13 @@ impl Service {
                     open.server.finish_unmask();
                     s
                 }
-                Ok(Err(pb_secagg::Refusal::NotEnoughShares { waiting })) => {
+                Ok(Err(UnmaskError::Refused(pb_secagg::Refusal::NotEnoughShares { waiting }))) => {
                     tracing::debug!(%cycle, short = waiting.len(), "not enough shares yet");
+                    return;
+                }
+                Ok(Err(UnmaskError::Store(e))) => {
+                    tracing::error!(%cycle, error = %e, "the aggregate cannot be unmasked: store error; reloading");
+                    self.resync();
                     return;
                 }
                 Ok(Err(e)) => {

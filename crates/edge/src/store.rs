@@ -53,6 +53,9 @@ use serde::{Deserialize, Serialize};
 use crate::EdgeError;
 use crate::config::{Retention, Rotation};
 
+mod secagg;
+pub use secagg::RoundPayload;
+
 /// Joined members ([`MemberRecord`]) by id, in rows ([`put_value`]).
 const MEMBERS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("member_rows");
 const CYCLES: TableDefinition<u64, &[u8]> = TableDefinition::new("cycles");
@@ -105,8 +108,10 @@ mod v1 {
 /// held each value in one row; format 2 splits the large ones into rows
 /// ([`put_value`]) and holds the members' key rotations (`rotations`;
 /// an older edge would admit retired keys again, and refuses format 2).
-/// A format 1 store is migrated when opened.
-pub const STORE_FORMAT: u64 = 2;
+/// Format 3 keeps the SecAgg+ rounds' payloads (shares, masked vectors,
+/// answers) in tables of each cycle, keyed by who reads them, and small
+/// round events ([`secagg`]). An older store is migrated when opened.
+pub const STORE_FORMAT: u64 = 3;
 
 /// A store file that exists: must be a readable edge store of a format this
 /// edge knows. Opened read-only, so a refused file is left as it was.
@@ -517,6 +522,11 @@ impl EdgeStore {
             } else {
                 None
             };
+            let rewritten = if format < 3 {
+                Some(secagg::migrate_to_3(txn)?)
+            } else {
+                None
+            };
             txn.open_table(MEMBERS).map_err(rdb)?;
             txn.open_table(CYCLES).map_err(rdb)?;
             txn.open_table(SUBMISSIONS).map_err(rdb)?;
@@ -534,19 +544,22 @@ impl EdgeStore {
                 .map_err(rdb)?
                 .insert(FORMAT_KEY, STORE_FORMAT)
                 .map_err(rdb)?;
-            Ok(migrated)
+            Ok((migrated, rewritten))
         });
-        let migrated = match migrated {
+        let (migrated, rewritten) = match migrated {
             Ok(m) => m,
             Err(e @ EdgeError::StoreTooNew { .. }) => return Err(e),
             Err(e) => {
                 return Err(EdgeError::Store(format!(
-                    "{}: opening (and migrating a format 1 store to format 2, in one \
-                     transaction: nothing was changed if it failed): {e}",
+                    "{}: opening (and migrating an older store to format {STORE_FORMAT}, in \
+                     one transaction: nothing was changed if it failed): {e}",
                     store.path.display()
                 )));
             }
         };
+        if let Some(events) = rewritten {
+            tracing::info!(path = %store.path.display(), events, "round events migrated to format 3");
+        }
         if let Some(rows) = migrated {
             tracing::info!(path = %store.path.display(), rows, "store migrated from format 1 to format 2");
             store.compact();
@@ -774,48 +787,6 @@ impl EdgeStore {
         let mut out = Vec::new();
         for row in t.iter().map_err(rdb)? {
             out.push(dec(row.map_err(rdb)?.1.value())?);
-        }
-        Ok(out)
-    }
-
-    /// Appends an event of an open cycle's rounds (with the request's
-    /// counter when a request caused it, and the submission it carries,
-    /// in the same transaction).
-    pub fn put_round_event<E: Serialize>(
-        &self,
-        stamp: Option<Stamp<'_>>,
-        cycle: CycleId,
-        seq: u64,
-        event: &E,
-        submission: Option<&HiddenData>,
-    ) -> Result<(), EdgeError> {
-        let bytes = enc(event)?;
-        let data = submission.map(|d| d.to_bytes());
-        self.write(stamp, |t| {
-            put_value(
-                &mut t.open_table(ROUNDS).map_err(rdb)?,
-                (cycle.0, seq),
-                &bytes,
-            )?;
-            if let (Some(d), Some(bytes)) = (submission, &data) {
-                put_value(
-                    &mut t.open_table(SUBMISSIONS).map_err(rdb)?,
-                    (d.cycle.0, d.member.as_str()),
-                    bytes,
-                )?;
-            }
-            Ok(())
-        })
-    }
-
-    /// An open cycle's round events, in order.
-    pub fn round_events<E: DeserializeOwned>(&self, cycle: CycleId) -> Result<Vec<E>, EdgeError> {
-        let r = self.begin_read()?;
-        let t = r.open_table(ROUNDS).map_err(rdb)?;
-        let mut out = Vec::new();
-        let mut rows = t.range(round_rows(cycle)).map_err(rdb)?;
-        while let Some((_, bytes)) = next_value(&mut rows)? {
-            out.push(dec(&bytes)?);
         }
         Ok(out)
     }
@@ -1175,6 +1146,9 @@ pub struct PruneReport {
     pub submissions: usize,
     /// Delivered bills deleted.
     pub bills: usize,
+    /// Billed cycles whose SecAgg+ tables (shares, masked vectors,
+    /// answers) were dropped.
+    pub round_tables: Vec<CycleId>,
 }
 
 /// The store's size on disk against what it holds.
@@ -1582,6 +1556,13 @@ impl EdgeStore {
             }
             ids
         };
+        // The rounds' payloads of a billed cycle are needed no more,
+        // whatever the retention.
+        for cycle in self.round_table_cycles()? {
+            if billed.binary_search(&cycle.0).is_ok() && self.drop_round_tables(cycle)? {
+                report.round_tables.push(cycle);
+            }
+        }
         let old = billed
             .len()
             .saturating_sub(retention.keep_submissions_cycles);
@@ -2512,10 +2493,10 @@ mod tests {
                 // Round events of both cycles, one larger than a page.
                 for seq in 0..3 {
                     let event = (seq, vec![seq as u8; seq as usize * 20_000]);
-                    s.put_round_event(None, CycleId(2), seq, &event, None)
+                    s.put_round_event(None, CycleId(2), seq, &event, RoundPayload::None)
                         .unwrap();
                 }
-                s.put_round_event(None, CycleId(1), 0, &(9u64, vec![1u8]), None)
+                s.put_round_event(None, CycleId(1), 0, &(9u64, vec![1u8]), RoundPayload::None)
                     .unwrap();
                 bill_all(&s, 1, 2);
                 assert!(s.mark_delivered(CycleId(1), &member(3), 77).unwrap());
@@ -2537,7 +2518,7 @@ mod tests {
             assert_eq!(everything(&s), before, "meta recorded: {with_meta}");
             let r = s.begin_read().unwrap();
             let meta = r.open_table(META).unwrap();
-            assert_eq!(meta.get(FORMAT_KEY).unwrap().unwrap().value(), 2);
+            assert_eq!(meta.get(FORMAT_KEY).unwrap().unwrap().value(), STORE_FORMAT);
             let names: Vec<String> = r
                 .list_tables()
                 .unwrap()
@@ -2555,6 +2536,185 @@ mod tests {
             assert_eq!(s.bill_count(CycleId(2)).unwrap(), 5);
             assert_eq!(s.members().unwrap().len(), 5);
         }
+    }
+
+    /// A format 2 store whose round events carried their payloads, with a
+    /// cycle in its reveal round (and a billed one), opens as format 3:
+    /// the open cycle's events are small, its payloads are in its tables,
+    /// and replaying the events and unmasking from the tables gives the
+    /// sum the in-memory server gives.
+    #[test]
+    fn a_format_2_store_with_an_open_cycle_is_migrated_to_format_3() {
+        use crate::rounds::RoundEvent;
+        use pb_protocol::NodeKey;
+        use pb_secagg::rounds::{Rounds, Step};
+        use pb_secagg::{Client, Roster, RosterEntry, Server};
+        use secagg::LegacyEvent as L;
+
+        let n = 4;
+        let keys: Vec<NodeKey> = (0..n)
+            .map(|i| NodeKey::from_bytes([i as u8 + 1; 32]))
+            .collect();
+        let operator = NodeKey::from_bytes([99; 32]);
+        let roster = Roster::new(
+            "c",
+            1,
+            (0..n)
+                .map(|i| RosterEntry {
+                    member: member(i),
+                    identity: keys[i].id().0,
+                })
+                .collect(),
+        )
+        .unwrap();
+        let signed = SignedRoster::sign(roster, operator.signing_key());
+        let pinned = operator.id().0;
+        let cycle = 7u64;
+        let mut server = Server::new(&signed, &pinned, cycle, 3, 3, SLOTS).unwrap();
+        let mut clients: Vec<Client> = (0..n)
+            .map(|i| {
+                Client::start(
+                    &signed,
+                    &pinned,
+                    3,
+                    cycle,
+                    &member(i),
+                    keys[i].signing_key(),
+                    &mut rand_core::OsRng,
+                )
+                .unwrap()
+            })
+            .collect();
+        let mut events: Vec<L> = Vec::new();
+        for c in &clients {
+            server.advertise(c.bundle().clone()).unwrap();
+            events.push(L::Advertise(Box::new(c.bundle().clone())));
+        }
+        server.close_advertise().unwrap();
+        events.push(L::CloseAdvertise { at: 1 });
+        for (i, c) in clients.iter_mut().enumerate() {
+            let bundles = server.bundles_for(&member(i)).unwrap();
+            let shares = c.share(&bundles, &mut rand_core::OsRng).unwrap();
+            server.share(&member(i), shares.clone()).unwrap();
+            events.push(L::Share {
+                from: member(i),
+                shares,
+            });
+        }
+        server.close_share().unwrap();
+        events.push(L::CloseShare { at: 2 });
+        let d = tempfile::tempdir().unwrap();
+        let s = EdgeStore::open(d.path()).unwrap();
+        for (i, c) in clients.iter_mut().enumerate() {
+            let incoming = server.shares_for(&member(i)).unwrap();
+            let input = vec![vec![i as u64 + 1; SLOTS]; 3];
+            let masked = c.mask(&incoming, &input).unwrap();
+            server.submit(masked.clone()).unwrap();
+            let mut sub = data(cycle, i);
+            sub.masked = masked.vectors.clone();
+            s.put_submission((&NODE, i as u64 + 1), &sub).unwrap();
+            events.push(L::Submit {
+                member: member(i),
+                partners: masked.partners,
+            });
+        }
+        let set = server.close_mask().unwrap();
+        events.push(L::CloseMask { at: 3 });
+        for (i, c) in clients.iter_mut().enumerate() {
+            let conf = c
+                .confirm(&set, &signed.roster, keys[i].signing_key())
+                .unwrap();
+            server.confirm(conf.clone()).unwrap();
+            events.push(L::Confirm(conf));
+        }
+        for (i, c) in clients.iter_mut().enumerate() {
+            let r = c
+                .reveal(&set.hash(), &server.confirmations_for(&member(i)))
+                .unwrap();
+            server.reveal(r.clone()).unwrap();
+            events.push(L::Reveal(r));
+        }
+        s.write_txn(|t| {
+            let mut rounds = t.open_table(ROUNDS).map_err(rdb)?;
+            for (seq, e) in events.iter().enumerate() {
+                put_value(&mut rounds, (cycle, seq as u64), &enc(e)?)?;
+            }
+            // A billed cycle's event: deleted, never replayed.
+            put_value(&mut rounds, (8, 0), &enc(&L::CloseShare { at: 5 })?)?;
+            t.open_table(BILLED)
+                .map_err(rdb)?
+                .insert(
+                    8,
+                    enc(&BilledRecord {
+                        at: 1,
+                        millis: 1,
+                        bills: 0,
+                    })?
+                    .as_slice(),
+                )
+                .map_err(rdb)?;
+            t.open_table(META)
+                .map_err(rdb)?
+                .insert(FORMAT_KEY, 2)
+                .map_err(rdb)?;
+            Ok(())
+        })
+        .unwrap();
+        drop(s);
+
+        let s = EdgeStore::open(d.path()).unwrap();
+        {
+            let r = s.begin_read().unwrap();
+            let meta = r.open_table(META).unwrap();
+            assert_eq!(meta.get(FORMAT_KEY).unwrap().unwrap().value(), 3);
+        }
+        assert!(s.round_events::<RoundEvent>(CycleId(8)).unwrap().is_empty());
+        for i in 0..n {
+            assert_eq!(
+                s.shares_to(CycleId(cycle), &member(i)).unwrap(),
+                server.shares_for(&member(i)).unwrap()
+            );
+        }
+        let mut rounds = Rounds::new(&signed, &pinned, cycle, 3, 3, SLOTS).unwrap();
+        let stored: Vec<RoundEvent> = s.round_events(CycleId(cycle)).unwrap();
+        assert_eq!(stored.len(), events.len());
+        for e in stored {
+            match e {
+                RoundEvent::Step(step) => rounds.apply(step).unwrap(),
+                RoundEvent::CloseAdvertise { .. } => rounds.close_advertise().unwrap(),
+                RoundEvent::CloseShare { .. } => rounds.close_share().unwrap(),
+                RoundEvent::CloseMask { .. } => {
+                    rounds.close_mask().unwrap();
+                }
+            }
+        }
+        assert!(rounds.complete());
+        // A replayed Step is refused as a duplicate: the state is whole.
+        assert!(
+            rounds
+                .apply(Step::Confirm(
+                    server.confirmations_for(&member(0))[0].clone()
+                ))
+                .is_err()
+        );
+        let sum = rounds
+            .unmask_job()
+            .unwrap()
+            .run(
+                |b| {
+                    s.answers_about(CycleId(cycle), b)
+                        .map_err(crate::service::UnmaskError::Store)
+                },
+                |b| {
+                    s.masked_inputs(CycleId(cycle), b)
+                        .map_err(crate::service::UnmaskError::Store)
+                },
+            )
+            .map_err(|e| e.to_string())
+            .unwrap();
+        let want: u64 = (1..=n as u64).sum();
+        assert_eq!(sum, vec![vec![want; SLOTS]; 3]);
+        assert_eq!(server.unmask().unwrap(), sum);
     }
 
     /// Realistic values (96 slots, the real key size) for `n` members in

@@ -229,6 +229,9 @@ fn survivors_are_billed_and_late_or_vanished_members_change_nothing() {
     let store = EdgeStore::open(&dir.path().join("data")).unwrap();
     assert_eq!(store.bill_count(CycleId(1)).unwrap(), 4);
     assert!(store.submissions(CycleId(1)).unwrap().is_empty());
+    // The cycle's SecAgg+ tables (shares, masked vectors, answers) are
+    // dropped once it is billed.
+    assert!(store.round_table_cycles().unwrap().is_empty());
     let v: Vec<_> = all.iter().map(Data::vectors).collect();
     let clear = Aggregates::in_clear(BillingModel::Ucs, ctx.slots(), &v[..4]);
     let stored = store.aggregates(CycleId(1)).unwrap().unwrap();

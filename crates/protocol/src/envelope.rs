@@ -8,8 +8,10 @@ use thiserror::Error;
 use crate::{NodeId, NodeKey, Request, Response};
 
 /// Version of the envelope and message formats (2: requests name their
-/// edge and community, responses the hash of their request).
-pub const PROTOCOL_VERSION: u16 = 3;
+/// edge and community, responses the hash of their request; 3: the
+/// SecAgg+ rounds; 4: the survivor set travels as one bit per roster
+/// member).
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Largest frame accepted: a `HiddenData` of the longest cycle (1 MiB) plus
 /// the envelope.
@@ -148,14 +150,14 @@ trait Kind: Serialize + DeserializeOwned {
 }
 
 impl Kind for Request {
-    const TAG: &'static [u8] = b"private-billing request v3\0";
+    const TAG: &'static [u8] = b"private-billing request v4\0";
     fn check(&self) -> Result<(), &'static str> {
         self.check_shape()
     }
 }
 
 impl Kind for Response {
-    const TAG: &'static [u8] = b"private-billing response v3\0";
+    const TAG: &'static [u8] = b"private-billing response v4\0";
     fn check(&self) -> Result<(), &'static str> {
         match self {
             Response::Bill(b) => b.check_shape(),

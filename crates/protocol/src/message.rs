@@ -2,7 +2,7 @@ use pb_glwe::CompactPublicKey;
 use pb_hiding::{HiddenBill, HiddenData};
 use pb_model::CycleContext;
 use pb_przs::IdentityPublic;
-use pb_secagg::{Confirmation, EncryptedShare, Reveal, Round, SignedBundle, SurvivorSet};
+use pb_secagg::{Confirmation, EncryptedShare, Reveal, Round, SignedBundle, SurvivorBits};
 use pb_units::{CommunityId, CycleId, MemberId};
 use serde::{Deserialize, Serialize};
 
@@ -316,8 +316,9 @@ pub enum Response {
     Bundles(Vec<SignedBundle>),
     /// The shares addressed to the asker.
     Shares(Vec<EncryptedShare>),
-    /// The survivor set.
-    Survivors(SurvivorSet),
+    /// The survivor set, one bit per member of the cycle's roster (a core
+    /// reads it with the roster it holds).
+    Survivors(SurvivorBits),
     /// The asker's neighbours' confirmations.
     Confirmations(Vec<Confirmation>),
     /// Refused; nothing changed.

@@ -112,7 +112,7 @@ fn main() {
     let reveals: Vec<_> = clients
         .par_iter_mut()
         .zip(&ids)
-        .map(|(c, m)| c.reveal(&set, &for_each[m]).unwrap())
+        .map(|(c, m)| c.reveal(&set.hash(), &for_each[m]).unwrap())
         .collect();
     member_time += t.elapsed();
     for r in reveals {

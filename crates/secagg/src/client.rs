@@ -26,7 +26,7 @@ use crate::mask::{StreamKey, apply, pair_key, pair_sign, self_key};
 use crate::params::GraphParams;
 use crate::roster::{Roster, SignedRoster, verify_with};
 use crate::shares::{Answer, EncryptedShare, Reveal, Secret, SharePair, open, seal, split};
-use crate::{Confirmation, Graph, Refusal, Round, Session, SurvivorSet};
+use crate::{CheckedSet, Confirmation, Graph, Refusal, Round, Session, SurvivorSet};
 
 /// A neighbour that advertised keys: it holds shares of our secrets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,8 +81,18 @@ pub struct Client {
     sent_shares: Vec<EncryptedShare>,
     held: BTreeMap<MemberId, SharePair>,
     masked: Option<MaskedInput>,
-    confirmed: Option<(SurvivorSet, Confirmation)>,
+    confirmed: Option<Confirmed>,
     revealed: Option<Reveal>,
+}
+
+/// What a member keeps of the survivor set it signed: the signature (with
+/// the set's hash) and which of the neighbours whose shares it holds the
+/// set declares dropped. Not the set itself: it lists every survivor, and
+/// the reveal needs only the hash and the neighbours' part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Confirmed {
+    confirmation: Confirmation,
+    dropped: Vec<MemberId>,
 }
 
 impl Client {
@@ -212,9 +222,10 @@ impl Client {
     pub fn masked(&self) -> Option<&MaskedInput> {
         self.masked.as_ref()
     }
-    /// The survivor set this member signed and its signature, if any.
-    pub fn confirmed(&self) -> Option<&(SurvivorSet, Confirmation)> {
-        self.confirmed.as_ref()
+    /// This member's signature over the survivor set it signed (with the
+    /// set's hash), if it signed one.
+    pub fn confirmed(&self) -> Option<&Confirmation> {
+        self.confirmed.as_ref().map(|c| &c.confirmation)
     }
     /// The answers this member revealed, if it did (recorded: it never
     /// answers differently).
@@ -369,6 +380,11 @@ impl Client {
         self.held = held;
         self.masked = Some(masked.clone());
         self.round = Round::Mask;
+        // The share round is over and the masks are applied: the shares
+        // sent and the pairwise keys are needed no more (a core keeps
+        // this state for the rest of the cycle).
+        self.sent_shares = Vec::new();
+        self.pair_keys = PairKeys::default();
         Ok(masked)
     }
 
@@ -382,9 +398,23 @@ impl Client {
         roster: &Roster,
         identity: &SigningKey,
     ) -> Result<Confirmation, Refusal> {
-        if let Some((signed, c)) = &self.confirmed {
-            return if signed == set {
-                Ok(c.clone())
+        if set.session != self.session {
+            return Err(Refusal::OtherContext("cycle or member list"));
+        }
+        self.confirm_checked(&set.checked(roster)?, identity)
+    }
+
+    /// [`Client::confirm`] for a set already checked against the roster
+    /// ([`SurvivorSet::checked`], [`crate::SurvivorBits::checked`]).
+    pub fn confirm_checked(
+        &mut self,
+        checked: &CheckedSet,
+        identity: &SigningKey,
+    ) -> Result<Confirmation, Refusal> {
+        let (set, hash) = (checked.set(), checked.hash());
+        if let Some(c) = &self.confirmed {
+            return if c.confirmation.set == hash {
+                Ok(c.confirmation.clone())
             } else {
                 Err(Refusal::Equivocation)
             };
@@ -392,9 +422,6 @@ impl Client {
         self.require(Round::Mask)?;
         if set.session != self.session {
             return Err(Refusal::OtherContext("cycle or member list"));
-        }
-        if set.members.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(Refusal::BadSurvivorSet("not sorted, or a member twice"));
         }
         if !set.contains(&self.me) {
             return Err(Refusal::BadSurvivorSet(
@@ -404,14 +431,6 @@ impl Client {
         if set.members.len() < self.min_survivors {
             return Err(Refusal::BadSurvivorSet("fewer survivors than the minimum"));
         }
-        if roster.fingerprint() != self.session.roster
-            || set.members.iter().any(|m| roster.entry(m).is_none())
-        {
-            return Err(Refusal::BadSurvivorSet(
-                "a survivor is not in the member list",
-            ));
-        }
-        let hash = set.hash();
         let c = Confirmation {
             member: self.me.clone(),
             set: hash,
@@ -420,34 +439,45 @@ impl Client {
                 .to_bytes()
                 .to_vec(),
         };
-        self.confirmed = Some((set.clone(), c.clone()));
+        let dropped = self
+            .held
+            .keys()
+            .filter(|m| !set.contains(m))
+            .cloned()
+            .collect();
+        self.confirmed = Some(Confirmed {
+            confirmation: c.clone(),
+            dropped,
+        });
         self.round = Round::Confirm;
         Ok(c)
     }
 
-    /// Reveal round: once at least the threshold of this member's holders
-    /// confirmed the set it signed, answers for each neighbour whose shares
-    /// it holds: the self-mask seed share if the neighbour survived, the
-    /// mask key share if it dropped. Recorded: asked again, the same
-    /// answers.
+    /// Reveal round, for the survivor set of hash `set` (the one this
+    /// member signed, else [`Refusal::Equivocation`]): once at least the
+    /// threshold of this member's holders confirmed it, answers for each
+    /// neighbour whose shares it holds: the self-mask seed share if the
+    /// neighbour survived, the mask key share if it dropped. Recorded:
+    /// asked again, the same answers.
     pub fn reveal(
         &mut self,
-        set: &SurvivorSet,
+        set: &[u8; 32],
         confirmations: &[Confirmation],
     ) -> Result<Reveal, Refusal> {
-        let Some((signed, _)) = &self.confirmed else {
+        let Some(signed) = &self.confirmed else {
             return Err(Refusal::WrongRound {
                 expected: Round::Confirm,
                 actual: self.round,
             });
         };
-        if signed != set {
+        if signed.confirmation.set != *set {
             return Err(Refusal::Equivocation);
         }
         if let Some(r) = &self.revealed {
             return Ok(r.clone());
         }
-        let hash = set.hash();
+        let hash = *set;
+        let dropped = signed.dropped.clone();
         let mut seen = Vec::new();
         for c in confirmations {
             if c.set != hash || seen.contains(&c.member) {
@@ -477,7 +507,7 @@ impl Client {
             .held
             .iter()
             .map(|(about, pair)| {
-                let (secret, share) = if set.contains(about) {
+                let (secret, share) = if dropped.binary_search(about).is_err() {
                     (Secret::SelfSeed, pair.self_seed.clone())
                 } else {
                     (Secret::MaskKey, pair.mask_key.clone())

@@ -119,6 +119,22 @@ impl Graph {
         &self.params
     }
 
+    /// The members in ring order: each neighbours the `half()` members on
+    /// either side (unless the graph is complete).
+    pub fn ring(&self) -> &[MemberId] {
+        &self.ring
+    }
+
+    /// Neighbours on each side of a member in [`Graph::ring`].
+    pub fn half(&self) -> usize {
+        self.half
+    }
+
+    /// Whether every member neighbours every other.
+    pub fn is_complete(&self) -> bool {
+        self.complete
+    }
+
     /// The neighbours of `m`, sorted; empty for a non-member.
     pub fn neighbours(&self, m: &MemberId) -> Vec<MemberId> {
         let Some(&p) = self.position.get(m) else {

@@ -17,9 +17,13 @@
 //!   of the self-mask seed and the mask key, encrypted to each neighbour
 //!   (X25519, HKDF, ChaCha20-Poly1305).
 //! * [`mask`]: the pairwise and self masks (ChaCha20 keystreams).
-//! * [`client`] and [`server`]: the rounds as explicit, serialisable states
-//!   (advertise, share, mask, confirm, reveal); each call either advances
-//!   its state or returns a typed [`Refusal`] and changes nothing.
+//! * [`client`] and [`rounds`]: the rounds as explicit states (advertise,
+//!   share, mask, confirm, reveal), the member's serialisable, the edge's
+//!   rebuilt from the small [`Step`]s it records; each call either
+//!   advances its state or returns a typed [`Refusal`] and changes
+//!   nothing. [`rounds`] keeps no share, input or answer: the edge stores
+//!   them ([`server`] keeps them in memory for one-process runs), and
+//!   [`unmask`] streams them back in batches.
 
 #![warn(missing_docs)]
 
@@ -29,16 +33,20 @@ pub mod keys;
 pub mod mask;
 pub mod params;
 pub mod roster;
+pub mod rounds;
 pub mod server;
 pub mod shares;
+pub mod unmask;
 
 pub use client::Client;
 pub use graph::Graph;
 pub use keys::{KeyBundle, SignedBundle};
 pub use params::{GraphParams, Tolerance};
 pub use roster::{Roster, RosterEntry, SignedRoster};
+pub use rounds::{Rounds, Step};
 pub use server::Server;
 pub use shares::{Answer, EncryptedShare, Reveal, Secret};
+pub use unmask::UnmaskJob;
 
 use pb_units::MemberId;
 use serde::{Deserialize, Serialize};
@@ -247,6 +255,128 @@ impl SurvivorSet {
     /// Whether `m` survived.
     pub fn contains(&self, m: &MemberId) -> bool {
         self.members.binary_search(m).is_ok()
+    }
+
+    /// The set checked against the roster of its session (sorted, no
+    /// member twice, every survivor on `roster`), with its hash: what a
+    /// member signs ([`Client::confirm_checked`]). `O(n)`, once per set.
+    pub fn checked(&self, roster: &Roster) -> Result<CheckedSet, Refusal> {
+        if roster.fingerprint() != self.session.roster {
+            return Err(Refusal::BadSurvivorSet(
+                "a survivor is not in the member list",
+            ));
+        }
+        if self.members.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(Refusal::BadSurvivorSet("not sorted, or a member twice"));
+        }
+        if self.members.iter().any(|m| roster.entry(m).is_none()) {
+            return Err(Refusal::BadSurvivorSet(
+                "a survivor is not in the member list",
+            ));
+        }
+        Ok(CheckedSet {
+            hash: self.hash(),
+            set: self.clone(),
+        })
+    }
+
+    /// The set as it travels: one bit per member of `roster`, in the
+    /// roster's order. Refuses a survivor that is not on the roster.
+    pub fn to_bits(&self, roster: &Roster) -> Result<SurvivorBits, Refusal> {
+        let n = roster.members.len();
+        let mut bits = vec![0u8; n.div_ceil(8)];
+        for m in &self.members {
+            let i = roster
+                .members
+                .binary_search_by(|e| e.member.cmp(m))
+                .map_err(|_| Refusal::NotInRoster(m.clone()))?;
+            bits[i / 8] |= 1 << (i % 8);
+        }
+        Ok(SurvivorBits {
+            session: self.session.clone(),
+            members: n as u32,
+            bits,
+        })
+    }
+}
+
+/// A [`SurvivorSet`] as the edge sends it: one bit per member of the
+/// cycle's signed roster, in the roster's (sorted) order, so that a
+/// core's download is `n / 8` bytes (12.5 KB at 100,000 members) instead
+/// of every survivor's id. Only a holder of the roster can read it
+/// ([`SurvivorBits::expand`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SurvivorBits {
+    /// Where it belongs.
+    pub session: Session,
+    /// The roster's length.
+    pub members: u32,
+    /// Bit `i % 8` of byte `i / 8` is set when the roster's `i`-th member
+    /// survived.
+    pub bits: Vec<u8>,
+}
+
+impl SurvivorBits {
+    /// The set over `roster`; refuses bits for another roster length, a
+    /// bit set past its end, or a roster of another session.
+    pub fn expand(&self, roster: &Roster) -> Result<SurvivorSet, Refusal> {
+        let n = roster.members.len();
+        if roster.fingerprint() != self.session.roster {
+            return Err(Refusal::OtherContext("member list"));
+        }
+        if self.members as usize != n || self.bits.len() != n.div_ceil(8) {
+            return Err(Refusal::BadSurvivorSet(
+                "its length is not the member list's",
+            ));
+        }
+        if n % 8 != 0 && self.bits.last().is_some_and(|b| b >> (n % 8) != 0) {
+            return Err(Refusal::BadSurvivorSet("a bit past the member list's end"));
+        }
+        let members = roster
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.bits[i / 8] & (1 << (i % 8)) != 0)
+            .map(|(_, e)| e.member.clone())
+            .collect();
+        Ok(SurvivorSet {
+            session: self.session.clone(),
+            members,
+        })
+    }
+
+    /// How many survived.
+    pub fn count(&self) -> usize {
+        self.bits.iter().map(|b| b.count_ones() as usize).sum()
+    }
+
+    /// [`SurvivorBits::expand`], checked and hashed once
+    /// ([`SurvivorSet::checked`]).
+    pub fn checked(&self, roster: &Roster) -> Result<CheckedSet, Refusal> {
+        let set = self.expand(roster)?;
+        Ok(CheckedSet {
+            hash: set.hash(),
+            set,
+        })
+    }
+}
+
+/// A survivor set checked against its session's roster, with its hash
+/// (computed once: a set of every survivor is `O(n)` to check and hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedSet {
+    set: SurvivorSet,
+    hash: [u8; 32],
+}
+
+impl CheckedSet {
+    /// The set.
+    pub fn set(&self) -> &SurvivorSet {
+        &self.set
+    }
+    /// Its hash (what members sign).
+    pub fn hash(&self) -> [u8; 32] {
+        self.hash
     }
 }
 

@@ -196,7 +196,7 @@ fn malicious_edge_declares_a_submitter_dropped_and_learns_nothing() {
     let confs = confirm_all(&c, &mut clients, &false_set, &others);
     let reveals: Vec<Reveal> = others
         .iter()
-        .filter_map(|m| clients.get_mut(m)?.reveal(&false_set, &confs).ok())
+        .filter_map(|m| clients.get_mut(m)?.reveal(&false_set.hash(), &confs).ok())
         .collect();
     assert_eq!(reveals.len(), others.len());
     let b = bundles(&clients);
@@ -229,7 +229,10 @@ fn malicious_edge_declares_a_submitter_dropped_and_learns_nothing() {
             client.confirm(&true_set, &roster, c.key_of(m)),
             Err(Refusal::Equivocation)
         );
-        assert_eq!(client.reveal(&true_set, &confs), Err(Refusal::Equivocation));
+        assert_eq!(
+            client.reveal(&true_set.hash(), &confs),
+            Err(Refusal::Equivocation)
+        );
     }
 }
 
@@ -256,7 +259,7 @@ fn malicious_edge_tells_different_survivors_different_sets() {
     let mut reveals = Vec::new();
     for (set, who) in [(&with, &half_a), (&without, &half_b)] {
         for m in who {
-            match clients.get_mut(m).unwrap().reveal(set, &confs) {
+            match clients.get_mut(m).unwrap().reveal(&set.hash(), &confs) {
                 Ok(r) => reveals.push(r),
                 Err(e) => assert!(matches!(e, Refusal::TooFewConfirmations { .. }), "{e}"),
             }
@@ -275,7 +278,10 @@ fn malicious_edge_tells_different_survivors_different_sets() {
         })
         .collect();
     assert!(matches!(
-        clients.get_mut(&c.ids[1]).unwrap().reveal(&with, &forged),
+        clients
+            .get_mut(&c.ids[1])
+            .unwrap()
+            .reveal(&with.hash(), &forged),
         Err(Refusal::TooFewConfirmations { .. })
     ));
     let b = bundles(&clients);
@@ -423,10 +429,18 @@ fn malicious_edge_asks_a_core_twice_for_the_same_neighbour() {
     };
     let confs = confirm_all(&c, &mut clients, &set, &c.ids.clone());
     let m = c.ids[1].clone();
-    let first = clients.get_mut(&m).unwrap().reveal(&set, &confs).unwrap();
+    let first = clients
+        .get_mut(&m)
+        .unwrap()
+        .reveal(&set.hash(), &confs)
+        .unwrap();
     // The same question: the same answers, nothing new.
     assert_eq!(
-        clients.get_mut(&m).unwrap().reveal(&set, &confs).unwrap(),
+        clients
+            .get_mut(&m)
+            .unwrap()
+            .reveal(&set.hash(), &confs)
+            .unwrap(),
         first
     );
     // A different set (the first neighbour now "dropped"): refused.
@@ -435,7 +449,7 @@ fn malicious_edge_asks_a_core_twice_for_the_same_neighbour() {
         members: c.ids[1..].to_vec(),
     };
     assert_eq!(
-        clients.get_mut(&m).unwrap().reveal(&other, &confs),
+        clients.get_mut(&m).unwrap().reveal(&other.hash(), &confs),
         Err(Refusal::Equivocation)
     );
     // After a restart (the state as the core stores it), still refused.
@@ -443,13 +457,16 @@ fn malicious_edge_asks_a_core_twice_for_the_same_neighbour() {
     let stored = bincode::serde::encode_to_vec(&clients[&m], cfg).unwrap();
     let (mut restarted, _): (Client, usize) =
         bincode::serde::decode_from_slice(&stored, cfg).unwrap();
-    assert_eq!(restarted.reveal(&other, &confs), Err(Refusal::Equivocation));
+    assert_eq!(
+        restarted.reveal(&other.hash(), &confs),
+        Err(Refusal::Equivocation)
+    );
     let roster = c.roster.roster.clone();
     assert_eq!(
         restarted.confirm(&other, &roster, c.key_of(&m)),
         Err(Refusal::Equivocation)
     );
-    assert_eq!(restarted.reveal(&set, &confs).unwrap(), first);
+    assert_eq!(restarted.reveal(&set.hash(), &confs).unwrap(), first);
 }
 
 #[test]
@@ -478,13 +495,21 @@ fn bad_inputs_are_refused_and_change_nothing() {
     for conf in &confs {
         server.confirm(conf.clone()).unwrap();
     }
-    let mut r = clients.get_mut(&m).unwrap().reveal(&set, &confs).unwrap();
+    let mut r = clients
+        .get_mut(&m)
+        .unwrap()
+        .reveal(&set.hash(), &confs)
+        .unwrap();
     r.answers[0].about = MemberId::new("stranger").unwrap();
     assert!(matches!(
         server.reveal(r.clone()),
         Err(Refusal::BadAnswer(..))
     ));
-    let mut r2 = clients.get_mut(&m).unwrap().reveal(&set, &confs).unwrap();
+    let mut r2 = clients
+        .get_mut(&m)
+        .unwrap()
+        .reveal(&set.hash(), &confs)
+        .unwrap();
     r2.answers[0].secret = Secret::MaskKey;
     assert!(matches!(server.reveal(r2), Err(Refusal::BadAnswer(..))));
     // Unsigned and forged bundles, malformed shares.
@@ -556,7 +581,7 @@ fn malicious_edge_with_colluding_members_still_learns_nothing() {
     let confs = confirm_all(&c, &mut clients, &false_set, &others);
     let mut reveals: Vec<Reveal> = others
         .iter()
-        .filter_map(|m| clients.get_mut(m)?.reveal(&false_set, &confs).ok())
+        .filter_map(|m| clients.get_mut(m)?.reveal(&false_set.hash(), &confs).ok())
         .collect();
     // The traitor adds its share of the victim's self-mask seed.
     let state = serde_json::to_value(&clients[&traitor]).unwrap();

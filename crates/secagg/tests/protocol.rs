@@ -125,7 +125,7 @@ fn a_wrong_share_from_one_member_is_left_out() {
         let mut r = clients
             .get_mut(m)
             .unwrap()
-            .reveal(&set, &server.confirmations_for(m))
+            .reveal(&set.hash(), &server.confirmations_for(m))
             .unwrap();
         if i == 0 {
             // A lying member: every share it reveals is off by one bit.
@@ -137,4 +137,89 @@ fn a_wrong_share_from_one_member_is_left_out() {
     }
     assert!(server.complete());
     assert_eq!(server.unmask().unwrap(), c.sum(&ids));
+}
+
+#[test]
+fn the_survivor_set_travels_as_one_bit_per_roster_member() {
+    let mut c = community(40, 21);
+    let drops = Dropouts {
+        before_mask: vec![3, 17],
+        ..Dropouts::default()
+    };
+    let r = run(&mut c, 1, &drops);
+    let set = r.set.clone().unwrap();
+    let roster = c.roster.roster.clone();
+    let bits = r.server.survivor_bits().unwrap().clone();
+    assert_eq!(bits.bits.len(), 5, "40 members, 5 bytes");
+    assert_eq!(bits.count(), 38);
+    assert_eq!(bits.expand(&roster).unwrap(), set);
+    let checked = bits.checked(&roster).unwrap();
+    assert_eq!(checked.hash(), set.hash());
+    // Bits for another length, a bit past the end, or another roster's
+    // session are refused.
+    let mut short = bits.clone();
+    short.bits.pop();
+    assert!(matches!(
+        short.expand(&roster),
+        Err(Refusal::BadSurvivorSet(_))
+    ));
+    let mut longer = bits.clone();
+    longer.members = 41;
+    assert!(matches!(
+        longer.expand(&roster),
+        Err(Refusal::BadSurvivorSet(_))
+    ));
+    let mut other = community(37, 22);
+    let r37 = run(&mut other, 1, &Dropouts::default());
+    let mut stray = r37.server.survivor_bits().unwrap().clone();
+    stray.bits[4] |= 0x80; // member 39 of 37
+    assert!(matches!(
+        stray.expand(&other.roster.roster),
+        Err(Refusal::BadSurvivorSet(_))
+    ));
+    assert!(matches!(
+        bits.expand(&other.roster.roster),
+        Err(Refusal::OtherContext(_))
+    ));
+}
+
+#[test]
+fn a_confirmed_member_keeps_the_sets_hash_not_the_set() {
+    // 400 members: the set lists 400 ids, the state must not grow by them.
+    let mut c = community(400, 23);
+    let cycle = 1;
+    let mut server = c.server(cycle);
+    let ids = c.ids.clone();
+    let mut clients: Vec<_> = ids.iter().map(|m| c.client(m, cycle)).collect();
+    for cl in &clients {
+        server.advertise(cl.bundle().clone()).unwrap();
+    }
+    server.close_advertise().unwrap();
+    for (m, cl) in ids.iter().zip(clients.iter_mut()) {
+        let shares = cl
+            .share(&server.bundles_for(m).unwrap(), &mut c.rng)
+            .unwrap();
+        server.share(m, shares).unwrap();
+    }
+    server.close_share().unwrap();
+    for (m, cl) in ids.iter().zip(clients.iter_mut()) {
+        let masked = cl
+            .mask(&server.shares_for(m).unwrap(), &c.inputs[m])
+            .unwrap();
+        server.submit(masked).unwrap();
+    }
+    let set = server.close_mask().unwrap();
+    let encoded = |cl: &pb_secagg::Client| {
+        bincode::serde::encode_to_vec(cl, bincode::config::standard())
+            .unwrap()
+            .len()
+    };
+    let before = encoded(&clients[0]);
+    let conf = clients[0]
+        .confirm(&set, &c.roster.roster, c.key_of(&ids[0]))
+        .unwrap();
+    let grew = encoded(&clients[0]) - before;
+    assert!(grew < 200, "the state grew by {grew} bytes on confirming");
+    assert_eq!(clients[0].confirmed(), Some(&conf));
+    assert_eq!(conf.set, set.hash());
 }

@@ -254,9 +254,10 @@ pub fn run_local_with_progress(
         let _ = d;
         server.confirm(client.confirm(&set, &roster, signer)?)?;
     }
+    let hash = set.hash();
     for (d, client) in households.iter().zip(clients.iter_mut()) {
         let confirmations = server.confirmations_for(d.member());
-        server.reveal(client.reveal(&set, &confirmations)?)?;
+        server.reveal(client.reveal(&hash, &confirmations)?)?;
     }
     timings.hide = start.elapsed();
 

@@ -235,6 +235,7 @@ pub fn confirm(
     ) else {
         panic!("no survivor set");
     };
+    let set = set.expand(&signed.roster).unwrap();
     let confirmation = client
         .confirm(&set, &signed.roster, key.signing_key())
         .unwrap();
@@ -262,7 +263,7 @@ pub fn reveal(
     ) else {
         panic!("no confirmations");
     };
-    let set = client.confirmed().unwrap().0.clone();
+    let set = client.confirmed().unwrap().set;
     let reveal = client.reveal(&set, &cs).unwrap();
     call(
         c,

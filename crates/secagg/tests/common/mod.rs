@@ -194,7 +194,7 @@ pub fn run(c: &mut Community, cycle: u64, drops: &Dropouts) -> Run {
         if gone(&drops.before_confirm, m, &ids) || gone(&drops.before_reveal, m, &ids) {
             continue;
         }
-        match client.reveal(&set, &out.server.confirmations_for(m)) {
+        match client.reveal(&set.hash(), &out.server.confirmations_for(m)) {
             Ok(r) => {
                 out.server.reveal(r.clone()).unwrap();
                 out.reveals.push(r);
