@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::progress::progress;
+use crate::progress::{Progress, progress};
 use pb_edge::{Enrollment, Limits};
 use pb_glwe::SecretKey;
 use pb_hiding::{HiddenData, HidingContext};
@@ -73,6 +73,10 @@ pub struct LoadArgs {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     pub report: Option<std::path::PathBuf>,
+    /// Write the edge's log to this file (default: a temporary directory,
+    /// deleted at the end with the edge's store).
+    #[arg(long)]
+    pub edge_log: Option<std::path::PathBuf>,
 }
 
 struct Member {
@@ -130,8 +134,14 @@ struct Report {
     disk_bytes_per_member_cycle: f64,
     accept_latency_ms: Latency,
     billing_secs: f64,
+    /// Requests answered while the cycle was being billed (the aggregate
+    /// unmasked, the bills being computed).
     during_billing_latency_ms: Latency,
     during_billing_requests: usize,
+    /// Requests answered from the first reveal until the aggregate was
+    /// unmasked (queued behind the members' reveals).
+    during_reveal_latency_ms: Latency,
+    during_reveal_requests: usize,
     phases_secs: Vec<(String, f64)>,
     pass: bool,
 }
@@ -237,6 +247,78 @@ async fn call_retrying(c: &mut EdgeClient, request: &Request) -> Result<Response
     Err(last)
 }
 
+/// Members worked on at once between network phases (see [`run`]).
+const CHUNK: usize = 2_000;
+
+/// A member's SecAgg+ state, encoded.
+fn park(c: &Client) -> Result<Vec<u8>, String> {
+    bincode::serde::encode_to_vec(c, bincode::config::standard()).map_err(|e| e.to_string())
+}
+
+/// A member's SecAgg+ state from [`park`].
+fn unpark(bytes: &[u8]) -> Result<Client, String> {
+    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+        .map(|(c, _)| c)
+        .map_err(|e| e.to_string())
+}
+
+/// Requests written to a file until they are sent (the members' masked
+/// submissions wait there for the timed window: about 133 KB each, 13 GB
+/// at 100,000 members, more than this process should hold).
+struct Spill {
+    file: std::fs::File,
+    at: u64,
+    index: std::collections::BTreeMap<usize, (u64, usize)>,
+    _dir: tempfile::TempDir,
+}
+
+impl Spill {
+    fn new(dir: &std::path::Path) -> Result<Spill, String> {
+        let d = tempfile::tempdir_in(dir).map_err(|e| e.to_string())?;
+        let file = std::fs::OpenOptions::new()
+            .create_new(true)
+            .read(true)
+            .write(true)
+            .open(d.path().join("requests"))
+            .map_err(|e| format!("spill file: {e}"))?;
+        Ok(Spill {
+            file,
+            at: 0,
+            index: std::collections::BTreeMap::new(),
+            _dir: d,
+        })
+    }
+
+    /// Appends member `i`'s encoded request.
+    fn push(&mut self, i: usize, bytes: &[u8]) -> Result<(), String> {
+        use std::os::unix::fs::FileExt;
+        self.file
+            .write_all_at(bytes, self.at)
+            .map_err(|e| format!("spill file: {e}"))?;
+        self.index.insert(i, (self.at, bytes.len()));
+        self.at += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// The members with a request.
+    fn members(&self) -> impl Iterator<Item = usize> + '_ {
+        self.index.keys().copied()
+    }
+
+    /// Member `i`'s request.
+    fn read(&self, i: usize) -> Result<Request, String> {
+        use std::os::unix::fs::FileExt;
+        let &(at, len) = self.index.get(&i).ok_or("no such request")?;
+        let mut bytes = vec![0u8; len];
+        self.file
+            .read_exact_at(&mut bytes, at)
+            .map_err(|e| format!("spill file: {e}"))?;
+        bincode::serde::decode_from_slice(&bytes, bincode::config::standard())
+            .map(|(r, _)| r)
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// Runs every request of `calls` (member index, request), each over a
 /// pooled connection in an encrypted session of that member, at most
 /// `concurrency` at once.
@@ -262,7 +344,57 @@ fn run_all_shrunk(
     shrink: &(dyn Fn(usize, Response) -> Response + Sync),
 ) -> Vec<(usize, Duration, Result<Response, String>)> {
     let pb = progress(calls.len(), what);
-    let out = rt.block_on(async {
+    let out = run_chunk(rt, sessions, calls, concurrency, &pb, shrink);
+    pb.finish();
+    out
+}
+
+/// Sends the same read request for each member of `who` (a chunk) and
+/// returns the answers in `who`'s order; the first failure named.
+fn ask_chunk(
+    rt: &tokio::runtime::Runtime,
+    sessions: &Sessions<'_>,
+    who: &[usize],
+    request: &Request,
+    concurrency: usize,
+) -> Result<Vec<Option<Response>>, String> {
+    let calls = who.iter().map(|&i| (i, request.clone())).collect();
+    let r = run_chunk(
+        rt,
+        sessions,
+        calls,
+        concurrency,
+        &Progress::none(),
+        &|_, r| r,
+    );
+    let mut by = answers(
+        sessions.members.len(),
+        r,
+        sessions.members,
+        request_what(request),
+    )?;
+    Ok(who.iter().map(|&i| by[i].take()).collect())
+}
+
+fn request_what(r: &Request) -> &'static str {
+    match r {
+        Request::GetBundles { .. } => "fetching key bundles",
+        Request::GetShares { .. } => "fetching shares",
+        Request::GetConfirmations { .. } => "fetching confirmations",
+        _ => "asking",
+    }
+}
+
+/// [`run_all_shrunk`] counting on a progress of the caller's.
+fn run_chunk(
+    rt: &tokio::runtime::Runtime,
+    sessions: &Sessions<'_>,
+    calls: Vec<(usize, Request)>,
+    concurrency: usize,
+    pb: &Progress,
+    shrink: &(dyn Fn(usize, Response) -> Response + Sync),
+) -> Vec<(usize, Duration, Result<Response, String>)> {
+    rt.block_on(async {
         let mut set = tokio::task::JoinSet::new();
         let mut out = Vec::with_capacity(calls.len());
         for (i, request) in calls {
@@ -292,24 +424,7 @@ fn run_all_shrunk(
             }
         }
         out
-    });
-    pb.finish();
-    out
-}
-
-/// Sends the same read request (`GetBundles`, `GetShares`, ...) for each
-/// member of `who` and returns the answers, indexed like the members.
-fn ask_all(
-    rt: &tokio::runtime::Runtime,
-    sessions: &Sessions<'_>,
-    who: &[usize],
-    request: &Request,
-    concurrency: usize,
-    what: &str,
-) -> Result<Vec<Option<Response>>, String> {
-    let calls = who.iter().map(|&i| (i, request.clone())).collect();
-    let results = run_all(rt, sessions, calls, concurrency, what);
-    answers(sessions.members.len(), results, sessions.members, what)
+    })
 }
 
 /// The answers of `results`, indexed like `members`; the first failure
@@ -399,9 +514,15 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
     let community = "load-community".to_string();
     let mut phases: Vec<(String, f64)> = Vec::new();
     let mut phase_start = Instant::now();
+    let edge_pid = std::cell::Cell::new(0u32);
     let mut lap = |name: &str, phases: &mut Vec<(String, f64)>| {
         let t = phase_start.elapsed().as_secs_f64();
-        eprintln!("{name}: {t:.1} s");
+        match status_kib(edge_pid.get(), "VmRSS:") {
+            Some(kib) if edge_pid.get() != 0 => {
+                eprintln!("{name}: {t:.1} s (edge memory now {} MiB)", kib / 1024)
+            }
+            _ => eprintln!("{name}: {t:.1} s"),
+        }
         phases.push((name.to_string(), t));
         phase_start = Instant::now();
     };
@@ -479,9 +600,13 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
         "edge",
         &["--backend".into(), "cpu".into()],
         &toml,
-        &dir.join("edge.log"),
+        &args
+            .edge_log
+            .clone()
+            .unwrap_or_else(|| dir.join("edge.log")),
     )?;
     let pid = edge.child.id();
+    edge_pid.set(pid);
     let endpoint = edge.endpoint.clone();
     let rss_idle = status_kib(pid, "VmRSS:").unwrap_or(0);
 
@@ -514,24 +639,34 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
             .collect()
     };
 
+    // Members are worked on in chunks: what a chunk needs (requests,
+    // answers, decoded SecAgg+ states) is dropped before the next, so the
+    // process's memory grows with the community only by each member's
+    // parked state; the masked submissions wait on disk for the window.
+    let chunk = CHUNK;
+
     // Join.
-    let calls = members
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let mut seeder = pb_glwe::seeding::new_seeder();
-            Ok((
-                i,
-                Request::Join {
-                    member: m.id.clone(),
-                    przs: m.przs.public(),
-                    public_key: m.glwe()?.public_key(seeder.as_mut()),
-                },
-            ))
-        })
-        .collect::<Result<_, String>>()?;
-    let r = run_all(&rt, &sessions, calls, args.concurrency, "joining");
-    answers(n, r, &members, "join")?;
+    let pb = progress(n, "joining");
+    for part in all.chunks(chunk) {
+        let calls: Vec<(usize, Request)> = part
+            .par_iter()
+            .map(|&i| {
+                let m = &members[i];
+                let mut seeder = pb_glwe::seeding::new_seeder();
+                Ok((
+                    i,
+                    Request::Join {
+                        member: m.id.clone(),
+                        przs: m.przs.public(),
+                        public_key: m.glwe()?.public_key(seeder.as_mut()),
+                    },
+                ))
+            })
+            .collect::<Result<_, String>>()?;
+        let r = run_chunk(&rt, &sessions, calls, args.concurrency, &pb, &|_, r| r);
+        answers(n, r, &members, "join")?;
+    }
+    pb.finish();
     lap("join", &mut phases);
 
     // The member list and the cycle.
@@ -545,6 +680,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
         3,
         pb_inputs::Units::Round,
     )?;
+    drop(file);
     let ctx = parsed.context.clone();
     let cycle = ctx.cycle();
     let mut op = connect(&operator);
@@ -563,7 +699,6 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
 
     // Advertise (each member's per-cycle keys, signed).
     let advertisers = active(1);
-    let mut clients: Vec<Option<Client>> = (0..n).map(|_| None).collect();
     // A core verifies the member list once per version and draws the
     // cycle's graph once: this process does both once for all its
     // members, not once per member (which is quadratic in n).
@@ -577,41 +712,40 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
     };
     let params = roster.params().map_err(|e| e.to_string())?;
     let graph = pb_secagg::Graph::new(&session, &roster.ids(), &params);
-    let started: Vec<(usize, Client)> = advertisers
-        .par_iter()
-        .map(|&i| {
-            let m = &members[i];
-            Client::with_graph(
-                &roster,
-                &graph,
-                3,
-                &m.id,
-                m.key.signing_key(),
-                &mut rand_core::OsRng,
-            )
-            .map(|c| (i, c))
-            .map_err(|e| format!("{}: {e}", m.id))
-        })
-        .collect::<Result<_, String>>()?;
-    for (i, c) in started {
-        clients[i] = Some(c);
-    }
-    let calls = advertisers
-        .iter()
-        .filter_map(|&i| {
-            clients[i].as_ref().map(|c| {
-                (
-                    i,
-                    Request::Advertise {
-                        cycle,
-                        bundle: c.bundle().clone(),
-                    },
+    // The members' SecAgg+ states are parked encoded (bincode) between
+    // rounds: this process plays every member (a core holds one).
+    let mut parked: Vec<Option<Vec<u8>>> = (0..n).map(|_| None).collect();
+    let pb = progress(advertisers.len(), "advertising");
+    for part in advertisers.chunks(chunk) {
+        let started: Vec<(usize, Vec<u8>, Request)> = part
+            .par_iter()
+            .map(|&i| {
+                let m = &members[i];
+                let c = Client::with_graph(
+                    &roster,
+                    &graph,
+                    3,
+                    &m.id,
+                    m.key.signing_key(),
+                    &mut rand_core::OsRng,
                 )
+                .map_err(|e| format!("{}: {e}", m.id))?;
+                let request = Request::Advertise {
+                    cycle,
+                    bundle: c.bundle().clone(),
+                };
+                Ok((i, park(&c)?, request))
             })
-        })
-        .collect();
-    let r = run_all(&rt, &sessions, calls, args.concurrency, "advertising");
-    answers(n, r, &members, "advertise")?;
+            .collect::<Result<_, String>>()?;
+        let mut calls = Vec::with_capacity(started.len());
+        for (i, state, request) in started {
+            parked[i] = Some(state);
+            calls.push((i, request));
+        }
+        let r = run_chunk(&rt, &sessions, calls, args.concurrency, &pb, &|_, r| r);
+        answers(n, r, &members, "advertise")?;
+    }
+    pb.finish();
     wait_round(
         &rt,
         &mut op,
@@ -621,101 +755,110 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
     )?;
     lap("advertise round", &mut phases);
 
-    // Share.
-    let got = ask_all(
-        &rt,
-        &sessions,
-        &advertisers,
-        &Request::GetBundles { cycle },
-        args.concurrency,
-        "fetching key bundles",
-    )?;
+    // Share: each chunk fetches its bundles, checks them and shares (the
+    // cores' work), and uploads.
     let pb = progress(advertisers.len(), "checking bundles and sharing secrets");
-    let shares: Vec<(usize, Request)> = clients
-        .par_iter_mut()
-        .enumerate()
-        .filter_map(|(i, c)| Some((i, c.as_mut()?)))
-        .map(|(i, c)| {
-            let Some(Response::Bundles(b)) = &got[i] else {
-                return Err(format!("{}: no bundles", members[i].id));
-            };
-            let shares = c
-                .share(b, &mut rand_core::OsRng)
-                .map_err(|e| format!("{}: {e}", members[i].id))?;
-            pb.inc(1);
-            Ok((i, Request::Share { cycle, shares }))
-        })
-        .collect::<Result<_, String>>()?;
+    for part in advertisers.chunks(chunk) {
+        let got = ask_chunk(
+            &rt,
+            &sessions,
+            part,
+            &Request::GetBundles { cycle },
+            args.concurrency,
+        )?;
+        let shares: Vec<(usize, Vec<u8>, Request)> = part
+            .par_iter()
+            .zip(got)
+            .map(|(&i, got)| {
+                let Some(Response::Bundles(b)) = got else {
+                    return Err(format!("{}: no bundles", members[i].id));
+                };
+                let mut c = unpark(parked[i].as_deref().ok_or("lost state")?)?;
+                let shares = c
+                    .share(&b, &mut rand_core::OsRng)
+                    .map_err(|e| format!("{}: {e}", members[i].id))?;
+                pb.inc(1);
+                Ok((i, park(&c)?, Request::Share { cycle, shares }))
+            })
+            .collect::<Result<_, String>>()?;
+        let mut calls = Vec::with_capacity(shares.len());
+        for (i, state, request) in shares {
+            parked[i] = Some(state);
+            calls.push((i, request));
+        }
+        let r = run_chunk(
+            &rt,
+            &sessions,
+            calls,
+            args.concurrency,
+            &Progress::none(),
+            &|_, r| r,
+        );
+        answers(n, r, &members, "share")?;
+    }
     pb.finish();
-    // The load process plays every member: what each no longer needs
-    // goes now (shadowing would keep it to the end of the run).
-    drop(got);
-    let r = run_all(&rt, &sessions, shares, args.concurrency, "sharing");
-    answers(n, r, &members, "share")?;
     wait_round(&rt, &mut op, cycle, Round::Mask, give_up)?;
     lap("share round", &mut phases);
 
-    // Mask: each member's hidden data masked (the cores' work, not timed).
-    let got = ask_all(
-        &rt,
-        &sessions,
-        &advertisers,
-        &Request::GetShares { cycle },
-        args.concurrency,
-        "fetching shares",
-    )?;
+    // Mask: each member's hidden data masked (the cores' work, not
+    // timed), its submission written to a file until the window.
     let cid = CommunityId(community.clone());
+    let mut spill = Spill::new(dir)?;
     let pb = progress(advertisers.len(), "hiding and masking");
-    let prepared: Vec<(usize, Request)> = clients
-        .par_iter_mut()
-        .enumerate()
-        .filter_map(|(i, c)| Some((i, c.as_mut()?)))
-        .map(|(i, c)| {
-            let m = &members[i];
-            let d: &Data = &parsed.households[i];
-            let secret = m.glwe()?;
-            let h = HidingContext::for_secagg(&cid, &m.id, secret);
-            let mut seeder = pb_glwe::seeding::new_seeder();
-            let mut hidden: HiddenData = h
-                .hide(d, &ctx, seeder.as_mut())
-                .map_err(|e| e.to_string())?;
-            let Some(Response::Shares(s)) = &got[i] else {
-                return Err(format!("{}: no shares", m.id));
-            };
-            let masked = c
-                .mask(s, &hidden.masked)
-                .map_err(|e| format!("{}: {e}", m.id))?;
-            hidden.masked = masked.vectors.clone();
-            pb.inc(1);
-            Ok((
-                i,
-                Request::Submit {
+    let mut state_bytes = 0usize;
+    for part in advertisers.chunks(chunk) {
+        let got = ask_chunk(
+            &rt,
+            &sessions,
+            part,
+            &Request::GetShares { cycle },
+            args.concurrency,
+        )?;
+        let prepared: Vec<(usize, Vec<u8>, Vec<u8>)> = part
+            .par_iter()
+            .zip(got)
+            .map(|(&i, got)| {
+                let m = &members[i];
+                let d: &Data = &parsed.households[i];
+                let secret = m.glwe()?;
+                let h = HidingContext::for_secagg(&cid, &m.id, secret);
+                let mut seeder = pb_glwe::seeding::new_seeder();
+                let mut hidden: HiddenData = h
+                    .hide(d, &ctx, seeder.as_mut())
+                    .map_err(|e| e.to_string())?;
+                let Some(Response::Shares(s)) = got else {
+                    return Err(format!("{}: no shares", m.id));
+                };
+                let mut c = unpark(parked[i].as_deref().ok_or("lost state")?)?;
+                let masked = c
+                    .mask(&s, &hidden.masked)
+                    .map_err(|e| format!("{}: {e}", m.id))?;
+                hidden.masked = masked.vectors.clone();
+                let request = Request::Submit {
                     data: hidden,
                     partners: masked.partners.clone(),
-                },
-            ))
-        })
-        .collect::<Result<_, String>>()?;
+                };
+                let bytes = bincode::serde::encode_to_vec(&request, bincode::config::standard())
+                    .map_err(|e| e.to_string())?;
+                pb.inc(1);
+                Ok((i, park(&c)?, bytes))
+            })
+            .collect::<Result<_, String>>()?;
+        for (i, state, request) in prepared {
+            state_bytes += state.len();
+            parked[i] = Some(state);
+            spill.push(i, &request)?;
+        }
+    }
     pb.finish();
-    drop(got);
-    // The members' SecAgg+ states are parked encoded (bincode) until the
-    // confirm round: 18,000 of them with k = 300 take gigabytes less that
-    // way, and this process plays every member (a core holds one).
-    let park = |c: &Client| {
-        bincode::serde::encode_to_vec(c, bincode::config::standard()).map_err(|e| e.to_string())
-    };
-    let unpark = |bytes: &[u8]| -> Result<Client, String> {
-        bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-            .map(|(c, _)| c)
-            .map_err(|e| e.to_string())
-    };
-    let mut parked: Vec<Option<Vec<u8>>> = clients
-        .into_iter()
-        .map(|c| c.as_ref().map(park).transpose())
-        .collect::<Result<_, String>>()?;
+    eprintln!(
+        "members' SecAgg+ states after masking: {:.1} KB each on average",
+        state_bytes as f64 / advertisers.len().max(1) as f64 / 1e3
+    );
     lap("hiding and masking at the members (not load)", &mut phases);
 
-    // The load: each member submits once at a random moment of the window.
+    // The load: each member submits once at a random moment of the
+    // window, read from the file just before.
     let mut rng = ChaCha20Rng::seed_from_u64(args.seed);
     let window = Duration::from_secs(args.window_secs);
     let stop_sampling = Arc::new(AtomicBool::new(false));
@@ -731,16 +874,39 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
             }
         })
     };
+    let mut schedule: Vec<(Duration, usize)> = spill
+        .members()
+        .map(|i| {
+            (
+                Duration::from_micros(rng.next_u64() % (window.as_micros() as u64)),
+                i,
+            )
+        })
+        .collect();
+    schedule.sort();
     eprintln!("submitting over {} s ...", args.window_secs);
     let start_at = tokio::time::Instant::now() + Duration::from_millis(200);
-    let pb = progress(prepared.len(), "submitting (timed)");
+    let pb = progress(schedule.len(), "submitting (timed)");
     let results: Vec<(usize, Duration, Result<Response, String>)> = rt.block_on(async {
         let mut set = tokio::task::JoinSet::new();
-        for (i, request) in prepared {
+        let mut out = Vec::with_capacity(schedule.len());
+        for &(offset, i) in &schedule {
+            tokio::time::sleep_until(start_at + offset).await;
+            while let Some(j) = set.try_join_next() {
+                if let Ok(done) = j {
+                    pb.inc(1);
+                    out.push(done);
+                }
+            }
+            let request: Request = match spill.read(i) {
+                Ok(r) => r,
+                Err(e) => {
+                    out.push((i, Duration::ZERO, Err(e)));
+                    continue;
+                }
+            };
             let (pool, key) = (sessions.pool.clone(), members[i].key.clone());
-            let offset = Duration::from_micros(rng.next_u64() % (window.as_micros() as u64));
             set.spawn(async move {
-                tokio::time::sleep_until(start_at + offset).await;
                 // A core keeps its session open: the handshake over the
                 // borrowed connection is not part of the timed request.
                 let mut lease = match pool.lease(&key).await {
@@ -757,7 +923,6 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
                 (i, sent.elapsed(), r)
             });
         }
-        let mut out = Vec::with_capacity(n);
         while let Some(j) = set.join_next().await {
             if let Ok(done) = j {
                 pb.inc(1);
@@ -767,6 +932,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
         out
     });
     pb.finish();
+    drop(spill);
     let ok = |r: &Result<Response, String>| {
         matches!(
             r,
@@ -824,85 +990,113 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
         .map_err(|e| format!("survivor set: {e}"))?;
     // Each state is decoded, confirms and is parked again; it keeps the
     // hash of the set it signed and its neighbours' part, not the set.
-    let mut confirms: Vec<(usize, Request)> = Vec::with_capacity(stay.len());
-    for &i in &stay {
-        let own;
-        let set = match &got[i] {
-            Some(Response::Ok) => &first_set,
-            Some(Response::Survivors(bits)) => {
-                own = bits
-                    .checked(&signed.roster)
-                    .map_err(|e| format!("{}: survivor set: {e}", members[i].id))?;
-                &own
-            }
-            _ => return Err(format!("{}: no survivor set", members[i].id)),
-        };
-        let mut c = unpark(parked[i].as_deref().ok_or("lost state")?)?;
-        let confirmation = c
-            .confirm_checked(set, members[i].key.signing_key())
-            .map_err(|e| format!("{}: {e}", members[i].id))?;
-        parked[i] = Some(park(&c)?);
-        drop(c);
-        confirms.push((
-            i,
-            Request::Confirm {
-                cycle,
-                confirmation,
-            },
-        ));
+    let confirmed: Vec<(usize, Vec<u8>, Request)> = stay
+        .par_iter()
+        .map(|&i| {
+            let own;
+            let set = match &got[i] {
+                Some(Response::Ok) => &first_set,
+                Some(Response::Survivors(bits)) => {
+                    own = bits
+                        .checked(&signed.roster)
+                        .map_err(|e| format!("{}: survivor set: {e}", members[i].id))?;
+                    &own
+                }
+                _ => return Err(format!("{}: no survivor set", members[i].id)),
+            };
+            let mut c = unpark(parked[i].as_deref().ok_or("lost state")?)?;
+            let confirmation = c
+                .confirm_checked(set, members[i].key.signing_key())
+                .map_err(|e| format!("{}: {e}", members[i].id))?;
+            Ok((
+                i,
+                park(&c)?,
+                Request::Confirm {
+                    cycle,
+                    confirmation,
+                },
+            ))
+        })
+        .collect::<Result<_, String>>()?;
+    drop(got);
+    let mut confirms = Vec::with_capacity(confirmed.len());
+    for (i, state, request) in confirmed {
+        parked[i] = Some(state);
+        confirms.push((i, request));
     }
     let r = run_all(&rt, &sessions, confirms, args.concurrency, "confirming");
     answers(n, r, &members, "confirm")?;
-    let got_confirmations = ask_all(
-        &rt,
-        &sessions,
-        &stay,
-        &Request::GetConfirmations { cycle },
-        args.concurrency,
-        "fetching confirmations",
-    )?;
-    let reveals: Vec<(usize, Request)> = stay
-        .iter()
-        .map(|&i| {
-            let Some(Response::Confirmations(cs)) = &got_confirmations[i] else {
-                return Err(format!("{}: no confirmations", members[i].id));
-            };
-            let bytes = parked[i].take().ok_or("lost state")?;
-            let mut c = unpark(&bytes)?;
-            let set = c
-                .confirmed()
-                .map(|c| c.set)
-                .ok_or_else(|| format!("{}: not confirmed", members[i].id))?;
-            let reveal = c
-                .reveal(&set, cs)
-                .map_err(|e| format!("{}: {e}", members[i].id))?;
-            Ok((i, Request::Reveal { cycle, reveal }))
-        })
-        .collect::<Result<_, String>>()?;
-    drop((parked, got_confirmations, got));
+    // Every reveal is computed first (checking k confirmations each: the
+    // cores' work) and sent after, so that the unmasking and billing do
+    // not share the machine with it; a member's state goes once it
+    // revealed.
+    let pb = progress(stay.len(), "checking confirmations and revealing");
+    let mut reveals: Vec<(usize, Request)> = Vec::with_capacity(stay.len());
+    for part in stay.chunks(chunk) {
+        let got = ask_chunk(
+            &rt,
+            &sessions,
+            part,
+            &Request::GetConfirmations { cycle },
+            args.concurrency,
+        )?;
+        let built: Vec<(usize, Request)> = part
+            .par_iter()
+            .zip(got)
+            .map(|(&i, got)| {
+                let Some(Response::Confirmations(cs)) = got else {
+                    return Err(format!("{}: no confirmations", members[i].id));
+                };
+                let mut c = unpark(parked[i].as_deref().ok_or("lost state")?)?;
+                let set = c
+                    .confirmed()
+                    .map(|c| c.set)
+                    .ok_or_else(|| format!("{}: not confirmed", members[i].id))?;
+                let reveal = c
+                    .reveal(&set, &cs)
+                    .map_err(|e| format!("{}: {e}", members[i].id))?;
+                pb.inc(1);
+                Ok((i, Request::Reveal { cycle, reveal }))
+            })
+            .collect::<Result<_, String>>()?;
+        for (i, _) in &built {
+            parked[*i] = None;
+        }
+        reveals.extend(built);
+    }
+    pb.finish();
+    drop(parked);
     let t_reveal = Instant::now();
     // Requests made while the edge unmasks and bills: the operator asks
-    // for the cycle every 50 ms until it is billed.
-    let probing = Arc::new(AtomicBool::new(true));
+    // for the cycle every 50 ms until it is billed (or `--timeout-secs`).
     let prober = {
-        let probing = probing.clone();
         let mut probe = connect(&operator);
         let handle = rt.handle().clone();
         std::thread::spawn(move || {
-            let mut seen = Vec::new();
+            // Each answer's latency, by what it said: being billed (the
+            // round is done), or still in the reveal round.
+            let (mut billing, mut revealing) = (Vec::new(), Vec::new());
             let mut billed_at = None;
-            while probing.load(Ordering::Relaxed) {
+            let until = Instant::now() + give_up;
+            while Instant::now() < until {
                 let t = Instant::now();
                 if let Ok(x) = handle.block_on(probe.call(&Request::GetCycle { cycle })) {
-                    seen.push(t.elapsed());
-                    if let Response::Cycle { billed: true, .. } = x.response {
-                        billed_at = Some(Instant::now());
-                        break;
+                    let took = t.elapsed();
+                    match x.response {
+                        Response::Cycle { billed: true, .. } => {
+                            billing.push(took);
+                            billed_at = Some(Instant::now());
+                            break;
+                        }
+                        Response::Cycle {
+                            round: Round::Done, ..
+                        } => billing.push(took),
+                        _ => revealing.push(took),
                     }
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            (seen, billed_at)
+            (billing, revealing, billed_at)
         })
     };
     let r = run_all(&rt, &sessions, reveals, args.concurrency, "revealing");
@@ -911,7 +1105,22 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
     answers(n, r, &members, "reveal")?;
     lap("confirm and reveal rounds", &mut phases);
 
-    // Bills: every submitter that stayed fetches and decrypts its own.
+    // Bills: every submitter that stayed fetches and decrypts its own, in
+    // chunks, once the cycle is billed: the members' decryption (on their
+    // own machines in a community) would otherwise take this machine's
+    // cores from the edge while it bills, and the probe would measure
+    // that.
+    let (mut during, mut revealing, billed_at) =
+        prober.join().map_err(|_| "the probe thread failed")?;
+    during.sort();
+    revealing.sort();
+    let billing_secs = billed_at
+        .map(|t| t.duration_since(t_reveal).as_secs_f64())
+        .unwrap_or_default();
+    if billed_at.is_none() {
+        return Err("the cycle was not billed".into());
+    }
+    eprintln!("unmasked and billed {billing_secs:.1} s after the reveals began");
     let billed_members: Vec<usize> = stay.clone();
     let want_members: Vec<Data> = (0..n)
         .filter(|&i| vanish[i] != 1)
@@ -923,43 +1132,60 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
     let until = Instant::now() + give_up;
     let mut exact = 0;
     let pb = progress(billed_members.len(), "fetching and decrypting bills");
-    for &i in &billed_members {
-        let m = &members[i];
-        let mut lease = rt.block_on(sessions.pool.lease(&m.key))?;
-        let c = lease.client()?;
-        loop {
-            match rt.block_on(c.call(&Request::GetBill { cycle })) {
-                Ok(x) => match x.response {
-                    Response::Bill(b) => {
-                        let (bill, reward) = m
-                            .glwe()?
-                            .decrypt_totals(&b.totals)
-                            .map_err(|e| e.to_string())?;
-                        match want.get(&m.id) {
-                            Some(w) if (bill, reward) == (w.bill.0, w.reward.0) => exact += 1,
-                            _ => eprintln!("{}: bill DIFFERS from the plaintext model", m.id),
+    for part in billed_members.chunks(chunk) {
+        let mut pending: Vec<usize> = part.to_vec();
+        while !pending.is_empty() {
+            let calls = pending
+                .iter()
+                .map(|&i| (i, Request::GetBill { cycle }))
+                .collect();
+            let r = run_chunk(
+                &rt,
+                &sessions,
+                calls,
+                args.concurrency,
+                &Progress::none(),
+                &|_, r| r,
+            );
+            let mut again = Vec::new();
+            let mut fetched = Vec::new();
+            for (i, _, r) in r {
+                match r {
+                    Ok(Response::Bill(b)) => fetched.push((i, b)),
+                    Ok(Response::Pending { .. }) => again.push(i),
+                    Ok(other) => return Err(format!("{}: {other:?}", members[i].id)),
+                    Err(e) => return Err(format!("{}: {e}", members[i].id)),
+                }
+            }
+            let checked: Vec<bool> = fetched
+                .par_iter()
+                .map(|(i, b)| {
+                    let m = &members[*i];
+                    let (bill, reward) = m
+                        .glwe()?
+                        .decrypt_totals(&b.totals)
+                        .map_err(|e| e.to_string())?;
+                    pb.inc(1);
+                    Ok(match want.get(&m.id) {
+                        Some(w) if (bill, reward) == (w.bill.0, w.reward.0) => true,
+                        _ => {
+                            eprintln!("{}: bill DIFFERS from the plaintext model", m.id);
+                            false
                         }
-                        break;
-                    }
-                    Response::Pending { .. } => {}
-                    other => return Err(format!("{}: {other:?}", m.id)),
-                },
-                Err(e) => return Err(format!("{}: {e}", m.id)),
+                    })
+                })
+                .collect::<Result<_, String>>()?;
+            exact += checked.iter().filter(|x| **x).count();
+            if !again.is_empty() {
+                if Instant::now() > until {
+                    return Err("bills not ready in time".into());
+                }
+                std::thread::sleep(Duration::from_millis(200));
             }
-            if Instant::now() > until {
-                return Err("bills not ready in time".into());
-            }
-            std::thread::sleep(Duration::from_millis(200));
+            pending = again;
         }
-        pb.inc(1);
     }
     pb.finish();
-    probing.store(false, Ordering::Relaxed);
-    let (mut during, billed_at) = prober.join().map_err(|_| "the probe thread failed")?;
-    during.sort();
-    let billing_secs = billed_at
-        .map(|t| t.duration_since(t_reveal).as_secs_f64())
-        .unwrap_or_default();
     lap("bills fetched and decrypted", &mut phases);
     stop_sampling.store(true, Ordering::Relaxed);
     let _ = sampler.join();
@@ -991,11 +1217,15 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
         store_len as f64 / (1 << 20) as f64
     );
     let during_lat = Latency::of(&during);
+    let reveal_lat = Latency::of(&revealing);
     println!(
-        "unmasking + billing: {billing_secs:.1} s after the reveals began; {} requests meanwhile, p99 {:.1} ms, max {:.1} ms",
+        "unmasking + billing: billed {billing_secs:.1} s after the reveals began; requests answered while billing: {}, p99 {:.1} ms, max {:.1} ms; before, in the reveal round: {}, p99 {:.1} ms, max {:.1} ms",
         during.len(),
         during_lat.p99,
-        during_lat.max
+        during_lat.max,
+        revealing.len(),
+        reveal_lat.p99,
+        reveal_lat.max
     );
     println!(
         "bills: {exact} of {} fetched, decrypted and equal to the plaintext model ({after} more billed for members that vanished before unmasking)",
@@ -1021,6 +1251,8 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
             billing_secs,
             during_billing_latency_ms: during_lat,
             during_billing_requests: during.len(),
+            during_reveal_latency_ms: reveal_lat,
+            during_reveal_requests: revealing.len(),
             phases_secs: phases,
             pass: ok,
         };

@@ -50,8 +50,23 @@ pub fn progress(len: usize, what: &str) -> Progress {
 }
 
 impl Progress {
+    /// Progress that shows nothing (a part of work whose whole has a
+    /// progress of its own).
+    pub fn none() -> Progress {
+        Progress {
+            bar: None,
+            what: String::new(),
+            len: 0,
+            start: Instant::now(),
+            lines: Mutex::new((0, Instant::now(), 0)),
+        }
+    }
+
     /// `n` more steps done.
     pub fn inc(&self, n: u64) {
+        if self.what.is_empty() {
+            return;
+        }
         if let Some(b) = &self.bar {
             b.inc(n);
             return;
@@ -90,6 +105,9 @@ impl Progress {
 
     /// Ends the work: the bar disappears; on a pipe one closing line.
     pub fn finish(&self) {
+        if self.what.is_empty() {
+            return;
+        }
         match &self.bar {
             Some(b) => b.finish_and_clear(),
             None => {

@@ -66,6 +66,50 @@ type RateLimiter = governor::DefaultKeyedRateLimiter<NodeId>;
 
 pub(crate) type Refusal = (ErrorCode, String);
 
+/// The threads of the edge's background work (unmasking, billing, the
+/// retention's deletions) run at the lowest CPU priority (nice 19 on
+/// Linux; lowering needs no privilege): the edge thread, which answers
+/// requests, comes first, and the background work takes the CPU left.
+/// Without it a billing batch on every core made requests wait for a
+/// time slice, and a request made during billing took several times its
+/// usual time.
+#[derive(Clone)]
+pub(crate) struct Background(Option<Arc<rayon::ThreadPool>>);
+
+impl Background {
+    fn new() -> Background {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("background {i}"))
+            .start_handler(|_| lower_priority())
+            .build();
+        match pool {
+            Ok(p) => Background(Some(Arc::new(p))),
+            Err(e) => {
+                tracing::warn!(error = %e, "no thread pool for background work: it shares the global one");
+                Background(None)
+            }
+        }
+    }
+
+    /// Runs `f` (and the parallel work it starts) on the background
+    /// threads.
+    fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        match &self.0 {
+            Some(p) => p.install(f),
+            None => f(),
+        }
+    }
+}
+
+/// Lowers the calling thread to the lowest CPU priority.
+fn lower_priority() {
+    if let Err(e) =
+        thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min)
+    {
+        tracing::debug!(error = ?e, "cannot lower a background thread's priority");
+    }
+}
+
 /// Why a cycle's unmasking (on its own thread) failed.
 #[derive(Debug)]
 pub enum UnmaskError {
@@ -147,6 +191,23 @@ pub struct Service {
     rate: RateLimiter,
     /// The transport keys admitted now (shared with the handshakes).
     transport: TransportAdmission,
+    /// The retention's deletions, on a thread of their own (in small
+    /// transactions: the edge's writes never wait for a whole cycle's).
+    pruning: Option<std::thread::JoinHandle<Result<crate::store::PruneReport, EdgeError>>>,
+    /// A cycle was billed while a prune ran: prune again after it.
+    prune_again: bool,
+    /// Threads for the background work.
+    background: Background,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        // Its transactions are small; what it began is finished, so that a
+        // stopped edge leaves the retention applied.
+        if let Some(p) = self.pruning.take() {
+            let _ = p.join();
+        }
+    }
 }
 
 /// Why a member's key rotation ([`Request::RotateKey`]) was refused;
@@ -253,6 +314,9 @@ impl Service {
             open: BTreeMap::new(),
             billed: BTreeMap::new(),
             counters: Counters::default(),
+            pruning: None,
+            prune_again: false,
+            background: Background::new(),
         };
         s.restore()?;
         s.tick();
@@ -293,6 +357,7 @@ impl Service {
                 let billing = Billing::spawn(
                     self.store.clone(),
                     self.backend.clone(),
+                    self.background.clone(),
                     cycle,
                     biller,
                     progress.last,
@@ -681,9 +746,10 @@ impl Service {
                     ));
                 }
                 open.server.check_shares_for(&me).map_err(secagg_refusal)?;
+                let partners = open.server.partners_of(&me);
                 let shares = self
                     .store
-                    .shares_to(cycle, &me)
+                    .shares_to(cycle, &me, &partners)
                     .map_err(|e| refuse(ErrorCode::Internal, e.to_string()))?;
                 Ok(Response::Shares(shares))
             }
@@ -1251,6 +1317,55 @@ impl Service {
     pub fn tick(&mut self) {
         self.advance();
         self.collect_billing();
+        self.collect_prune();
+    }
+
+    /// Applies the retention on a thread of its own (once one is running,
+    /// again after it).
+    fn start_prune(&mut self) {
+        if self.pruning.is_some() {
+            self.prune_again = true;
+            return;
+        }
+        let store = self.store.clone();
+        let retention = self.config.retention.clone();
+        let started = std::thread::Builder::new()
+            .name("retention".into())
+            .spawn(move || {
+                lower_priority();
+                store.prune(now_secs(), &retention)
+            });
+        match started {
+            Ok(handle) => self.pruning = Some(handle),
+            Err(e) => tracing::warn!(error = %e, "cannot start the retention thread"),
+        }
+    }
+
+    /// Reports a finished prune (and starts the next one if asked).
+    fn collect_prune(&mut self) {
+        if !self.pruning.as_ref().is_some_and(|p| p.is_finished()) {
+            return;
+        }
+        let Some(handle) = self.pruning.take() else {
+            return;
+        };
+        match handle.join() {
+            Ok(Ok(r)) if !r.cycles.is_empty() || r.bills > 0 || !r.round_tables.is_empty() => {
+                tracing::info!(
+                    cycles = r.cycles.len(),
+                    submissions = r.submissions,
+                    bills = r.bills,
+                    round_tables = r.round_tables.len(),
+                    "old data deleted (retention)"
+                );
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "retention could not delete old data"),
+            Err(_) => tracing::warn!("the retention thread failed"),
+        }
+        if std::mem::take(&mut self.prune_again) {
+            self.start_prune();
+        }
     }
 
     /// Closes rounds whose members are all in or whose time is up, and
@@ -1328,19 +1443,23 @@ impl Service {
                     Ok(job) => {
                         tracing::info!(%cycle, secrets = job.needed().len(), survivors = job.survivors().len(), "unmasking the aggregate");
                         let store = self.store.clone();
+                        let background = self.background.clone();
                         open.unmasking = Some(std::thread::spawn(move || {
-                            job.run(
-                                |batch| {
-                                    store
-                                        .answers_about(cycle, batch)
-                                        .map_err(UnmaskError::Store)
-                                },
-                                |batch| {
-                                    store
-                                        .masked_inputs(cycle, batch)
-                                        .map_err(UnmaskError::Store)
-                                },
-                            )
+                            lower_priority();
+                            background.install(|| {
+                                job.run(
+                                    |batch| {
+                                        store
+                                            .answers_about(cycle, batch)
+                                            .map_err(UnmaskError::Store)
+                                    },
+                                    |batch| {
+                                        store
+                                            .masked_inputs(cycle, batch)
+                                            .map_err(UnmaskError::Store)
+                                    },
+                                )
+                            })
                         }));
                     }
                     Err(pb_secagg::Refusal::NotEnoughShares { waiting }) => {
@@ -1414,6 +1533,7 @@ impl Service {
         let billing = Billing::spawn(
             self.store.clone(),
             self.backend.clone(),
+            self.background.clone(),
             cycle,
             biller,
             progress.last,
@@ -1485,18 +1605,7 @@ impl Service {
             backend = self.backend.name(),
             "cycle billed"
         );
-        match self.store.prune(now_secs(), &self.config.retention) {
-            Ok(r) if !r.cycles.is_empty() || r.bills > 0 => {
-                tracing::info!(
-                    cycles = r.cycles.len(),
-                    submissions = r.submissions,
-                    bills = r.bills,
-                    "old data deleted (retention)"
-                );
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "retention could not delete old data"),
-        }
+        self.start_prune();
     }
 }
 
@@ -1545,6 +1654,7 @@ impl Billing {
     fn spawn(
         store: Arc<EdgeStore>,
         backend: Arc<dyn ComputeBackend>,
+        background: Background,
         cycle: CycleId,
         biller: CycleBiller,
         after: Option<MemberId>,
@@ -1553,6 +1663,7 @@ impl Billing {
         let members = biller.members().len();
         let stop = cancel.clone();
         let work = move || -> Result<(), WorkerStop> {
+            lower_priority();
             let batch = backend.preferred_batch().max(1);
             let mut after = after;
             loop {
@@ -1565,8 +1676,8 @@ impl Billing {
                 if rows.is_empty() {
                     return Ok(());
                 }
-                let bills = biller
-                    .bill_batch(backend.as_ref(), &rows)
+                let bills = background
+                    .install(|| biller.bill_batch(backend.as_ref(), &rows))
                     .map_err(|e| WorkerStop::Billing(e.to_string()))?;
                 drop(rows);
                 let stored = store

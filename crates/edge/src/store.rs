@@ -1108,6 +1108,34 @@ fn value_members(
     Ok(out)
 }
 
+/// Submissions deleted per transaction by [`EdgeStore::prune`].
+const PRUNE_BATCH: usize = 256;
+
+/// The first `limit` members with a value of `cycle` in a table of rows
+/// (a seek per value, as [`value_members`]).
+fn first_value_members(
+    t: &impl ReadableTable<Rows<(u64, &'static str)>, &'static [u8]>,
+    cycle: CycleId,
+    limit: usize,
+) -> Result<Vec<String>, EdgeError> {
+    let mut out: Vec<String> = Vec::new();
+    while out.len() < limit {
+        let after = out
+            .last()
+            .map(|m| MemberId::new(m.clone()))
+            .transpose()
+            .map_err(err)?;
+        let mut rows = t
+            .range(cycle_value_rows(cycle, after.as_ref()))
+            .map_err(rdb)?;
+        let Some(row) = rows.next() else { break };
+        let (k, _) = row.map_err(rdb)?;
+        let ((_, member), _) = k.value();
+        out.push(member.to_string());
+    }
+    Ok(out)
+}
+
 /// The values of `cycle` in a table of rows.
 fn value_count(
     t: &impl ReadableTable<Rows<(u64, &'static str)>, &'static [u8]>,
@@ -1568,17 +1596,28 @@ impl EdgeStore {
             .saturating_sub(retention.keep_submissions_cycles);
         for &cycle in &billed[..old] {
             let cycle = CycleId(cycle);
-            let subs = self.write_txn(|t| {
-                let mut table = t.open_table(SUBMISSIONS).map_err(rdb)?;
-                let removed = value_count(&table, cycle)?;
-                table
-                    .retain_in(cycle_value_rows(cycle, None), |_, _| false)
-                    .map_err(rdb)?;
+            // In transactions of PRUNE_BATCH submissions: the edge's own
+            // writes wait for each, never for a whole large cycle.
+            let mut subs = 0;
+            loop {
+                let removed = self.write_txn(|t| {
+                    let mut table = t.open_table(SUBMISSIONS).map_err(rdb)?;
+                    let first = first_value_members(&table, cycle, PRUNE_BATCH)?;
+                    for m in &first {
+                        remove_value(&mut table, (cycle.0, m.as_str()))?;
+                    }
+                    Ok(first.len())
+                })?;
+                if removed == 0 {
+                    break;
+                }
+                subs += removed;
+            }
+            self.write_txn(|t| {
                 t.open_table(ROUNDS)
                     .map_err(rdb)?
                     .retain_in(round_rows(cycle), |_, _| false)
-                    .map_err(rdb)?;
-                Ok(removed)
+                    .map_err(rdb)
             })?;
             if subs > 0 {
                 report.cycles.push(cycle);
@@ -2671,7 +2710,12 @@ mod tests {
         assert!(s.round_events::<RoundEvent>(CycleId(8)).unwrap().is_empty());
         for i in 0..n {
             assert_eq!(
-                s.shares_to(CycleId(cycle), &member(i)).unwrap(),
+                s.shares_to(
+                    CycleId(cycle),
+                    &member(i),
+                    &server.rounds().partners_of(&member(i))
+                )
+                .unwrap(),
                 server.shares_for(&member(i)).unwrap()
             );
         }

@@ -18,6 +18,7 @@
 //! a restart.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use pb_units::MemberId;
 use serde::{Deserialize, Serialize};
@@ -27,7 +28,7 @@ use crate::keys::SignedBundle;
 use crate::params::GraphParams;
 use crate::roster::{Roster, SignedRoster};
 use crate::shares::{EncryptedShare, Reveal, SEALED_LEN, Secret};
-use crate::unmask::{Needed, Survivor, UnmaskJob};
+use crate::unmask::{Answerers, Needed, Survivor, UnmaskJob};
 use crate::{Confirmation, Graph, Refusal, Round, Session, SurvivorBits, SurvivorSet, hash};
 
 /// A digest of a member's message (the first 16 bytes of a domain-tagged
@@ -170,18 +171,50 @@ pub struct Progress {
     pub waiting: Vec<MemberId>,
 }
 
+/// A cycle's graph over roster indices: `ring[p]` is the member at ring
+/// position `p`, `pos[i]` the position of roster member `i`; each member
+/// neighbours the `half` members on either side (every other member when
+/// `complete`). 8 bytes per member.
+#[derive(Debug)]
+pub(crate) struct Ring {
+    ring: Vec<u32>,
+    pos: Vec<u32>,
+    half: usize,
+    complete: bool,
+}
+
+impl Ring {
+    /// The neighbours of roster member `i`, as sorted roster indices
+    /// (roster order is member order).
+    pub(crate) fn neighbours(&self, i: usize) -> Vec<usize> {
+        let n = self.ring.len();
+        let mut out: Vec<usize> = if self.complete {
+            (0..n).filter(|&j| j != i).collect()
+        } else {
+            let p = self.pos[i] as usize;
+            (1..=self.half)
+                .flat_map(|d| {
+                    [
+                        self.ring[(p + d) % n] as usize,
+                        self.ring[(p + n - d) % n] as usize,
+                    ]
+                })
+                .collect()
+        };
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
 /// The edge's state of one cycle's rounds (see the module's doc).
 #[derive(Debug)]
 pub struct Rounds {
     session: Session,
     roster: Roster,
     params: GraphParams,
-    /// The graph as roster indices: `ring[p]` is the member at ring
-    /// position `p`, `pos[i]` the position of roster member `i`.
-    ring: Vec<u32>,
-    pos: Vec<u32>,
-    half: usize,
-    complete: bool,
+    /// The graph as roster indices.
+    ring: Arc<Ring>,
     min_survivors: usize,
     shape: (usize, usize),
     round: Round,
@@ -224,15 +257,18 @@ impl Rounds {
         for (p, &i) in ring.iter().enumerate() {
             pos[i as usize] = p as u32;
         }
+        let ring = Arc::new(Ring {
+            ring,
+            pos,
+            half: graph.half(),
+            complete: graph.is_complete(),
+        });
         let slots_of = (0..n).map(|_| Slot::default()).collect();
         Ok(Rounds {
             session,
             roster: r.clone(),
             params,
             ring,
-            pos,
-            half: graph.half(),
-            complete: graph.is_complete(),
             min_survivors,
             shape: (fields, slots),
             round: Round::Advertise,
@@ -303,23 +339,7 @@ impl Rounds {
     /// The graph neighbours of roster member `i`, as sorted roster indices
     /// (roster order is member order).
     fn neighbours_ix(&self, i: usize) -> Vec<usize> {
-        let n = self.slots.len();
-        let mut out: Vec<usize> = if self.complete {
-            (0..n).filter(|&j| j != i).collect()
-        } else {
-            let p = self.pos[i] as usize;
-            (1..=self.half)
-                .flat_map(|d| {
-                    [
-                        self.ring[(p + d) % n] as usize,
-                        self.ring[(p + n - d) % n] as usize,
-                    ]
-                })
-                .collect()
-        };
-        out.sort_unstable();
-        out.dedup();
-        out
+        self.ring.neighbours(i)
     }
 
     fn neighbours_where(&self, m: &MemberId, pred: impl Fn(&Slot) -> bool) -> Vec<MemberId> {
@@ -789,8 +809,10 @@ impl Rounds {
                 needed.push(Needed {
                     check: check(i, need.secret)?,
                     about,
+                    index: i,
                     secret: need.secret,
                     threshold: need.threshold as usize,
+                    holders: Vec::new(),
                 });
             }
         }
@@ -821,11 +843,22 @@ impl Rounds {
                 dropped_partners,
             });
         }
+        let answerers = Answerers {
+            ring: self.ring.clone(),
+            ids: self
+                .roster
+                .members
+                .iter()
+                .map(|e| e.member.clone())
+                .collect(),
+            revealed: self.slots.iter().map(|s| s.revealed.is_some()).collect(),
+        };
         Ok(UnmaskJob::new(
             self.session.clone(),
             self.shape,
             needed,
             survivors,
+            answerers,
         ))
     }
 

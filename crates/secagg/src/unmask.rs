@@ -8,6 +8,7 @@
 //! store and holds one batch at a time.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use curve25519_dalek::scalar::Scalar;
 use pb_units::MemberId;
@@ -16,6 +17,7 @@ use x25519_dalek::StaticSecret;
 
 use crate::keys::{mask_public, seed_commitment};
 use crate::mask::{apply, pair_key, pair_sign, self_key};
+use crate::rounds::Ring;
 use crate::shares::{Secret, SecretShare, combine, combine_with, lagrange_at_zero};
 use crate::{Refusal, Session};
 
@@ -27,12 +29,39 @@ pub const UNMASK_BATCH: usize = 1024;
 pub struct Needed {
     /// Whose.
     pub about: MemberId,
+    /// Its owner's position in the roster.
+    pub index: usize,
     /// Which.
     pub secret: Secret,
     /// Shares it takes.
     pub threshold: usize,
     /// Its public check: the seed commitment or the mask public key.
     pub check: [u8; 32],
+    /// The neighbours of its owner that revealed (the answers there may
+    /// be about it), sorted: filled for the batch [`UnmaskJob::run`] asks
+    /// for, empty otherwise.
+    pub holders: Vec<MemberId>,
+}
+
+/// Who answered about whom: the graph and which members revealed
+/// (`O(n)`), so that the answers about a secret are looked up where they
+/// are, not searched for.
+#[derive(Debug)]
+pub(crate) struct Answerers {
+    pub(crate) ring: Arc<Ring>,
+    pub(crate) ids: Vec<MemberId>,
+    pub(crate) revealed: Vec<bool>,
+}
+
+impl Answerers {
+    fn of(&self, i: usize) -> Vec<MemberId> {
+        self.ring
+            .neighbours(i)
+            .into_iter()
+            .filter(|&j| self.revealed[j])
+            .map(|j| self.ids[j].clone())
+            .collect()
+    }
 }
 
 /// A survivor, as the sum needs it.
@@ -53,6 +82,7 @@ pub struct UnmaskJob {
     shape: (usize, usize),
     needed: Vec<Needed>,
     survivors: Vec<Survivor>,
+    answerers: Answerers,
 }
 
 impl std::fmt::Debug for UnmaskJob {
@@ -70,12 +100,14 @@ impl UnmaskJob {
         shape: (usize, usize),
         needed: Vec<Needed>,
         survivors: Vec<Survivor>,
+        answerers: Answerers,
     ) -> UnmaskJob {
         UnmaskJob {
             session,
             shape,
             needed,
             survivors,
+            answerers,
         }
     }
 
@@ -114,6 +146,14 @@ impl UnmaskJob {
         let mut recovered: BTreeMap<(MemberId, Secret), [u8; 32]> = BTreeMap::new();
         let mut short = Vec::new();
         for batch in self.needed.chunks(UNMASK_BATCH) {
+            let batch: Vec<Needed> = batch
+                .iter()
+                .map(|n| Needed {
+                    holders: self.answerers.of(n.index),
+                    ..n.clone()
+                })
+                .collect();
+            let batch = batch.as_slice();
             let mut shares = answers(batch)?;
             if shares.len() != batch.len() {
                 return Err(Refusal::BadRecovery(batch[0].about.clone()).into());
