@@ -37,6 +37,7 @@ fn bad_household_requests_get_clear_errors_and_store_nothing() {
         metrics: None,
         max_members: pb_edge::config::DEFAULT_MAX_MEMBERS,
         retention: Default::default(),
+        store_cache_mib: pb_edge::config::DEFAULT_STORE_CACHE_MIB,
         min_members: 3,
         dropout_deadline_secs: 3600,
         round_secs: 3600,

@@ -67,6 +67,18 @@ pub struct EdgeConfig {
     /// optional).
     #[serde(default)]
     pub retention: Retention,
+    /// The store's page cache in MiB (redb's; the operating system caches
+    /// the file as well). The edge reads a cycle once, batch by batch, so
+    /// a larger cache buys little and is most of the edge's memory.
+    #[serde(default = "default_store_cache_mib")]
+    pub store_cache_mib: usize,
+}
+
+/// `store_cache_mib` unless configured.
+pub const DEFAULT_STORE_CACHE_MIB: usize = 32;
+
+fn default_store_cache_mib() -> usize {
+    DEFAULT_STORE_CACHE_MIB
 }
 
 /// `max_members` unless configured.
@@ -422,8 +434,15 @@ impl EdgeConfig {
     }
 
     /// Checks `max_members` (between `min_members` and
-    /// `pb_units::limits::MAX_MEMBERS`) and `[retention]`.
+    /// `pb_units::limits::MAX_MEMBERS`), `store_cache_mib` (1 to 65,536)
+    /// and `[retention]`.
     pub fn check_capacity(&self) -> Result<(), EdgeError> {
+        if !(1..=65_536).contains(&self.store_cache_mib) {
+            return Err(EdgeError::Config(format!(
+                "store_cache_mib: {} is not between 1 and 65536",
+                self.store_cache_mib
+            )));
+        }
         let max = pb_units::limits::MAX_MEMBERS;
         if self.max_members < self.min_members || self.max_members > max {
             return Err(EdgeError::Config(format!(
@@ -645,6 +664,12 @@ mod tests {
             let e = c.check_capacity().unwrap_err().to_string();
             assert!(e.contains(key), "{e}");
         };
+        let mut c = base();
+        assert_eq!(c.store_cache_mib, DEFAULT_STORE_CACHE_MIB);
+        for bad in [0, 65_537] {
+            c.store_cache_mib = bad;
+            refused(&c, "store_cache_mib");
+        }
         let mut c = base();
         assert_eq!(c.round_secs, 60);
         c.round_secs = 0;

@@ -112,7 +112,7 @@ pub fn open_service(
     backend: Box<dyn ComputeBackend>,
 ) -> Result<Service, EdgeError> {
     let key = NodeKey::read_file(&config.key_file)?;
-    let store = EdgeStore::open(&config.data_dir)?;
+    let store = EdgeStore::open_with_cache(&config.data_dir, config.store_cache_mib << 20)?;
     Service::open(
         store,
         backend,

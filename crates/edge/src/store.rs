@@ -205,11 +205,15 @@ where
     Ok(moved)
 }
 
+/// The store's page cache unless told otherwise (`store_cache_mib` of
+/// `edge.toml`).
+pub const DEFAULT_CACHE_BYTES: usize = crate::config::DEFAULT_STORE_CACHE_MIB << 20;
+
 /// Opens (or creates) the redb file; the page cache is modest, submissions
 /// being read back in batches.
-fn open_db(path: &Path) -> Result<Database, EdgeError> {
+fn open_db(path: &Path, cache_bytes: usize) -> Result<Database, EdgeError> {
     redb::Builder::new()
-        .set_cache_size(128 << 20)
+        .set_cache_size(cache_bytes)
         .create(path)
         .map_err(|e| unreadable(path, e))
 }
@@ -480,6 +484,8 @@ pub struct EdgeStore {
     /// `None` after a failed write closed it until it reopens.
     db: RwLock<Option<Database>>,
     path: PathBuf,
+    /// The page cache's size (kept to reopen the file).
+    cache_bytes: usize,
 }
 
 impl EdgeStore {
@@ -494,6 +500,11 @@ impl EdgeStore {
     /// is left as it was. A store left by a killed edge is repaired by redb
     /// on open (nothing committed is lost).
     pub fn open(dir: &Path) -> Result<EdgeStore, EdgeError> {
+        EdgeStore::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`EdgeStore::open`] with a page cache of `cache_bytes`.
+    pub fn open_with_cache(dir: &Path, cache_bytes: usize) -> Result<EdgeStore, EdgeError> {
         let path = private_store_file(dir, "edge.redb")
             .map_err(|e| EdgeError::Store(format!("{}: {e}", dir.display())))?;
         let existing = std::fs::metadata(&path)
@@ -503,10 +514,11 @@ impl EdgeStore {
         if existing {
             check_existing(&path)?;
         }
-        let db = open_db(&path)?;
+        let db = open_db(&path, cache_bytes)?;
         let store = EdgeStore {
             db: RwLock::new(Some(db)),
             path,
+            cache_bytes,
         };
         let migrated = store.write_txn(|txn| {
             let format = stored_format(txn)?;
@@ -621,7 +633,7 @@ impl EdgeStore {
         }
         let mut guard = self.db.write().unwrap_or_else(PoisonError::into_inner);
         if guard.is_none() {
-            *guard = Some(open_db(&self.path)?);
+            *guard = Some(open_db(&self.path, self.cache_bytes)?);
             tracing::info!(path = %self.path.display(), "store reopened after a failed write");
         }
         match guard.as_ref() {

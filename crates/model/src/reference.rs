@@ -29,16 +29,18 @@ pub fn bills(ctx: &CycleContext, households: &[Data]) -> Result<Vec<crate::Bill>
         let td = sum(|v| &v.dev);
         let imbalance_cost_c = (r - p) * -td; // charged when td < 0
         let imbalance_cost_s = (p - f) * td; // lost when td > 0
+        // The slot's community sums, once per slot (not once per
+        // household: that was quadratic in the community's size).
+        let (nc, np) = match ctx.model() {
+            BillingModel::Ucs => (sum(|v| &v.fc), sum(|v| &v.fp)),
+            BillingModel::UcsReference => (sum(|v| &v.ac).max(1), sum(|v| &v.ap).max(1)),
+            BillingModel::Proportional => (sum(|v| &v.oc), sum(|v| &v.op)),
+        };
         for (v, acc) in vectors.iter().zip(out.iter_mut()) {
             let mut bill = p * v.ca[t] as i128 + r * v.cr[t] as i128;
             let mut reward = p * v.sa[t] as i128 + f * v.sr[t] as i128;
             match ctx.model() {
                 BillingModel::Ucs | BillingModel::UcsReference => {
-                    let (nc, np) = if ctx.model() == BillingModel::Ucs {
-                        (sum(|v| &v.fc), sum(|v| &v.fp))
-                    } else {
-                        (sum(|v| &v.ac).max(1), sum(|v| &v.ap).max(1))
-                    };
                     if td < 0 && nc > 0 && v.fc[t] == 1 {
                         bill += div_round_half_away(imbalance_cost_c, nc);
                     }
@@ -47,7 +49,7 @@ pub fn bills(ctx: &CycleContext, households: &[Data]) -> Result<Vec<crate::Bill>
                     }
                 }
                 BillingModel::Proportional => {
-                    let (soc, sop) = (sum(|v| &v.oc), sum(|v| &v.op));
+                    let (soc, sop) = (nc, np);
                     if td < 0 && soc > 0 {
                         bill += div_round_half_away(imbalance_cost_c, soc) * v.oc[t] as i128;
                     }

@@ -73,6 +73,7 @@ pub fn edge_config(
         metrics: None,
         max_members: pb_edge::config::DEFAULT_MAX_MEMBERS,
         retention: Default::default(),
+        store_cache_mib: pb_edge::config::DEFAULT_STORE_CACHE_MIB,
         min_members: 3,
         dropout_deadline_secs,
         round_secs: dropout_deadline_secs,
