@@ -486,6 +486,54 @@ fn wait_round(
     }
 }
 
+/// Households of a community file read through the household API's
+/// parser (`pb_inputs::community`), in parts of at most 10,000 households:
+/// a file of 100,000 is over the parser's 64 MiB input limit.
+fn parse_in_parts(file: pb_inputs::CommunityFile) -> Result<pb_inputs::Community, String> {
+    const PART: usize = 10_000;
+    let pb_inputs::CommunityFile {
+        cycle_id,
+        prices,
+        households,
+        cycle_start,
+    } = file;
+    let mut parts: Vec<Vec<pb_inputs::HouseholdFile>> = Vec::new();
+    let mut rest = households.into_iter().peekable();
+    while rest.peek().is_some() {
+        parts.push(rest.by_ref().take(PART).collect());
+    }
+    // A last part too small for a community goes with the one before.
+    if parts.len() > 1 && parts.last().is_some_and(|p| p.len() < 3) {
+        let last = parts.pop().unwrap_or_default();
+        if let Some(prev) = parts.last_mut() {
+            prev.extend(last);
+        }
+    }
+    let mut out: Option<pb_inputs::Community> = None;
+    for households in parts {
+        let part = pb_inputs::CommunityFile {
+            cycle_id,
+            prices: prices.clone(),
+            households,
+            cycle_start: cycle_start.clone(),
+        };
+        let c = pb_inputs::community(
+            &serde_json::to_string(&part).map_err(|e| e.to_string())?,
+            BillingModel::Ucs,
+            3,
+            pb_inputs::Units::Round,
+        )?;
+        match &mut out {
+            None => out = Some(c),
+            Some(all) => {
+                all.households.extend(c.households);
+                all.ids.extend(c.ids);
+            }
+        }
+    }
+    out.ok_or_else(|| "no households".to_string())
+}
+
 /// Runs the load test; `Ok(true)` when every submission was accepted and
 /// every submitter's bill is exact.
 pub fn run(args: &LoadArgs) -> Result<bool, String> {
@@ -674,13 +722,7 @@ pub fn run(args: &LoadArgs) -> Result<bool, String> {
     for (h, m) in file.households.iter_mut().zip(&members) {
         h.id = pb_inputs::HouseholdId::Text(m.id.to_string());
     }
-    let parsed = pb_inputs::community(
-        &serde_json::to_string(&file).map_err(|e| e.to_string())?,
-        BillingModel::Ucs,
-        3,
-        pb_inputs::Units::Round,
-    )?;
-    drop(file);
+    let parsed = parse_in_parts(file)?;
     let ctx = parsed.context.clone();
     let cycle = ctx.cycle();
     let mut op = connect(&operator);

@@ -139,7 +139,7 @@ pub struct CommunityFile {
 }
 
 /// Prices per slot, currency per kWh.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PricesFile {
     /// Trading price `p`.

@@ -214,6 +214,18 @@ fn a_confirmed_member_keeps_the_sets_hash_not_the_set() {
             .unwrap()
             .len()
     };
+    // An edge that clears a submitter's bit (declares it dropped) is
+    // refused by that member, and the member's state does not change.
+    let mut dropped = server.survivor_bits().unwrap().clone();
+    dropped.bits[0] &= !0b10; // member 1
+    let checked = dropped.checked(&c.roster.roster).unwrap();
+    let state = encoded(&clients[1]);
+    assert!(matches!(
+        clients[1].confirm_checked(&checked, c.key_of(&ids[1])),
+        Err(Refusal::BadSurvivorSet(_))
+    ));
+    assert_eq!(encoded(&clients[1]), state);
+    assert!(clients[1].confirmed().is_none());
     let before = encoded(&clients[0]);
     let conf = clients[0]
         .confirm(&set, &c.roster.roster, c.key_of(&ids[0]))
