@@ -2,6 +2,12 @@
 
 use pbill::{ModelArg, client, demo, progress, report, status, synthetic, write_file};
 
+// jemalloc returns freed memory to the system (glibc keeps it in per-thread
+// arenas): the edge's resident memory follows what it holds (at 2,000
+// members its peak was 158 MiB against 229 MiB with glibc's allocator).
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 

@@ -13,6 +13,12 @@
 
 use std::process::ExitCode;
 
+// jemalloc returns freed memory to the system (glibc keeps it in per-thread
+// arenas): the edge's resident memory follows what it holds (at 2,000
+// members its peak was 158 MiB against 229 MiB with glibc's allocator).
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use clap::{Parser, Subcommand};
 use pbill::{drill, load};
 
