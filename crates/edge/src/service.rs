@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use pb_hiding::HiddenData;
+use pb_hiding::{HiddenBill, HiddenData};
 use pb_model::{Aggregates, CycleContext};
 use pb_protocol::{
     Audience, Envelope, ErrorCode, MAX_FRAME, MemberEntry, MemberList, NodeId, NodeKey,
@@ -1665,26 +1665,52 @@ impl Billing {
         let work = move || -> Result<(), WorkerStop> {
             lower_priority();
             let batch = backend.preferred_batch().max(1);
-            let mut after = after;
-            loop {
-                if stop.load(Ordering::Relaxed) {
-                    return Err(WorkerStop::Cancelled);
-                }
-                let rows = store
-                    .billing_batch(cycle, after.as_ref(), batch)
-                    .map_err(|e| WorkerStop::Store(e.to_string()))?;
-                if rows.is_empty() {
-                    return Ok(());
-                }
-                let bills = background
-                    .install(|| biller.bill_batch(backend.as_ref(), &rows))
-                    .map_err(|e| WorkerStop::Billing(e.to_string()))?;
-                drop(rows);
-                let stored = store
-                    .put_bills_batch(cycle, &bills)
-                    .map_err(|e| WorkerStop::Store(e.to_string()))?;
-                after = stored.last;
-            }
+            // Each batch's bills commit on a second thread while the next
+            // batch is read and billed: a commit of 64 bills (8 MB and an
+            // fsync) is tens of milliseconds of waiting for the disk, not
+            // of CPU. At most one batch waits to commit; commits keep
+            // their order, so the progress marker stays that of the last
+            // committed batch.
+            let (to_commit, pending) = std::sync::mpsc::sync_channel::<Vec<HiddenBill>>(1);
+            std::thread::scope(|scope| {
+                let committer = scope.spawn(|| -> Result<(), WorkerStop> {
+                    lower_priority();
+                    for bills in pending {
+                        store
+                            .put_bills_batch(cycle, &bills)
+                            .map_err(|e| WorkerStop::Store(e.to_string()))?;
+                    }
+                    Ok(())
+                });
+                let produced = (|| -> Result<(), WorkerStop> {
+                    let mut after = after;
+                    loop {
+                        if stop.load(Ordering::Relaxed) {
+                            return Err(WorkerStop::Cancelled);
+                        }
+                        let rows = store
+                            .billing_batch(cycle, after.as_ref(), batch)
+                            .map_err(|e| WorkerStop::Store(e.to_string()))?;
+                        let Some((last, _)) = rows.last() else {
+                            return Ok(());
+                        };
+                        after = Some(last.member.clone());
+                        let bills = background
+                            .install(|| biller.bill_batch(backend.as_ref(), &rows))
+                            .map_err(|e| WorkerStop::Billing(e.to_string()))?;
+                        drop(rows);
+                        if to_commit.send(bills).is_err() {
+                            // The committer stopped: its error is the one.
+                            return Ok(());
+                        }
+                    }
+                })();
+                drop(to_commit);
+                let committed = committer.join().unwrap_or_else(|_| {
+                    Err(WorkerStop::Billing("the billing committer failed".into()))
+                });
+                committed.and(produced)
+            })
         };
         let worker = std::thread::Builder::new()
             .name(format!("billing {}", cycle.0))
